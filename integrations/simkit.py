@@ -1,0 +1,212 @@
+"""Shared machinery of the vendor simulators: request log, fault injection, transport.
+
+A simulator is a stateful Starlette app imitating one vendor's HTTP API. It can be
+mounted in-process with :meth:`Simulator.transport` or served on loopback by
+``stanch lab``. Everything here is vendor-neutral; each vendor's ``sim.py`` adds the
+routes, the state machine and the vendor's own error envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+FaultKind = Literal["status", "timeout"]
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One request a simulator received (for the documented-operations checks)."""
+
+    method: str
+    path: str
+    route: str | None
+    status: int
+
+
+@dataclass
+class Fault:
+    """The next ``remaining`` requests fail: with ``status`` (and headers), or by hanging."""
+
+    kind: FaultKind
+    remaining: int
+    status: int = 503
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    path_prefix: str = ""
+    hang_seconds: float = 30.0
+
+
+class _Recorder:
+    """ASGI middleware: apply pending faults, then log what the app answered."""
+
+    def __init__(self, app: ASGIApp, sim: Simulator) -> None:
+        self.app = app
+        self.sim = sim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        fault = self.sim._take_fault(path)
+        if fault is not None:
+            if fault.kind == "timeout":
+                self.sim._log(LoggedRequest(method, path, None, 0))
+                await asyncio.sleep(fault.hang_seconds)
+                return
+            headers = {"content-type": "application/json", **fault.headers}
+            response = Response(fault.body, status_code=fault.status, headers=headers)
+            self.sim._log(LoggedRequest(method, path, self.sim.route_of(scope), fault.status))
+            await response(scope, receive, send)
+            return
+        status = 0
+
+        async def capture(message: dict[str, object]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])  # type: ignore[call-overload]
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        self.sim._log(LoggedRequest(method, path, scope.get("stanch.route"), status))
+
+
+class Simulator:
+    """Base for a vendor simulator.
+
+    Subclasses define ``vendor`` and ``routes()``; route handlers read and change the
+    subclass's state. ``requests`` records every request received, with the route
+    template it matched, so a test can check each against the vendor's documented list.
+    """
+
+    vendor: str = "vendor"
+    base_url: str = "https://sim.invalid"
+
+    def __init__(self) -> None:
+        self.requests: list[LoggedRequest] = []
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self.app = self._build()
+
+    def routes(self) -> list[BaseRoute]:
+        """The vendor routes; each subclass lists its own."""
+        raise NotImplementedError
+
+    def _build(self) -> ASGIApp:
+        app = Starlette(routes=self.routes())
+        return _Recorder(_RouteTagger(app), self)
+
+    # Faults ---------------------------------------------------------------------------
+    def fail_next(
+        self,
+        count: int = 1,
+        *,
+        status: int = 503,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        path_prefix: str = "",
+    ) -> None:
+        """Make the next ``count`` requests (under ``path_prefix``) answer ``status``."""
+        with self._lock:
+            self._faults.append(
+                Fault("status", count, status, dict(headers or {}), body, path_prefix)
+            )
+
+    def hang_next(self, count: int = 1, *, seconds: float = 30.0, path_prefix: str = "") -> None:
+        """Make the next ``count`` requests hang for ``seconds`` (a client timeout)."""
+        with self._lock:
+            self._faults.append(Fault("timeout", count, path_prefix=path_prefix,
+                                      hang_seconds=seconds))
+
+    def clear_faults(self) -> None:
+        """Drop every pending fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if path.startswith(fault.path_prefix):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _log(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+    def route_of(self, scope: Scope) -> str | None:
+        """The route template a request matches, e.g. ``/users/{id}/lifecycle/suspend``."""
+        app = self.app
+        assert isinstance(app, _Recorder)
+        inner = app.app
+        assert isinstance(inner, _RouteTagger)
+        return inner.template(scope)
+
+    # Mounting -------------------------------------------------------------------------
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """An in-process transport to this simulator that honours client timeouts."""
+        return TimeoutASGITransport(self.app)
+
+    def client(self, **kwargs: object) -> httpx.AsyncClient:
+        """An ``AsyncClient`` wired to this simulator in-process (for tests)."""
+        return httpx.AsyncClient(
+            transport=self.transport(), base_url=self.base_url, **kwargs  # type: ignore[arg-type]
+        )
+
+
+class _RouteTagger:
+    """Records which route template matched, so the request log can name operations."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    def template(self, scope: Scope) -> str | None:
+        from starlette.routing import Match
+
+        for route in self.app.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return getattr(route, "path", None)
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["stanch.route"] = self.template(scope)
+        await self.app(scope, receive, send)
+
+
+class TimeoutASGITransport(httpx.AsyncBaseTransport):
+    """``httpx.ASGITransport`` that raises ``httpx.ReadTimeout`` like a socket would.
+
+    httpx enforces timeouts in its network transports; the plain ASGI transport ignores
+    them, so a hanging simulator would hang the test. This one applies the request's
+    read timeout to the whole exchange.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._inner = httpx.ASGITransport(app=app)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        read = timeouts.get("read")
+        try:
+            return await asyncio.wait_for(self._inner.handle_async_request(request), read)
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout("simulator did not answer in time", request=request) from exc
+
+
+Handler = Callable[[Request], Awaitable[Response]]
