@@ -275,3 +275,19 @@ def _is_documentation(address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
     # RFC 5737 / 3849 ranges stand in for internet addresses in samples, demos and tests.
     docs = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
     return any(address in ipaddress.ip_network(net) for net in docs)
+
+
+class NormalizationError(ValueError):
+    """A vendor payload could not be turned into a Detection Finding.
+
+    Attributes:
+        vendor: the source vendor.
+        field: the dotted path of the vendor field that failed (``device.hostname``).
+        reason: why it failed.
+    """
+
+    def __init__(self, vendor: str, field: str, reason: str) -> None:
+        super().__init__(f"{vendor}: {field}: {reason}")
+        self.vendor = vendor
+        self.field = field
+        self.reason = reason
