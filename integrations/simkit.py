@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from starlette.applications import Starlette
@@ -72,10 +72,10 @@ class _Recorder:
             return
         status = 0
 
-        async def capture(message: dict[str, object]) -> None:
+        async def capture(message: MutableMapping[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = int(message["status"])  # type: ignore[call-overload]
+                status = int(message["status"])
             await send(message)
 
         await self.app(scope, receive, capture)
@@ -126,8 +126,9 @@ class Simulator:
     def hang_next(self, count: int = 1, *, seconds: float = 30.0, path_prefix: str = "") -> None:
         """Make the next ``count`` requests hang for ``seconds`` (a client timeout)."""
         with self._lock:
-            self._faults.append(Fault("timeout", count, path_prefix=path_prefix,
-                                      hang_seconds=seconds))
+            self._faults.append(
+                Fault("timeout", count, path_prefix=path_prefix, hang_seconds=seconds)
+            )
 
     def clear_faults(self) -> None:
         """Drop every pending fault."""
@@ -164,7 +165,9 @@ class Simulator:
     def client(self, **kwargs: object) -> httpx.AsyncClient:
         """An ``AsyncClient`` wired to this simulator in-process (for tests)."""
         return httpx.AsyncClient(
-            transport=self.transport(), base_url=self.base_url, **kwargs  # type: ignore[arg-type]
+            transport=self.transport(),
+            base_url=self.base_url,
+            **kwargs,  # type: ignore[arg-type]
         )
 
 

@@ -1,0 +1,314 @@
+"""Human approval of action plans: a typed Prefect pause, resumed with a signed decision.
+
+The flow stores an approval request, then pauses for an :class:`ApprovalDecision`. A
+decision is only acted on if its HMAC (keyed with the stanch approval key) verifies and it
+names exactly the plans that were asked about: anyone with Prefect UI or API access can
+resume a paused run, but only a holder of the key (the stanch CLI, the Slack service) can
+produce a decision the flow accepts. The channel that collects the human's answer is a
+seam: this module's resumer serves the CLI and the demo's simulated analyst; the Slack
+service calls the same :func:`submit_decision`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import apause_flow_run, aresume_flow_run
+from prefect.input import RunInput
+from prefect.logging import get_run_logger
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.errors import ApprovalError
+from flows.models import ActionPlan, utcnow
+from flows.store import ApprovalRow, Store
+
+
+class ApprovalRequest(BaseModel):
+    """What is asked of the approvers: these plans, for this incident, by this deadline."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    incident_id: str
+    tenant: str
+    flow_run_id: str | None
+    requester: str
+    plans: list[ActionPlan]
+    reasons: dict[str, str] = Field(default_factory=dict, description="plan sha256 -> why")
+    deadline: datetime
+
+    @property
+    def sha256s(self) -> list[str]:
+        """The hashes of the plans asked about, in order."""
+        return [p.sha256 for p in self.plans]
+
+
+class ApprovalDecision(RunInput):
+    """The typed input that resumes a paused incident flow.
+
+    Every field is required and has no initial value, so a hand-filled Prefect UI form
+    cannot fall back on defaults (see notes/prefect.md §3a).
+    """
+
+    approval_id: str = Field(description="the approval request being answered")
+    approved: list[str] = Field(description="sha256 of each plan approved")
+    denied: list[str] = Field(description="sha256 of each plan denied")
+    approver: str = Field(min_length=1, description="who decided, as the channel knows them")
+    channel: str = Field(min_length=1, description="cli, slack, simulated-analyst ...")
+    reason: str = Field(description="the approver's words")
+    decided_at: datetime = Field(description="when the human decided")
+    signature: str = Field(pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256, hex")
+
+
+class ApprovalOutcome(BaseModel):
+    """The verified result of an approval request, as the flow acts on it."""
+
+    approval_id: str
+    status: Literal["approved", "denied", "partial", "expired", "rejected"]
+    approved: list[str]
+    approvers: list[str]
+    channel: str | None
+    reason: str
+    decided_at: datetime
+
+
+def _signed_fields(decision: dict[str, Any]) -> bytes:
+    fields = {k: decision[k] for k in sorted(decision) if k != "signature"}
+    fields["approved"] = sorted(fields["approved"])
+    fields["denied"] = sorted(fields["denied"])
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def sign_decision(key: bytes, decision: dict[str, Any]) -> str:
+    """HMAC-SHA256 over the decision's canonical JSON (signature field excluded)."""
+    return hmac.new(key, _signed_fields(decision), hashlib.sha256).hexdigest()
+
+
+def verify_decision(key: bytes, decision: ApprovalDecision) -> bool:
+    """Constant-time check of a decision's signature."""
+    payload = decision.model_dump(mode="json")
+    return hmac.compare_digest(sign_decision(key, payload), decision.signature)
+
+
+class ApprovalGate(Protocol):
+    """Asks humans about plans and returns their verified answer."""
+
+    async def request(self, request: ApprovalRequest, store: Store) -> ApprovalOutcome: ...
+
+
+class PrefectPauseGate:
+    """Pause the flow run for a signed :class:`ApprovalDecision`.
+
+    Args:
+        key: the approval HMAC key.
+        timeout_seconds: how long to wait; silence means deny.
+        poll_seconds: how often the paused run checks for a resume.
+    """
+
+    def __init__(self, key: bytes, *, timeout_seconds: int, poll_seconds: float) -> None:
+        self._key = key
+        self._timeout = timeout_seconds
+        self._poll = max(1, round(poll_seconds))
+
+    async def request(self, request: ApprovalRequest, store: Store) -> ApprovalOutcome:
+        """Store the request, pause until a decision or the deadline, verify, record."""
+        logger = get_run_logger()
+        await store.create_approval(
+            ApprovalRow(
+                id=request.id,
+                incident_id=request.incident_id,
+                tenant=request.tenant,
+                flow_run_id=request.flow_run_id,
+                requester=request.requester,
+                plans={
+                    "plans": [p.model_dump(mode="json") for p in request.plans],
+                    "sha256s": request.sha256s,
+                    "reasons": request.reasons,
+                },
+                status="pending",
+                requested_at=utcnow(),
+                deadline=request.deadline,
+            )
+        )
+        logger.info(
+            "Approval %s for %d action(s) on %s is waiting; decide with "
+            "`stanch approve %s` or `stanch deny %s --reason ...`",
+            request.id,
+            len(request.plans),
+            request.incident_id,
+            request.id,
+            request.id,
+        )
+        try:
+            decision = await apause_flow_run(
+                wait_for_input=ApprovalDecision,
+                timeout=self._timeout,
+                poll_interval=self._poll,
+                key=f"approval-{request.id}",
+            )
+        except FlowPauseTimeout:
+            await store.decide_approval(
+                request.id, status="expired", decided_by="stanch:timeout", reason="no decision"
+            )
+            return ApprovalOutcome(
+                approval_id=request.id,
+                status="expired",
+                approved=[],
+                approvers=[],
+                channel=None,
+                reason="no decision before the deadline",
+                decided_at=utcnow(),
+            )
+        problem = self._problem(decision, request)
+        if problem is not None:
+            logger.warning("Approval %s: decision refused: %s", request.id, problem)
+            await store.decide_approval(
+                request.id,
+                status="rejected",
+                decided_by=f"unverified:{decision.approver}",
+                reason=problem,
+            )
+            return ApprovalOutcome(
+                approval_id=request.id,
+                status="rejected",
+                approved=[],
+                approvers=[],
+                channel=decision.channel,
+                reason=problem,
+                decided_at=utcnow(),
+            )
+        approved = [h for h in request.sha256s if h in decision.approved]
+        status: Literal["approved", "denied", "partial"] = (
+            "approved"
+            if len(approved) == len(request.plans)
+            else "denied"
+            if not approved
+            else "partial"
+        )
+        approver = f"{decision.channel}:{decision.approver}"
+        await store.decide_approval(
+            request.id, status=status, decided_by=approver, reason=decision.reason
+        )
+        logger.info("Approval %s: %s by %s", request.id, status, approver)
+        return ApprovalOutcome(
+            approval_id=request.id,
+            status=status,
+            approved=approved,
+            approvers=[approver],
+            channel=decision.channel,
+            reason=decision.reason,
+            decided_at=decision.decided_at,
+        )
+
+    def _problem(self, decision: ApprovalDecision, request: ApprovalRequest) -> str | None:
+        if not verify_decision(self._key, decision):
+            return "signature does not verify (not issued by a stanch approval channel)"
+        if decision.approval_id != request.id:
+            return f"decision answers {decision.approval_id}, not {request.id}"
+        asked = set(request.sha256s)
+        answered = set(decision.approved) | set(decision.denied)
+        if answered != asked or set(decision.approved) & set(decision.denied):
+            return "decision does not name exactly the plans that were asked about"
+        return None
+
+
+def new_approval_request(
+    *,
+    incident_id: str,
+    tenant: str,
+    flow_run_id: str | None,
+    plans: list[ActionPlan],
+    reasons: dict[str, str],
+    timeout_seconds: int,
+) -> ApprovalRequest:
+    """A fresh request with a short random id and its deadline."""
+    return ApprovalRequest(
+        id=f"APR-{uuid.uuid4().hex[:10]}",
+        incident_id=incident_id,
+        tenant=tenant,
+        flow_run_id=flow_run_id,
+        requester="stanch:handle-incident",
+        plans=plans,
+        reasons=reasons,
+        deadline=utcnow() + timedelta(seconds=timeout_seconds),
+    )
+
+
+Resumer = Callable[[UUID, dict[str, Any]], Awaitable[None]]
+
+
+async def _resume(flow_run_id: UUID, run_input: dict[str, Any]) -> None:
+    await aresume_flow_run(flow_run_id, run_input=run_input)
+
+
+async def wait_until_paused(flow_run_id: UUID, *, within: float = 30.0) -> None:
+    """Wait until the run is paused (the request row is written just before pausing)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    async with get_client() as client:
+        while True:
+            run = await client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_paused():
+                return
+            if run.state is not None and run.state.is_final():
+                raise ApprovalError(f"flow run {flow_run_id} already ended ({run.state.name})")
+            if loop.time() > deadline:
+                raise ApprovalError(f"flow run {flow_run_id} did not pause within {within:.0f}s")
+            await asyncio.sleep(0.2)
+
+
+async def submit_decision(
+    store: Store,
+    key: bytes,
+    approval_id: str,
+    *,
+    approve: bool,
+    approver: str,
+    channel: str,
+    reason: str,
+    resume: Resumer = _resume,
+) -> ApprovalDecision:
+    """Sign a decision on every plan of a pending request and resume its flow run.
+
+    Raises:
+        ApprovalError: no such request, it is no longer pending, or its run is gone.
+    """
+    row = await store.get_approval(approval_id)
+    if row is None:
+        raise ApprovalError(f"no approval request {approval_id}")
+    if row.status != "pending":
+        raise ApprovalError(f"{approval_id} is already {row.status} (by {row.decided_by})")
+    if row.flow_run_id is None:
+        raise ApprovalError(f"{approval_id} has no flow run to resume")
+    hashes: list[str] = list(row.plans["sha256s"])
+    fields: dict[str, Any] = {
+        "approval_id": approval_id,
+        "approved": hashes if approve else [],
+        "denied": [] if approve else hashes,
+        "approver": approver,
+        "channel": channel,
+        "reason": reason,
+        "decided_at": utcnow(),
+        "signature": "0" * 64,
+    }
+    # Sign the JSON form the flow will see after the round trip through Prefect.
+    unsigned = ApprovalDecision.model_validate(fields)
+    signature = sign_decision(key, unsigned.model_dump(mode="json"))
+    decision = unsigned.model_copy(update={"signature": signature})
+    run_id = UUID(row.flow_run_id)
+    await wait_until_paused(run_id)
+    try:
+        await resume(run_id, decision.model_dump(mode="json"))
+    except Exception as exc:  # Prefect raises RuntimeError/NotPausedError; say which request
+        raise ApprovalError(f"could not resume {approval_id}: {exc}") from exc
+    return decision

@@ -1,0 +1,333 @@
+"""The ``handle-incident`` flow: detect → investigate → contain → remediate → report.
+
+One flow run per incident, named after it. Each stage's vendor calls are coarse async
+tasks tagged ``stage:<name>``, ``vendor:<vendor>`` and ``tenant:<id>``. Containment and
+remediation go through policy and, where policy says so, an analyst's approval; every
+action is recorded in the store under its idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prefect import flow, tags, task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+
+from flows import wiring
+from flows.approvals import ApprovalGate, PrefectPauseGate, new_approval_request
+from flows.clocks import compute_clocks
+from flows.models import (
+    ActionPlan,
+    ActionResult,
+    ActionStatus,
+    Incident,
+    IncidentOutcome,
+    Investigation,
+    Stage,
+    StageRecord,
+    Verdict,
+    utcnow,
+)
+from flows.policy import DefaultPolicy, Policy
+from flows.report import publish_report
+from flows.response import assess, containment_plans, remediation_plans
+from flows.settings import StanchSettings, load_settings
+from flows.store import Store, open_store
+from flows.tasks import execute_action, find_host, find_user
+from integrations.capabilities import Capability
+
+
+class IncidentIncomplete(Exception):
+    """Raised after the report when a stage failed, so the flow run ends Failed."""
+
+
+@task(name="record-incident", task_run_name="record {incident.id}", cache_policy=NO_CACHE)
+async def record_incident(incident: Incident, store: Store, flow_run_id: str | None) -> None:
+    """Save the incident with its flow run id (detect stage: the alerts are in hand)."""
+    await store.save_incident(incident, flow_run_id=flow_run_id)
+
+
+class Lifecycle:
+    """One incident's way through the five stages; the flow function drives it."""
+
+    def __init__(
+        self,
+        incident: Incident,
+        *,
+        settings: StanchSettings,
+        store: Store,
+        integrations: wiring.Integrations,
+        gate: ApprovalGate,
+        policy: Policy,
+        flow_run_id: str | None,
+    ) -> None:
+        self.incident = incident
+        self.settings = settings
+        self.store = store
+        self.integrations = integrations
+        self.gate = gate
+        self.policy = policy
+        self.flow_run_id = flow_run_id
+        self.stages: list[StageRecord] = []
+        self.actions: list[ActionResult] = []
+        self.decisions: list[dict[str, Any]] = []
+        self.investigation = Investigation()
+
+    def _tags(self, stage: Stage, vendor: str) -> list[str]:
+        return [f"stage:{stage.value}", f"vendor:{vendor}", f"tenant:{self.incident.tenant}"]
+
+    @asynccontextmanager
+    async def stage(self, stage: Stage) -> AsyncIterator[list[str]]:
+        """Record the stage's transitions; the yielded list collects notes."""
+        started = await self.store.record_stage(self.incident.id, stage, "started")
+        notes: list[str] = []
+        try:
+            yield notes
+        except Exception as exc:
+            finished = await self.store.record_stage(self.incident.id, stage, "failed")
+            self.stages.append(
+                StageRecord(
+                    stage=stage,
+                    state="failed",
+                    started_at=started,
+                    finished_at=finished,
+                    note=f"{type(exc).__name__}: {exc}",
+                )
+            )
+            raise
+        failed = any(n.startswith("failed") for n in notes)
+        event = "failed" if failed else "completed"
+        finished = await self.store.record_stage(self.incident.id, stage, event)
+        self.stages.append(
+            StageRecord(
+                stage=stage,
+                state=event,
+                started_at=started,
+                finished_at=finished,
+                note="; ".join(notes),
+            )
+        )
+
+    async def run(self) -> IncidentOutcome:
+        """Run all five stages; the report is written even if an earlier stage failed."""
+        logger = get_run_logger()
+        failure: BaseException | None = None
+        try:
+            await self.detect()
+            await self.investigate()
+            await self.contain()
+            await self.remediate()
+        except Exception as exc:
+            logger.error("Incident %s: %s: %s", self.incident.id, type(exc).__name__, exc)
+            failure = exc
+        outcome = await self.report()
+        if failure is not None or any(s.state == "failed" for s in self.stages):
+            raise IncidentIncomplete(
+                f"{self.incident.id}: report written to {outcome.report_paths.get('markdown')}, "
+                "but a stage failed; see the report and the task runs"
+            ) from failure
+        return outcome
+
+    async def detect(self) -> None:
+        """Record the incident the intake correlated from its alerts."""
+        async with self.stage(Stage.DETECT) as notes:
+            vendors = sorted({a.vendor.lower() for a in self.incident.alerts})
+            with tags(*self._tags(Stage.DETECT, ",".join(vendors))):
+                await record_incident(self.incident, self.store, self.flow_run_id)
+            notes.append(f"{len(self.incident.alerts)} alert(s) from {', '.join(vendors)}")
+
+    async def investigate(self) -> None:
+        """Look up every host and user the alerts name, then score the incident."""
+        async with self.stage(Stage.INVESTIGATE) as notes:
+            edr, idp = self.integrations.edr, self.integrations.identity
+            with tags(*self._tags(Stage.INVESTIGATE, edr.vendor)):
+                hosts = await asyncio.gather(
+                    *(find_host(edr, name) for name in self.incident.hostnames)
+                )
+            with tags(*self._tags(Stage.INVESTIGATE, idp.vendor)):
+                users = await asyncio.gather(
+                    *(find_user(idp, login) for login in self.incident.users)
+                )
+            self.investigation = assess(
+                self.incident,
+                dict(zip(self.incident.hostnames, hosts, strict=True)),
+                dict(zip(self.incident.users, users, strict=True)),
+            )
+            notes.append(
+                f"verdict {self.investigation.verdict}, risk {self.investigation.risk_score}"
+            )
+
+    async def contain(self) -> None:
+        """Plan containment, get authority for it, execute what was authorised."""
+        async with self.stage(Stage.CONTAIN) as notes:
+            plans = containment_plans(self.incident, self.investigation)
+            notes.extend(await self._authorise_and_execute(Stage.CONTAIN, plans))
+            if any(
+                a.status in (ActionStatus.EXECUTED, ActionStatus.ALREADY_DONE) for a in self.actions
+            ):
+                await self.store.set_incident_status(self.incident.id, "contained")
+
+    async def remediate(self) -> None:
+        """Remove what the attacker left: block the file hash, expire the password."""
+        async with self.stage(Stage.REMEDIATE) as notes:
+            plans = remediation_plans(self.incident, self.investigation)
+            notes.extend(await self._authorise_and_execute(Stage.REMEDIATE, plans))
+
+    async def report(self) -> IncidentOutcome:
+        """Write the Markdown and HTML reports and publish the Prefect artifact."""
+        outcome = IncidentOutcome(
+            incident=self.incident,
+            flow_run_id=self.flow_run_id,
+            investigation=self.investigation,
+            stages=list(self.stages),
+            actions=list(self.actions),
+            decisions=list(self.decisions),
+        )
+        async with self.stage(Stage.REPORT):
+            outcome.clocks = compute_clocks(
+                self.incident, await self.store.stage_events(self.incident.id), self.decisions
+            )
+            outcome.stages = list(self.stages)
+            with tags(*self._tags(Stage.REPORT, "stanch")):
+                outcome.report_paths = await publish_report(outcome, self.settings.reports_dir)
+            await self.store.set_incident_status(self.incident.id, "resolved")
+        outcome.stages = list(self.stages)
+        return outcome
+
+    async def _authorise_and_execute(self, stage: Stage, plans: list[ActionPlan]) -> list[str]:
+        notes: list[str] = []
+        verdicts = {p.sha256: self.policy.decide(p, self.incident) for p in plans}
+        authorised: list[tuple[ActionPlan, Verdict, list[str]]] = []
+        needs_approval: list[ActionPlan] = []
+        for plan in plans:
+            decision = verdicts[plan.sha256]
+            if decision.verdict == Verdict.FORBIDDEN:
+                await self._refuse(plan, Verdict.FORBIDDEN, ActionStatus.FORBIDDEN, decision.reason)
+            elif decision.verdict == Verdict.UNATTENDED:
+                authorised.append((plan, Verdict.UNATTENDED, ["policy:unattended"]))
+            else:
+                needs_approval.append(plan)
+        if needs_approval:
+            request = new_approval_request(
+                incident_id=self.incident.id,
+                tenant=self.incident.tenant,
+                flow_run_id=self.flow_run_id,
+                plans=needs_approval,
+                reasons={p.sha256: verdicts[p.sha256].reason for p in needs_approval},
+                timeout_seconds=self.settings.approval_timeout_seconds,
+            )
+            outcome = await self.gate.request(request, self.store)
+            self.decisions.append(outcome.model_dump(mode="json"))
+            notes.append(f"approval {outcome.approval_id}: {outcome.status}")
+            for plan in needs_approval:
+                if plan.sha256 in outcome.approved:
+                    authorised.append((plan, Verdict.APPROVAL, outcome.approvers))
+                else:
+                    await self._refuse(
+                        plan,
+                        Verdict.APPROVAL,
+                        ActionStatus.DENIED,
+                        f"{outcome.status}: {outcome.reason}",
+                    )
+        results = await asyncio.gather(
+            *(self._execute(stage, plan, verdict, by) for plan, verdict, by in authorised)
+        )
+        failed = [r for r in results if r.status == ActionStatus.FAILED]
+        if failed:
+            notes.append(f"failed: {', '.join(r.plan.action for r in failed)}")
+        notes.append(f"{sum(r.status != ActionStatus.FAILED for r in results)} action(s) done")
+        return notes
+
+    async def _execute(
+        self, stage: Stage, plan: ActionPlan, verdict: Verdict, approved_by: list[str]
+    ) -> ActionResult:
+        adapter = self.integrations.adapter(plan.capability)
+        started = utcnow()
+        try:
+            with tags(*self._tags(stage, adapter.vendor)):
+                result = await execute_action(
+                    plan,
+                    plan.sha256,
+                    adapter,
+                    self.store,
+                    verdict=verdict,
+                    approved_by=approved_by,
+                )
+        except Exception as exc:
+            # Recorded, not swallowed: the stage is marked failed and the run ends Failed.
+            result = ActionResult(
+                plan=plan,
+                plan_sha256=plan.sha256,
+                verdict=verdict,
+                status=ActionStatus.FAILED,
+                approved_by=approved_by,
+                vendor=adapter.vendor,
+                error=f"{type(exc).__name__}: {exc}",
+                started_at=started,
+                finished_at=utcnow(),
+            )
+        self.actions.append(result)
+        return result
+
+    async def _refuse(
+        self, plan: ActionPlan, verdict: Verdict, status: ActionStatus, why: str
+    ) -> None:
+        result = ActionResult(
+            plan=plan,
+            plan_sha256=plan.sha256,
+            verdict=verdict,
+            status=status,
+            error=why,
+            started_at=utcnow(),
+            finished_at=utcnow(),
+        )
+        await self.store.finish_action(result)
+        self.actions.append(result)
+
+
+def default_gate(settings: StanchSettings) -> ApprovalGate:
+    """The approval channel the settings choose (the CLI-resumed pause for now)."""
+    return PrefectPauseGate(
+        settings.approval_key(),
+        timeout_seconds=settings.approval_timeout_seconds,
+        poll_seconds=settings.approval_poll_seconds,
+    )
+
+
+@flow(name="handle-incident", flow_run_name="{incident.id} {incident.title}", log_prints=False)
+async def handle_incident(incident: Incident) -> IncidentOutcome:
+    """Run one incident through detect, investigate, contain, remediate and report.
+
+    Args:
+        incident: the correlated alerts, already normalised to OCSF.
+
+    Returns:
+        What happened: stages, actions with their plan hashes and approvers, report paths,
+        clocks.
+    """
+    settings = load_settings()
+    run_id = flow_run.get_id()
+    async with (
+        open_store(settings.store_url) as store,
+        wiring.connect(settings) as integrations,
+    ):
+        lifecycle = Lifecycle(
+            incident,
+            settings=settings,
+            store=store,
+            integrations=integrations,
+            gate=default_gate(settings),
+            policy=DefaultPolicy(),
+            flow_run_id=str(run_id) if run_id else None,
+        )
+        return await lifecycle.run()
+
+
+def capabilities_used(plans: Iterable[ActionPlan]) -> set[Capability]:
+    """The capabilities a set of plans touches."""
+    return {p.capability for p in plans}

@@ -1,0 +1,79 @@
+"""stanch's own settings, read from ``STANCH_<FIELD>`` environment variables.
+
+Vendor credentials live in each vendor's settings (``STANCH_<VENDOR>_<FIELD>``); this
+module holds what is not per vendor: where state lives, which vendor answers each
+capability, and the key that signs approval outcomes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StanchSettings(BaseSettings):
+    """Process-wide settings.
+
+    Attributes:
+        home: where the embedded default keeps its state (Prefect DB, stanch DB, keys);
+            relative paths are taken from the current directory.
+        mode: ``lab`` wires every capability to an in-process simulator; ``live`` reads
+            each vendor's ``STANCH_<VENDOR>_*`` settings and calls its API.
+        edr, identity, firewall: which vendor answers each capability.
+        tenant: the tenant an alert belongs to when its payload does not say.
+        approval_secret: HMAC key for approval outcomes; generated into ``home`` when unset.
+        approval_timeout_seconds: how long the flow waits for a decision (then: deny).
+        reports_dir: where Markdown and HTML reports are written.
+        database_url: the incident store; SQLite under ``home`` by default.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STANCH_", extra="ignore")
+
+    home: Path = Path(".stanch")
+    mode: Literal["lab", "live"] = "lab"
+    edr: str = "crowdstrike"
+    identity: str = "okta"
+    firewall: str = "fortigate"
+    tenant: str = Field(default="acme", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    approval_secret: SecretStr | None = None
+    approval_timeout_seconds: int = Field(default=3600, ge=5)
+    approval_poll_seconds: float = Field(default=1.0, ge=0.2, le=10)
+    reports_dir: Path = Path("reports")
+    database_url: str | None = None
+
+    @property
+    def store_url(self) -> str:
+        """SQLAlchemy async URL of the incident store."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.home / 'stanch.db').as_posix()}"
+
+    def approval_key(self) -> bytes:
+        """The approval HMAC key: the configured secret, else one kept in ``home``.
+
+        The generated key file is created with mode 0600 so that only this account
+        (the service and its CLI) can sign approval outcomes.
+        """
+        if self.approval_secret is not None:
+            return self.approval_secret.get_secret_value().encode()
+        path = self.home / "approval.key"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process created it first; read theirs
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+
+def load_settings() -> StanchSettings:
+    """Settings from the environment."""
+    return StanchSettings()

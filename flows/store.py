@@ -1,0 +1,339 @@
+"""The incident store: incidents, executed actions, approval requests, stage transitions.
+
+SQLAlchemy 2 async; SQLite (WAL) under the stanch home by default, PostgreSQL by URL.
+The ``actions`` table's unique idempotency key (incident, action, target) is what keeps a
+retried task or a re-run flow from firing the same vendor action twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, UniqueConstraint, event, select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from flows.models import ActionPlan, ActionResult, ActionStatus, Incident, Stage, utcnow
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the store's tables."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+    }
+
+
+class IncidentRow(Base):
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    flow_run_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime]
+    document: Mapped[dict[str, Any]]
+
+
+class ActionRow(Base):
+    __tablename__ = "actions"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_actions_idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(400))
+    incident_id: Mapped[str] = mapped_column(String(40), index=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    action: Mapped[str] = mapped_column(String(80))
+    target: Mapped[str] = mapped_column(String(300))
+    plan_sha256: Mapped[str] = mapped_column(String(64))
+    plan: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ApprovalRow(Base):
+    __tablename__ = "approvals"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(String(40), index=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    flow_run_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    requester: Mapped[str] = mapped_column(String(200))
+    plans: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    requested_at: Mapped[datetime]
+    deadline: Mapped[datetime]
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class StageEventRow(Base):
+    __tablename__ = "stage_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(40), index=True)
+    stage: Mapped[str] = mapped_column(String(20))
+    event: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime]
+
+
+class DeadLetterRow(Base):
+    """An alert payload that was rejected, kept with the reason for inspection."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(300))
+    field: Mapped[str] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+
+
+_DONE = (ActionStatus.EXECUTED.value, ActionStatus.ALREADY_DONE.value)
+
+
+class Store:
+    """Async access to the incident store. Open it with :func:`open_store`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._session = async_sessionmaker(engine, expire_on_commit=False)
+
+    # Incidents ------------------------------------------------------------------------
+    async def allocate_incident_id(self, when: datetime) -> str:
+        """The next free ``INC-<yyyymmdd>-<nnnn>`` id for that day."""
+        prefix = f"INC-{when:%Y%m%d}-"
+        async with self._session() as session:
+            ids = (
+                await session.scalars(
+                    select(IncidentRow.id).where(IncidentRow.id.startswith(prefix))
+                )
+            ).all()
+        numbers = [int(i.removeprefix(prefix)) for i in ids if i.removeprefix(prefix).isdigit()]
+        return f"{prefix}{max(numbers, default=0) + 1:04d}"
+
+    async def save_incident(self, incident: Incident, *, flow_run_id: str | None = None) -> None:
+        """Insert or update an incident."""
+        async with self._session.begin() as session:
+            row = await session.get(IncidentRow, incident.id)
+            if row is None:
+                row = IncidentRow(id=incident.id, created_at=incident.created_at)
+                session.add(row)
+            row.tenant = incident.tenant
+            row.title = incident.title
+            row.severity = int(incident.severity)
+            row.document = incident.model_dump(mode="json")
+            if flow_run_id is not None:
+                row.flow_run_id = flow_run_id
+
+    async def set_incident_status(self, incident_id: str, status: str) -> None:
+        """Mark an incident ``open``, ``contained``, ``resolved`` ..."""
+        async with self._session.begin() as session:
+            row = await session.get(IncidentRow, incident_id)
+            if row is not None:
+                row.status = status
+
+    async def get_incident(self, incident_id: str) -> IncidentRow | None:
+        """The stored incident row, or ``None``."""
+        async with self._session() as session:
+            return await session.get(IncidentRow, incident_id)
+
+    # Actions --------------------------------------------------------------------------
+    async def claim_action(self, plan: ActionPlan) -> ActionResult | None:
+        """Record that ``plan`` is about to run; return the earlier result if it already ran.
+
+        Returns:
+            ``None`` when the caller should call the vendor now; otherwise the stored
+            result of a previous successful execution of the same idempotency key.
+        """
+        now = utcnow()
+        async with self._session.begin() as session:
+            row = (
+                await session.scalars(
+                    select(ActionRow).where(ActionRow.idempotency_key == plan.idempotency_key)
+                )
+            ).one_or_none()
+            if row is not None and row.status in _DONE and row.result is not None:
+                return ActionResult.model_validate(row.result)
+            if row is None:
+                session.add(
+                    ActionRow(
+                        idempotency_key=plan.idempotency_key,
+                        incident_id=plan.incident_id,
+                        tenant=plan.tenant,
+                        action=plan.action,
+                        target=plan.target,
+                        plan_sha256=plan.sha256,
+                        plan=plan.model_dump(mode="json"),
+                        status="started",
+                        attempts=1,
+                        started_at=now,
+                    )
+                )
+            else:
+                # A crash or failure left it unfinished: the adapters' verbs are idempotent,
+                # so calling again is safe; count the attempt for the record.
+                row.status = "started"
+                row.attempts += 1
+                row.started_at = now
+        return None
+
+    async def finish_action(self, result: ActionResult) -> None:
+        """Store the outcome of a claimed (or refused) action."""
+        key = result.plan.idempotency_key
+        async with self._session.begin() as session:
+            row = (
+                await session.scalars(select(ActionRow).where(ActionRow.idempotency_key == key))
+            ).one_or_none()
+            if row is None:
+                row = ActionRow(
+                    idempotency_key=key,
+                    incident_id=result.plan.incident_id,
+                    tenant=result.plan.tenant,
+                    action=result.plan.action,
+                    target=result.plan.target,
+                    plan_sha256=result.plan_sha256,
+                    plan=result.plan.model_dump(mode="json"),
+                    attempts=0,
+                    started_at=result.started_at or utcnow(),
+                )
+                session.add(row)
+            row.status = result.status.value
+            row.result = result.model_dump(mode="json")
+            row.finished_at = result.finished_at or utcnow()
+
+    async def actions(self, incident_id: str) -> Sequence[ActionRow]:
+        """Every action row of an incident, oldest first."""
+        async with self._session() as session:
+            return (
+                await session.scalars(
+                    select(ActionRow)
+                    .where(ActionRow.incident_id == incident_id)
+                    .order_by(ActionRow.id)
+                )
+            ).all()
+
+    # Approvals ------------------------------------------------------------------------
+    async def create_approval(self, row: ApprovalRow) -> None:
+        """Store a new pending approval request."""
+        async with self._session.begin() as session:
+            session.add(row)
+
+    async def get_approval(self, approval_id: str) -> ApprovalRow | None:
+        """One approval request by id."""
+        async with self._session() as session:
+            return await session.get(ApprovalRow, approval_id)
+
+    async def approvals(
+        self, *, incident_id: str | None = None, status: str | None = None
+    ) -> Sequence[ApprovalRow]:
+        """Approval requests, newest first, optionally filtered."""
+        query = select(ApprovalRow).order_by(ApprovalRow.requested_at.desc())
+        if incident_id is not None:
+            query = query.where(ApprovalRow.incident_id == incident_id)
+        if status is not None:
+            query = query.where(ApprovalRow.status == status)
+        async with self._session() as session:
+            return (await session.scalars(query)).all()
+
+    async def decide_approval(
+        self, approval_id: str, *, status: str, decided_by: str, reason: str
+    ) -> bool:
+        """Record a final decision; ``False`` if the request was no longer pending."""
+        async with self._session.begin() as session:
+            row = await session.get(ApprovalRow, approval_id, with_for_update=True)
+            if row is None or row.status != "pending":
+                return False
+            row.status = status
+            row.decided_by = decided_by
+            row.reason = reason
+            row.decided_at = utcnow()
+            return True
+
+    # Dead letters ---------------------------------------------------------------------
+    async def dead_letter(self, *, source: str, field: str, reason: str, payload: str) -> int:
+        """Keep a rejected payload with why it was rejected; returns its id."""
+        async with self._session.begin() as session:
+            row = DeadLetterRow(
+                source=source, field=field, reason=reason, payload=payload, received_at=utcnow()
+            )
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def dead_letters(self) -> Sequence[DeadLetterRow]:
+        """Every rejected payload, oldest first."""
+        async with self._session() as session:
+            return (await session.scalars(select(DeadLetterRow).order_by(DeadLetterRow.id))).all()
+
+    # Stage transitions ----------------------------------------------------------------
+    async def record_stage(self, incident_id: str, stage: Stage, event_name: str) -> datetime:
+        """Append a stage transition (``started``, ``completed``, ``failed``, ``skipped``)."""
+        at = utcnow()
+        async with self._session.begin() as session:
+            session.add(
+                StageEventRow(incident_id=incident_id, stage=stage, event=event_name, at=at)
+            )
+        return at
+
+    async def stage_events(self, incident_id: str) -> Sequence[StageEventRow]:
+        """The incident's stage transitions in order."""
+        async with self._session() as session:
+            return (
+                await session.scalars(
+                    select(StageEventRow)
+                    .where(StageEventRow.incident_id == incident_id)
+                    .order_by(StageEventRow.id)
+                )
+            ).all()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the CLI read and decide approvals while a flow writes; the busy timeout
+    # makes a concurrent writer wait instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@asynccontextmanager
+async def open_store(url: str) -> AsyncIterator[Store]:
+    """Open (and create if needed) the store at ``url``; dispose of it on exit."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        yield Store(engine)
+    finally:
+        await engine.dispose()
+
+
+__all__ = [
+    "ActionRow",
+    "ApprovalRow",
+    "DeadLetterRow",
+    "IncidentRow",
+    "StageEventRow",
+    "Store",
+    "open_store",
+]

@@ -1,0 +1,194 @@
+"""The lifecycle's Prefect tasks: one per vendor call or side effect.
+
+Retries are for transient vendor faults only (:func:`retry_on_transient` looks at the
+error type), with exponential backoff and jitter; a 429's own wait is honoured before the
+retry. Executed actions are claimed in the store under their idempotency key first, so a
+retried task or a re-run flow does not fire the same action twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.tasks import exponential_backoff
+
+from flows.errors import PlanMismatch
+from flows.models import ActionPlan, ActionResult, ActionStatus, Verdict, utcnow
+from flows.store import Store
+from integrations.capabilities import (
+    EDR,
+    ActionReceipt,
+    Capability,
+    Containment,
+    Host,
+    IdentityProvider,
+    UserAccount,
+)
+from integrations.errors import IntegrationError, NotFoundError, RateLimited, TransientError
+
+RETRIES = 3
+MAX_HONOURED_RETRY_AFTER = 60.0
+
+# The verbs a plan may name, and the plan parameters each takes. Anything else is refused
+# before an adapter is touched, so a plan can never reach an arbitrary adapter attribute.
+ACTION_VERBS: dict[Capability, dict[str, tuple[str, ...]]] = {
+    Capability.EDR: {
+        "contain_host": ("reason",),
+        "release_host": ("reason",),
+        "block_hash": ("reason",),
+        "unblock_hash": (),
+    },
+    Capability.IDENTITY: {
+        "suspend_user": ("reason",),
+        "unsuspend_user": ("reason",),
+        "revoke_sessions": (),
+        "expire_password": (),
+        "reset_factors": (),
+    },
+    Capability.FIREWALL: {
+        "block_ip": ("ttl_seconds", "reason"),
+        "unblock_ip": (),
+    },
+}
+
+
+async def retry_on_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect retry condition: retry only :class:`TransientError` (timeouts, 429, 5xx)."""
+    error = await state.aresult(raise_on_failure=False)
+    return isinstance(error, TransientError)
+
+
+_RETRYING: dict[str, Any] = {
+    "retries": RETRIES,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=1),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_on_transient,
+    # Idempotency is the store's job (unique key per incident, action and target);
+    # Prefect's cache would also try to hash adapter and store arguments.
+    "cache_policy": NO_CACHE,
+}
+
+
+async def _honour_rate_limit(error: RateLimited) -> None:
+    # Prefect's backoff is fixed at decoration time; wait out what the vendor asked for
+    # first, so the retry does not land inside the vendor's penalty window.
+    if error.retry_after:
+        await asyncio.sleep(min(error.retry_after, MAX_HONOURED_RETRY_AFTER))
+
+
+@task(name="edr.find_host", task_run_name="edr.find_host {hostname}", **_RETRYING)
+async def find_host(edr: EDR, hostname: str) -> Host | None:
+    """Look a host up by name in the EDR (investigate stage)."""
+    try:
+        return await edr.find_host(hostname)
+    except RateLimited as error:
+        await _honour_rate_limit(error)
+        raise
+
+
+@task(name="identity.find_user", task_run_name="identity.find_user {login}", **_RETRYING)
+async def find_user(identity: IdentityProvider, login: str) -> UserAccount | None:
+    """Look a user up by login in the identity provider (investigate stage)."""
+    try:
+        return await identity.find_user(login)
+    except RateLimited as error:
+        await _honour_rate_limit(error)
+        raise
+
+
+@task(name="execute-action", task_run_name="{plan.action} {plan.target_label}", **_RETRYING)
+async def execute_action(
+    plan: ActionPlan,
+    approved_sha256: str,
+    adapter: Any,
+    store: Store,
+    *,
+    verdict: Verdict,
+    approved_by: list[str],
+) -> ActionResult:
+    """Run one authorised plan against its adapter, exactly once per idempotency key.
+
+    Raises:
+        PlanMismatch: ``plan`` is not the plan that was approved.
+        IntegrationError: the vendor call failed (transient ones are retried by Prefect).
+    """
+    if plan.sha256 != approved_sha256:
+        raise PlanMismatch(
+            f"{plan.action} {plan.target_label}: plan hash {plan.sha256[:12]} "
+            f"is not the approved {approved_sha256[:12]}"
+        )
+    previous = await store.claim_action(plan)
+    if previous is not None:
+        return previous
+    started = utcnow()
+    try:
+        receipt = await _call(plan, adapter)
+    except RateLimited as error:
+        await _honour_rate_limit(error)
+        raise
+    except IntegrationError as error:
+        if not isinstance(error, TransientError):
+            await store.finish_action(
+                ActionResult(
+                    plan=plan,
+                    plan_sha256=plan.sha256,
+                    verdict=verdict,
+                    status=ActionStatus.FAILED,
+                    approved_by=approved_by,
+                    vendor=error.vendor,
+                    error=str(error),
+                    started_at=started,
+                    finished_at=utcnow(),
+                )
+            )
+        raise
+    result = ActionResult(
+        plan=plan,
+        plan_sha256=plan.sha256,
+        verdict=verdict,
+        status=ActionStatus.EXECUTED if receipt.changed else ActionStatus.ALREADY_DONE,
+        approved_by=approved_by,
+        vendor=receipt.vendor,
+        receipt=receipt,
+        started_at=started,
+        finished_at=utcnow(),
+    )
+    await store.finish_action(result)
+    return result
+
+
+async def _call(plan: ActionPlan, adapter: Any) -> ActionReceipt:
+    allowed = ACTION_VERBS.get(plan.capability, {})
+    if plan.verb not in allowed:
+        raise PlanMismatch(f"{plan.action} is not an action stanch can execute")
+    unexpected = set(plan.parameters) - set(allowed[plan.verb])
+    if unexpected:
+        raise PlanMismatch(f"{plan.action} takes no parameter {sorted(unexpected)}")
+    method = getattr(adapter, plan.verb)
+    receipt: ActionReceipt = await method(plan.target, **plan.parameters)
+    if plan.verb == "contain_host" and receipt.state != Containment.CONTAINED:
+        receipt = await _await_containment(adapter, plan.target, receipt)
+    return receipt
+
+
+async def _await_containment(
+    edr: EDR, host_id: str, receipt: ActionReceipt, *, within: float = 60.0
+) -> ActionReceipt:
+    # EDRs answer "pending" and contain asynchronously; containment is only done when the
+    # host reports it, so poll within the same task rather than claim success early.
+    deadline = asyncio.get_running_loop().time() + within
+    delay = 0.25
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            host = await edr.get_host(host_id)
+        except NotFoundError:
+            raise
+        if host.containment == Containment.CONTAINED:
+            return receipt.model_copy(update={"state": Containment.CONTAINED.value})
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+    return receipt

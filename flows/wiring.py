@@ -1,0 +1,124 @@
+"""Choose the vendor for each capability and build its adapter, live or simulated.
+
+In ``lab`` mode every adapter talks to an in-process simulator (one per vendor, shared
+by the whole process through :func:`default_lab`) over real HTTP semantics; in ``live``
+mode each vendor's ``STANCH_<VENDOR>_*`` settings say where and how to connect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import httpx
+from pydantic import ValidationError
+
+from flows.errors import ConfigurationError
+from flows.settings import StanchSettings
+from integrations.capabilities import EDR, Capability, Firewall, IdentityProvider
+from integrations.plugin import VendorPlugin, load_plugin
+from integrations.simkit import Simulator
+
+
+class Lab:
+    """The in-process simulators of one process, created on first use."""
+
+    def __init__(self) -> None:
+        self.simulators: dict[str, Simulator] = {}
+
+    def simulator(self, vendor: str) -> Simulator:
+        """The simulator of ``vendor``, created on first use."""
+        if vendor not in self.simulators:
+            self.simulators[vendor] = load_plugin(vendor).simulator()
+        return self.simulators[vendor]
+
+    def reset(self) -> None:
+        """Forget every simulator (and its state)."""
+        self.simulators.clear()
+
+
+_LAB = Lab()
+
+
+def default_lab() -> Lab:
+    """The process-wide lab that ``lab`` mode wires adapters to."""
+    return _LAB
+
+
+@dataclass
+class Integrations:
+    """The adapters of one flow run, one per capability, and the clients they own."""
+
+    edr: EDR
+    identity: IdentityProvider
+    firewall: Firewall
+    vendors: dict[Capability, str]
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def adapter(self, capability: Capability) -> Any:
+        """The adapter answering ``capability``."""
+        return {
+            Capability.EDR: self.edr,
+            Capability.IDENTITY: self.identity,
+            Capability.FIREWALL: self.firewall,
+        }[capability]
+
+
+def _vendor_settings(plugin: VendorPlugin, settings: StanchSettings) -> Any:
+    if settings.mode == "lab":
+        return plugin.lab_settings()
+    try:
+        return plugin.settings()
+    except ValidationError as exc:
+        missing = ", ".join(
+            f"STANCH_{plugin.name.upper()}_{str(err['loc'][0]).upper()} ({err['msg']})"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"{plugin.name} is not configured: {missing}") from exc
+
+
+@asynccontextmanager
+async def connect(settings: StanchSettings, lab: Lab | None = None) -> AsyncIterator[Integrations]:
+    """Build the adapters the settings choose; close their clients on exit.
+
+    Raises:
+        ConfigurationError: an unknown vendor, a vendor without that capability, or
+            missing vendor settings in live mode.
+    """
+    lab = lab or default_lab()
+    choice = {
+        Capability.EDR: settings.edr,
+        Capability.IDENTITY: settings.identity,
+        Capability.FIREWALL: settings.firewall,
+    }
+    clients: dict[str, httpx.AsyncClient] = {}
+    adapters: dict[Capability, Any] = {}
+    try:
+        for capability, vendor in choice.items():
+            try:
+                plugin = load_plugin(vendor)
+            except (KeyError, ModuleNotFoundError) as exc:
+                raise ConfigurationError(
+                    f"STANCH_{capability.value.upper()}={vendor!r}: {exc}"
+                ) from exc
+            if capability not in plugin.adapters:
+                raise ConfigurationError(
+                    f"STANCH_{capability.value.upper()}={vendor!r}: {vendor} has no "
+                    f"{capability.value} adapter"
+                )
+            if vendor not in clients:
+                transport = lab.simulator(vendor).transport() if settings.mode == "lab" else None
+                clients[vendor] = plugin.connect(_vendor_settings(plugin, settings), transport)
+            adapters[capability] = plugin.adapters[capability](clients[vendor])
+        yield Integrations(
+            edr=cast(EDR, adapters[Capability.EDR]),
+            identity=cast(IdentityProvider, adapters[Capability.IDENTITY]),
+            firewall=cast(Firewall, adapters[Capability.FIREWALL]),
+            vendors=choice,
+            clients=list(clients.values()),
+        )
+    finally:
+        for client in clients.values():
+            await client.aclose()
