@@ -53,7 +53,9 @@ def parse_finding(
         first = exc.errors()[0]
         field = _dotted(tuple(first["loc"]))
         where = source
-        line = _line_of(text, tuple(first["loc"])) if text else None
+        # A missing field has no line of its own: point at the object that lacks it.
+        located = first["loc"][:-1] if first["type"] == "missing" else first["loc"]
+        line = _line_of(text, tuple(located)) if text else None
         if line is not None:
             where = f"{source}:{line}"
         raise AlertRejected(field, first["msg"], source=where) from exc

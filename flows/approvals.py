@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.exceptions import FlowPauseTimeout
+from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
 from prefect.flow_runs import apause_flow_run, aresume_flow_run
 from prefect.input import RunInput
 from prefect.logging import get_run_logger
@@ -154,7 +154,8 @@ class PrefectPauseGate:
                 wait_for_input=ApprovalDecision,
                 timeout=self._timeout,
                 poll_interval=self._poll,
-                key=f"approval-{request.id}",
+                # Prefect input keys allow only lowercase letters, digits and dashes.
+                key=f"approval-{request.id.lower()}",
             )
         except FlowPauseTimeout:
             await store.decide_approval(
@@ -252,14 +253,23 @@ async def _resume(flow_run_id: UUID, run_input: dict[str, Any]) -> None:
 
 
 async def wait_until_paused(flow_run_id: UUID, *, within: float = 30.0) -> None:
-    """Wait until the run is paused (the request row is written just before pausing)."""
+    """Wait until the run is paused and ready for input (the request row is written first)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     async with get_client() as client:
         while True:
             run = await client.read_flow_run(flow_run_id)
             if run.state is not None and run.state.is_paused():
-                return
+                # Prefect sets Paused first and saves the input schema just after; a
+                # resume in between fails with "Run input schema not found".
+                keyset = run.state.state_details.run_input_keyset or {}
+                if "schema" not in keyset:
+                    return
+                try:
+                    await client.read_flow_run_input(flow_run_id, keyset["schema"])
+                    return
+                except ObjectNotFound:
+                    pass
             if run.state is not None and run.state.is_final():
                 raise ApprovalError(f"flow run {flow_run_id} already ended ({run.state.name})")
             if loop.time() > deadline:

@@ -27,6 +27,9 @@ class Lab:
 
     def __init__(self) -> None:
         self.simulators: dict[str, Simulator] = {}
+        # (kind, vendor, name) of every entity seeded into a simulator, so seeding twice
+        # (a re-run of the same incident) does not create duplicates.
+        self.provisioned: set[tuple[str, str, str]] = set()
 
     def simulator(self, vendor: str) -> Simulator:
         """The simulator of ``vendor``, created on first use."""
@@ -37,6 +40,7 @@ class Lab:
     def reset(self) -> None:
         """Forget every simulator (and its state)."""
         self.simulators.clear()
+        self.provisioned.clear()
 
 
 _LAB = Lab()

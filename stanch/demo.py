@@ -15,6 +15,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prefect.client.schemas.objects import State
+
 from flows.approvals import submit_decision
 from flows.lifecycle import handle_incident
 from flows.models import ActionStatus, Incident, IncidentOutcome
@@ -22,6 +24,7 @@ from flows.settings import StanchSettings
 from flows.store import Store, open_store
 from flows.wiring import Lab, default_lab
 from integrations.ocsf import DetectionFinding, ObservableType
+from stanch.prefect_server import drain_prefect_clients
 
 HOSTNAME = "WS-0042"
 USER = "jdoe@acme.example"
@@ -142,10 +145,14 @@ def provision_lab(lab: Lab, settings: StanchSettings, incident: Incident) -> Non
     """
     edr = lab.simulator(settings.edr)
     for hostname in incident.hostnames:
-        edr.add_host(hostname)  # type: ignore[attr-defined]
+        if ("host", settings.edr, hostname) not in lab.provisioned:
+            edr.add_host(hostname)  # type: ignore[attr-defined]
+            lab.provisioned.add(("host", settings.edr, hostname))
     identity = lab.simulator(settings.identity)
     for login in incident.users:
-        identity.add_user(login)  # type: ignore[attr-defined]
+        if ("user", settings.identity, login) not in lab.provisioned:
+            identity.add_user(login)  # type: ignore[attr-defined]
+            lab.provisioned.add(("user", settings.identity, login))
 
 
 async def simulated_analyst(
@@ -210,12 +217,27 @@ async def run_incident(
                     store, settings.approval_key(), incident.id, delay=analyst_delay, stop=stop
                 )
             )
+
+        async def run_flow() -> State[Any]:
+            state: State[Any] = await handle_incident(incident, return_state=True)
+            return state
+
+        flow_task = asyncio.create_task(run_flow())
         try:
-            state = await handle_incident(incident, return_state=True)
+            if analyst is not None:
+                # If the analyst fails, the flow would sit paused until its approval
+                # deadline: stop it and surface the analyst's error instead.
+                await asyncio.wait({flow_task, analyst}, return_when=asyncio.FIRST_COMPLETED)
+                if analyst.done() and analyst.exception() is not None:
+                    flow_task.cancel()
+                    await asyncio.gather(flow_task, return_exceptions=True)
+                    await analyst
+            state = await flow_task
         finally:
             stop.set()
-            if analyst is not None:
+            if analyst is not None and not analyst.done():
                 await analyst
+        await drain_prefect_clients()
         result = await state.aresult(raise_on_failure=False)
         flow_run_id = str(state.state_details.flow_run_id)
         if isinstance(result, IncidentOutcome):

@@ -9,6 +9,7 @@ subprocess, keeps its database under ``<home>/prefect``, and records its address
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import signal
@@ -179,3 +180,18 @@ def use_server(server: PrefectServer, stanch_home: Path) -> None:
     os.environ["PREFECT_API_URL"] = server.api_url
     os.environ.setdefault("PREFECT_HOME", str(prefect_home(stanch_home)))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+async def drain_prefect_clients() -> None:
+    """Send the logs and events Prefect still has queued, before the server goes away.
+
+    Prefect ships logs and events from background workers; at interpreter exit they try
+    to flush and, with the embedded server already stopped, retry for about a minute.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    await APILogHandler.aflush()
+    drained = EventsWorker.drain_all(timeout=10)
+    if inspect.isawaitable(drained):
+        await drained

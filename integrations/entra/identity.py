@@ -40,7 +40,9 @@ def _to_account(body: dict[str, Any]) -> UserAccount:
     if enabled is True:
         status, vendor_status = UserStatus.ACTIVE, "enabled"
     elif enabled is False:
-        status, vendor_status = UserStatus.DISABLED, "disabled"
+        # Entra has one off switch: a disabled account is what stanch calls suspended,
+        # and unsuspend_user (accountEnabled=true) reverses it.
+        status, vendor_status = UserStatus.SUSPENDED, "disabled"
     else:
         status, vendor_status = UserStatus.OTHER, None
     return UserAccount(
@@ -115,7 +117,7 @@ class EntraIdentity:
 
     async def _set_enabled(self, verb: str, user_id: str, enabled: bool) -> ActionReceipt:
         current = _to_account(await self._user(user_id))
-        wanted = UserStatus.ACTIVE if enabled else UserStatus.DISABLED
+        wanted = UserStatus.ACTIVE if enabled else UserStatus.SUSPENDED
         state = "enabled" if enabled else "disabled"
         if current.status is wanted:
             return ActionReceipt(

@@ -73,12 +73,13 @@ async def test_get_unknown_user_raises(identity: EntraIdentity) -> None:
 
 
 async def test_get_disabled_user(sim: EntraSimulator, identity: EntraIdentity) -> None:
-    """Given a disabled account, When read by id, Then status is DISABLED."""
+    """Given a disabled account, When read by id, Then it reads as suspended (vendor: disabled)."""
     user_id = sim.add_user("carol@contoso.com", enabled=False)
 
     user = await identity.get_user(user_id)
 
-    assert user.status is UserStatus.DISABLED
+    assert user.status is UserStatus.SUSPENDED
+    assert user.vendor_status == "disabled"
     assert user.vendor_status == "disabled"
 
 

@@ -1,0 +1,5 @@
+"""``python -m stanch``: the same as the ``stanch`` console script."""
+
+from stanch.cli import main
+
+main()

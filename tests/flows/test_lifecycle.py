@@ -1,0 +1,252 @@
+"""The handle-incident flow end to end, on the real Prefect server and the lab simulators.
+
+Each test runs the flow in-process against the session's Prefect server; an "analyst"
+coroutine answers the approval through the same path the CLI uses (or forges one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.flow_runs import aresume_flow_run
+
+from integrations.capabilities import Containment
+from flows.approvals import sign_decision, submit_decision, wait_until_paused
+from flows.lifecycle import IncidentIncomplete, handle_incident
+from flows.models import ActionStatus, Incident, IncidentOutcome
+from flows.settings import StanchSettings, load_settings
+from flows.store import ApprovalRow, Store, open_store
+from flows.wiring import default_lab
+from stanch.demo import provision_lab
+from tests.flows import factories
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+Responder = Callable[[Store, StanchSettings, ApprovalRow], Awaitable[None]]
+
+_numbers = iter(range(100, 10_000))
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[Store]:
+    async with open_store(load_settings().store_url) as opened:
+        yield opened
+
+
+@pytest.fixture(autouse=True)
+def fresh_lab() -> None:
+    default_lab().reset()
+
+
+async def approve(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
+    await submit_decision(
+        store,
+        settings.approval_key(),
+        row.id,
+        approve=True,
+        approver="alice",
+        channel="cli",
+        reason="confirmed",
+    )
+
+
+async def deny(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
+    await submit_decision(
+        store,
+        settings.approval_key(),
+        row.id,
+        approve=False,
+        approver="bob",
+        channel="cli",
+        reason="false positive",
+    )
+
+
+async def forge(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
+    """Resume through the Prefect API with a well-formed decision signed by the wrong key."""
+    assert row.flow_run_id is not None
+    fields: dict[str, Any] = {
+        "approval_id": row.id,
+        "approved": list(row.plans["sha256s"]),
+        "denied": [],
+        "approver": "mallory",
+        "channel": "prefect-ui",
+        "reason": "looks fine",
+        "decided_at": "2026-11-21T00:00:00Z",
+    }
+    fields["signature"] = sign_decision(b"not-the-key", fields)
+    await wait_until_paused(UUID(row.flow_run_id))
+    await aresume_flow_run(UUID(row.flow_run_id), run_input=fields)
+
+
+async def run(
+    incident: Incident, store: Store, responder: Responder | None
+) -> tuple[IncidentOutcome | BaseException, list[str]]:
+    """Run the flow; answer each approval request with ``responder``."""
+    settings = load_settings()
+    await store.save_incident(incident)
+    provision_lab(default_lab(), settings, incident)
+    answered: list[str] = []
+
+    async def analyst() -> None:
+        while True:
+            for row in await store.approvals(incident_id=incident.id, status="pending"):
+                if row.id not in answered and responder is not None:
+                    answered.append(row.id)
+                    await responder(store, settings, row)
+            await asyncio.sleep(0.2)
+
+    helper = asyncio.create_task(analyst())
+    try:
+        state = await handle_incident(incident, return_state=True)
+    finally:
+        helper.cancel()
+        await asyncio.gather(helper, return_exceptions=True)
+    return await state.aresult(raise_on_failure=False), answered
+
+
+def new_incident() -> Incident:
+    return factories.incident(next(_numbers))
+
+
+async def test_approved_incident_is_contained_remediated_and_reported(store: Store) -> None:
+    """Given the demo incident and an analyst who approves,
+    When handle-incident runs,
+    Then all five stages complete, the host is really contained at the EDR, the user
+    suspended at the IdP, the IPs blocked at the firewall, each action carries its approver
+    and plan hash, and the report names them."""
+    incident = new_incident()
+    outcome, answered = await run(incident, store, approve)
+    assert isinstance(outcome, IncidentOutcome), outcome
+    assert [s.state for s in outcome.stages] == ["completed"] * 5
+    contained = [a for a in outcome.actions if a.plan.stage == "contain"]
+    assert len(contained) == 5
+    assert all(a.status == ActionStatus.EXECUTED for a in outcome.actions)
+    assert all(a.approved_by == ["cli:alice"] for a in contained)
+    assert all(a.plan_sha256 == a.plan.sha256 for a in outcome.actions)
+
+    lab = default_lab()
+    edr, idp, fw = (lab.simulator(v) for v in ("crowdstrike", "okta", "fortigate"))
+    settings = load_settings()
+    from flows.wiring import connect
+
+    async with connect(settings) as live:
+        host = await live.edr.find_host("WS-0042")
+        user = await live.identity.find_user("jdoe@acme.example")
+        blocked = {b.ip for b in await live.firewall.list_blocked()}
+    assert host is not None and host.containment == Containment.CONTAINED
+    assert user is not None and user.status == "suspended"
+    assert blocked == {"203.0.113.66", "198.51.100.77"}
+    assert edr.requests and idp.requests and fw.requests
+
+    report = Path(outcome.report_paths["markdown"]).read_text()
+    for action in outcome.actions:
+        assert action.plan_sha256 in report
+    assert "cli:alice" in report
+    [row] = await store.approvals(incident_id=incident.id)
+    assert (row.status, row.decided_by) == ("approved", "cli:alice")
+    assert outcome.clocks["acknowledge"] is not None
+    assert outcome.clocks["contain"] is not None and outcome.clocks["resolve"] is not None
+    assert answered == [row.id]
+
+
+async def test_denied_containment_is_not_sent_to_any_vendor(store: Store) -> None:
+    """Given an analyst who denies,
+    When handle-incident runs,
+    Then every containment plan is recorded as denied with the reason, the EDR never
+    receives a containment request, and the host is not contained."""
+    incident = new_incident()
+    outcome, _ = await run(incident, store, deny)
+    assert isinstance(outcome, IncidentOutcome), outcome
+    contain = [a for a in outcome.actions if a.plan.stage == "contain"]
+    assert contain and all(a.status == ActionStatus.DENIED for a in contain)
+    assert all("false positive" in (a.error or "") for a in contain)
+    edr = default_lab().simulator("crowdstrike")
+    assert not [r for r in edr.requests if "devices-actions" in r.path]
+    [row] = await store.approvals(incident_id=incident.id)
+    assert (row.status, row.decided_by) == ("denied", "cli:bob")
+
+
+async def test_forged_resume_through_prefect_cannot_approve(store: Store) -> None:
+    """Given someone resuming the paused run through the Prefect API with a decision
+    that is well-formed but not signed with the stanch key,
+    When the flow checks it,
+    Then nothing is contained, the approval is recorded as rejected, and the actions as
+    denied."""
+    incident = new_incident()
+    outcome, _ = await run(incident, store, forge)
+    assert isinstance(outcome, IncidentOutcome), outcome
+    contain = [a for a in outcome.actions if a.plan.stage == "contain"]
+    assert contain and all(a.status == ActionStatus.DENIED for a in contain)
+    [row] = await store.approvals(incident_id=incident.id)
+    assert row.status == "rejected"
+    assert row.decided_by == "unverified:mallory"
+    edr = default_lab().simulator("crowdstrike")
+    assert not [r for r in edr.requests if "devices-actions" in r.path]
+
+
+async def test_transient_vendor_fault_is_retried_once_and_succeeds(store: Store) -> None:
+    """Given the EDR answering the first containment call with 503,
+    When the contain task runs,
+    Then Prefect retries it (transient), the second call succeeds, and the action is done."""
+    incident = new_incident()
+    edr = default_lab().simulator("crowdstrike")
+    edr.fail_next(1, status=503, path_prefix="/devices/entities/devices-actions")
+    outcome, _ = await run(incident, store, approve)
+    assert isinstance(outcome, IncidentOutcome), outcome
+    calls = [r.status for r in edr.requests if r.path.startswith("/devices/entities/devices-act")]
+    assert calls == [503, 202]
+    [host] = [a for a in outcome.actions if a.plan.verb == "contain_host"]
+    assert host.status == ActionStatus.EXECUTED
+
+
+async def test_permanent_vendor_fault_is_not_retried_and_fails_the_run(store: Store) -> None:
+    """Given FortiGate answering 429 (an auth lockout, never retried) to the block,
+    When the contain stage runs,
+    Then each block is tried exactly once, recorded as failed, the report is still written,
+    and the flow run ends Failed instead of claiming success."""
+    incident = new_incident()
+    fw = default_lab().simulator("fortigate")
+    fw.fail_next(10, status=429, path_prefix="/api/v2/monitor/user/banned")
+    outcome, _ = await run(incident, store, approve)
+    assert isinstance(outcome, IncidentIncomplete)
+    rows = {r.action: r for r in await store.actions(incident.id)}
+    assert rows["firewall.block_ip"].status == "failed"
+    assert rows["edr.contain_host"].status == "executed"
+    blocks = [r for r in fw.requests if r.path.startswith("/api/v2/monitor/user/banned")]
+    assert len(blocks) == 2  # one attempt per IP, no retries
+    settings = load_settings()
+    assert (settings.reports_dir / f"{incident.id}.md").exists()
+
+
+async def test_rerunning_an_incident_does_not_repeat_vendor_actions(store: Store) -> None:
+    """Given an incident already handled,
+    When handle-incident runs again for the same incident,
+    Then every action is replayed from the store and no mutating call reaches a vendor."""
+    incident = new_incident()
+    first, _ = await run(incident, store, approve)
+    assert isinstance(first, IncidentOutcome)
+    lab = default_lab()
+    before = {v: len(s.requests) for v, s in lab.simulators.items()}
+    second, _ = await run(incident, store, approve)
+    assert isinstance(second, IncidentOutcome), second
+    mutating = [
+        r
+        for v, s in lab.simulators.items()
+        for r in s.requests[before[v] :]
+        if r.method in ("POST", "PATCH", "DELETE")
+        and "token" not in r.path
+        and "check" not in r.path
+    ]
+    assert mutating == []
+    assert {a.status for a in second.actions} == {ActionStatus.EXECUTED}
+    async with get_client() as client:
+        runs = await client.read_flow_runs()
+    names = [r.name for r in runs]
+    assert names.count(f"{incident.id} {incident.title}") == 2
