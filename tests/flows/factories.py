@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from integrations.capabilities import Capability
 from flows.models import ActionPlan, Incident, Stage
+from integrations.capabilities import Capability
 from stanch.demo import scenario_alerts
 
 

@@ -56,7 +56,7 @@ def test_wrong_class_is_rejected(tmp_path: Path) -> None:
 
 
 def test_second_alert_of_an_array_is_located(tmp_path: Path) -> None:
-    """Given an array whose second alert has a bad severity, When loaded, Then its index is named."""
+    """Given an array whose second alert has a bad severity, When loaded, Then it is named."""
     bad = _alert() | {"severity_id": 42}
     with pytest.raises(AlertRejected) as caught:
         load_alert_file(_write(tmp_path, [_alert(), bad]))

@@ -16,13 +16,13 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import aresume_flow_run
 
-from integrations.capabilities import Containment
 from flows.approvals import sign_decision, submit_decision, wait_until_paused
 from flows.lifecycle import IncidentIncomplete, handle_incident
 from flows.models import ActionStatus, Incident, IncidentOutcome
 from flows.settings import StanchSettings, load_settings
 from flows.store import ApprovalRow, Store, open_store
 from flows.wiring import default_lab
+from integrations.capabilities import Containment
 from stanch.demo import provision_lab
 from tests.flows import factories
 
@@ -145,7 +145,7 @@ async def test_approved_incident_is_contained_remediated_and_reported(store: Sto
     assert blocked == {"203.0.113.66", "198.51.100.77"}
     assert edr.requests and idp.requests and fw.requests
 
-    report = Path(outcome.report_paths["markdown"]).read_text()
+    report = await asyncio.to_thread(Path(outcome.report_paths["markdown"]).read_text)
     for action in outcome.actions:
         assert action.plan_sha256 in report
     assert "cli:alice" in report

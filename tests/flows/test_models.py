@@ -8,8 +8,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from integrations.ocsf import SeverityId
 from flows.models import ActionResult, ActionStatus, Verdict
+from integrations.ocsf import SeverityId
 from tests.flows.factories import incident, plan
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from integrations.capabilities import Capability
 from flows.models import Stage, Verdict
 from flows.policy import DefaultPolicy
+from integrations.capabilities import Capability
 from tests.flows.factories import incident, plan
 
 

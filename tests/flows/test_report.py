@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flows.models import IncidentOutcome, Investigation, StageRecord, Stage
+from flows.models import IncidentOutcome, Investigation, Stage, StageRecord
 from flows.report import md_escape, render_html, render_markdown
 from tests.flows.factories import incident
 

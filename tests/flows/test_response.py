@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from integrations.capabilities import Capability, Host, UserAccount
-from integrations.ocsf import SeverityId
 from flows.models import Stage
 from flows.response import BLOCK_TTL_SECONDS, assess, containment_plans, remediation_plans
+from integrations.capabilities import Capability, Host, UserAccount
+from integrations.ocsf import SeverityId
 from tests.flows.factories import incident
 
 HOST = Host(id="aid-1", hostname="WS-0042", vendor="crowdstrike")
