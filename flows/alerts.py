@@ -24,10 +24,10 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return out or "(root)"
 
 
-def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
+def _line_of(text: str, loc: tuple[int | str, ...], start: int = 0) -> int | None:
     # JSON parsers keep no positions; find the keys of the path in order instead, which
     # is exact for the usual one-key-per-line alert files and close otherwise.
-    position = 0
+    position = start
     found = None
     for part in loc:
         if isinstance(part, int):
@@ -40,9 +40,17 @@ def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
 
 
 def parse_finding(
-    payload: Any, *, source: str = "alert", text: str | None = None
+    payload: Any,
+    *,
+    source: str = "alert",
+    text: str | None = None,
+    start: int = 0,
+    item: int | None = None,
 ) -> DetectionFinding:
     """Validate one payload as a Detection Finding.
+
+    ``text`` (the file's contents), ``start`` (where this payload begins in it) and
+    ``item`` (its index in an array) let the error name the line and the element.
 
     Raises:
         AlertRejected: with the dotted path of the first failing field.
@@ -51,11 +59,11 @@ def parse_finding(
         return DetectionFinding.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = _dotted(tuple(first["loc"]))
+        field = _dotted(((item,) if item is not None else ()) + tuple(first["loc"]))
         where = source
         # A missing field has no line of its own: point at the object that lacks it.
         located = first["loc"][:-1] if first["type"] == "missing" else first["loc"]
-        line = _line_of(text, tuple(located)) if text else None
+        line = _line_of(text, tuple(located), start) if text else None
         if line is not None:
             where = f"{source}:{line}"
         raise AlertRejected(field, first["msg"], source=where) from exc
@@ -68,7 +76,26 @@ def load_alert_file(path: Path) -> list[DetectionFinding]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise AlertRejected("(json)", exc.msg, source=f"{path}:{exc.lineno}") from exc
-    items = data if isinstance(data, list) else [data]
-    if not items:
+    if not isinstance(data, list):
+        return [parse_finding(data, source=str(path), text=text)]
+    if not data:
         raise AlertRejected("(root)", "the file holds no alert", source=str(path))
-    return [parse_finding(item, source=str(path), text=text) for item in items]
+    starts = _item_offsets(text)
+    return [
+        parse_finding(item, source=str(path), text=text, start=starts[i], item=i)
+        for i, item in enumerate(data)
+    ]
+
+
+def _item_offsets(text: str) -> list[int]:
+    """Character offsets at which each element of a top-level JSON array starts."""
+    decoder = json.JSONDecoder()
+    offsets: list[int] = []
+    position = text.index("[") + 1
+    while True:
+        while text[position] in " \t\r\n,":
+            position += 1
+        if text[position] == "]":
+            return offsets
+        offsets.append(position)
+        _, position = decoder.raw_decode(text, position)

@@ -58,9 +58,12 @@ def test_wrong_class_is_rejected(tmp_path: Path) -> None:
 def test_second_alert_of_an_array_is_located(tmp_path: Path) -> None:
     """Given an array whose second alert has a bad severity, When loaded, Then it is named."""
     bad = _alert() | {"severity_id": 42}
+    path = _write(tmp_path, [_alert(), bad])
     with pytest.raises(AlertRejected) as caught:
-        load_alert_file(_write(tmp_path, [_alert(), bad]))
-    assert caught.value.field == "severity_id"
+        load_alert_file(path)
+    lines = [n for n, t in enumerate(path.read_text().splitlines(), 1) if '"severity_id"' in t]
+    assert caught.value.field == "[1].severity_id"
+    assert caught.value.source == f"{path}:{lines[1]}"
 
 
 def test_broken_json_names_the_line(tmp_path: Path) -> None:
