@@ -7,6 +7,7 @@ retried task or a re-run flow from firing the same vendor action twice.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -308,6 +309,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# Modules that declare more tables on ``Base``; imported before ``create_all`` so that
+# every table exists whichever module opened the store first.
+TABLE_MODULES: tuple[str, ...] = ("flows.ledger", "flows.intake")
+
+
+def _register_tables() -> None:
+    for name in TABLE_MODULES:
+        importlib.import_module(name)
+
+
 @asynccontextmanager
 async def open_store(url: str) -> AsyncIterator[Store]:
     """Open (and create if needed) the store at ``url``; dispose of it on exit."""
@@ -317,6 +328,7 @@ async def open_store(url: str) -> AsyncIterator[Store]:
             from pathlib import Path
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _register_tables()
     engine = create_async_engine(url)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -1,0 +1,1 @@
+"""Alert intake: fingerprints, de-duplication and correlation into incidents (in progress)."""

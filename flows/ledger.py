@@ -1,0 +1,1 @@
+"""The tamper-evident ledger of executed actions and decisions (in progress)."""
