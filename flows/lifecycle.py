@@ -314,7 +314,7 @@ async def handle_incident(incident: Incident) -> IncidentOutcome:
     run_id = flow_run.get_id()
     async with (
         open_store(settings.store_url) as store,
-        wiring.connect(settings) as integrations,
+        wiring.connect(settings, tenant=incident.tenant) as integrations,
     ):
         lifecycle = Lifecycle(
             incident,

@@ -30,6 +30,10 @@ class StanchSettings(BaseSettings):
         approval_timeout_seconds: how long the flow waits for a decision (then: deny).
         reports_dir: where Markdown and HTML reports are written.
         database_url: the incident store; SQLite under ``home`` by default.
+        tenants: per-tenant vendor choice overriding ``edr``/``identity``/``firewall``,
+            e.g. ``STANCH_TENANTS='{"globex": {"edr": "defender"}}'``. A tenant's vendor
+            credentials are read from ``STANCH_<TENANT>_<VENDOR>_<FIELD>`` when any such
+            variable is set, else from ``STANCH_<VENDOR>_<FIELD>``.
     """
 
     model_config = SettingsConfigDict(env_prefix="STANCH_", extra="ignore")
@@ -45,6 +49,15 @@ class StanchSettings(BaseSettings):
     approval_poll_seconds: float = Field(default=1.0, ge=0.2, le=10)
     reports_dir: Path = Path("reports")
     database_url: str | None = None
+    tenants: dict[str, dict[Literal["edr", "identity", "firewall"], str]] = Field(
+        default_factory=dict
+    )
+
+    def vendor_for(self, capability: str, tenant: str | None = None) -> str:
+        """The vendor answering ``capability`` (edr, identity, firewall) for ``tenant``."""
+        override = self.tenants.get(tenant or "", {})
+        chosen: str = override.get(capability) or getattr(self, capability)  # type: ignore[call-overload]
+        return chosen
 
     @property
     def store_url(self) -> str:

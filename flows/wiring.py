@@ -7,6 +7,7 @@ mode each vendor's ``STANCH_<VENDOR>_*`` settings say where and how to connect.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -70,22 +71,34 @@ class Integrations:
         }[capability]
 
 
-def _vendor_settings(plugin: VendorPlugin, settings: StanchSettings) -> Any:
+def _env_prefix(plugin: VendorPlugin, tenant: str | None) -> str:
+    # An MDR provider holds one set of vendor credentials per customer: a tenant's own
+    # STANCH_<TENANT>_<VENDOR>_* variables win when any is set.
+    if tenant:
+        scoped = f"STANCH_{tenant.upper().replace('-', '_')}_{plugin.name.upper()}_"
+        if any(name.startswith(scoped) for name in os.environ):
+            return scoped
+    return f"STANCH_{plugin.name.upper()}_"
+
+
+def _vendor_settings(plugin: VendorPlugin, settings: StanchSettings, tenant: str | None) -> Any:
     if settings.mode == "lab":
         return plugin.lab_settings()
+    prefix = _env_prefix(plugin, tenant)
     try:
-        return plugin.settings()
+        return plugin.settings(_env_prefix=prefix)
     except ValidationError as exc:
         missing = ", ".join(
-            f"STANCH_{plugin.name.upper()}_{str(err['loc'][0]).upper()} ({err['msg']})"
-            for err in exc.errors()
+            f"{prefix}{str(err['loc'][0]).upper()} ({err['msg']})" for err in exc.errors()
         )
         raise ConfigurationError(f"{plugin.name} is not configured: {missing}") from exc
 
 
 @asynccontextmanager
-async def connect(settings: StanchSettings, lab: Lab | None = None) -> AsyncIterator[Integrations]:
-    """Build the adapters the settings choose; close their clients on exit.
+async def connect(
+    settings: StanchSettings, lab: Lab | None = None, *, tenant: str | None = None
+) -> AsyncIterator[Integrations]:
+    """Build the adapters the settings choose for ``tenant``; close their clients on exit.
 
     Raises:
         ConfigurationError: an unknown vendor, a vendor without that capability, or
@@ -93,9 +106,8 @@ async def connect(settings: StanchSettings, lab: Lab | None = None) -> AsyncIter
     """
     lab = lab or default_lab()
     choice = {
-        Capability.EDR: settings.edr,
-        Capability.IDENTITY: settings.identity,
-        Capability.FIREWALL: settings.firewall,
+        capability: settings.vendor_for(capability.value, tenant)
+        for capability in (Capability.EDR, Capability.IDENTITY, Capability.FIREWALL)
     }
     clients: dict[str, httpx.AsyncClient] = {}
     adapters: dict[Capability, Any] = {}
@@ -114,7 +126,9 @@ async def connect(settings: StanchSettings, lab: Lab | None = None) -> AsyncIter
                 )
             if vendor not in clients:
                 transport = lab.simulator(vendor).transport() if settings.mode == "lab" else None
-                clients[vendor] = plugin.connect(_vendor_settings(plugin, settings), transport)
+                clients[vendor] = plugin.connect(
+                    _vendor_settings(plugin, settings, tenant), transport
+                )
             adapters[capability] = plugin.adapters[capability](clients[vendor])
         yield Integrations(
             edr=cast(EDR, adapters[Capability.EDR]),

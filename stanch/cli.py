@@ -8,6 +8,7 @@ Prefect reads its settings once, at import.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import socket
@@ -255,6 +256,28 @@ def list_approvals(*, all_requests: Annotated[bool, Parameter(name="--all")] = F
             row.decided_by or "",
         )
     out.print(table)
+    return 0
+
+
+@app.command
+def lab(*vendors: str, seed_demo: bool = False, first_port: int = 8801) -> int:
+    """Serve vendor simulators on loopback and print the settings that point live mode at them.
+
+    Args:
+        vendors: which simulators (default: all seven).
+        seed_demo: give the EDR and identity simulators the demo's host and user.
+        first_port: the first port to try; each vendor takes the next free one.
+    """
+    from integrations.plugin import VENDORS
+    from stanch.lab import serve_lab
+
+    chosen = list(vendors) or list(VENDORS)
+    unknown = sorted(set(chosen) - set(VENDORS))
+    if unknown:
+        err.print(f"[red]unknown vendor(s): {', '.join(unknown)}[/red]")
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_lab(chosen, first_port=first_port, seed=seed_demo))
     return 0
 
 

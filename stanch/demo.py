@@ -143,16 +143,18 @@ def provision_lab(lab: Lab, settings: StanchSettings, incident: Incident) -> Non
     In lab mode there is no real fleet: the EDR simulator learns each host and the
     identity simulator each user, so investigation finds what the alerts talk about.
     """
-    edr = lab.simulator(settings.edr)
+    edr_vendor = settings.vendor_for("edr", incident.tenant)
+    identity_vendor = settings.vendor_for("identity", incident.tenant)
+    edr = lab.simulator(edr_vendor)
     for hostname in incident.hostnames:
-        if ("host", settings.edr, hostname) not in lab.provisioned:
+        if ("host", edr_vendor, hostname) not in lab.provisioned:
             edr.add_host(hostname)  # type: ignore[attr-defined]
-            lab.provisioned.add(("host", settings.edr, hostname))
-    identity = lab.simulator(settings.identity)
+            lab.provisioned.add(("host", edr_vendor, hostname))
+    identity = lab.simulator(identity_vendor)
     for login in incident.users:
-        if ("user", settings.identity, login) not in lab.provisioned:
+        if ("user", identity_vendor, login) not in lab.provisioned:
             identity.add_user(login)  # type: ignore[attr-defined]
-            lab.provisioned.add(("user", settings.identity, login))
+            lab.provisioned.add(("user", identity_vendor, login))
 
 
 async def simulated_analyst(
