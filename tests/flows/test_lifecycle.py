@@ -14,6 +14,7 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flow_runs import aresume_flow_run
 
 from flows.approvals import sign_decision, submit_decision, wait_until_paused
@@ -154,6 +155,21 @@ async def test_approved_incident_is_contained_remediated_and_reported(store: Sto
     assert outcome.clocks["acknowledge"] is not None
     assert outcome.clocks["contain"] is not None and outcome.clocks["resolve"] is not None
     assert answered == [row.id]
+
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(UUID(str(outcome.flow_run_id)))
+        tasks = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+        )
+    assert flow_run.name == f"{incident.id} ransomware on WS-0042"
+    by_name = {t.name: set(t.tags) for t in tasks}
+    assert by_name["edr.contain_host WS-0042"] >= {
+        "stage:contain",
+        "vendor:crowdstrike",
+        f"tenant:{incident.tenant}",
+    }
+    assert by_name["identity.find_user jdoe@acme.example"] >= {"stage:investigate", "vendor:okta"}
+    assert by_name["edr.block_hash " + incident.sha256s[0][:16]] >= {"stage:remediate"}
 
 
 async def test_denied_containment_is_not_sent_to_any_vendor(store: Store) -> None:
