@@ -142,6 +142,35 @@ async def send(
     )
 
 
+def read_token(
+    response: httpx.Response, *, vendor: str, default_lifetime: float
+) -> tuple[str, float, str]:
+    """``(access_token, expires_in, token_type)`` from an OAuth 2.0 token response.
+
+    Raises:
+        VendorUnavailable: the body is not the RFC 6749 token JSON (a 2xx that carries no
+            token is a vendor fault, not a credentials problem).
+    """
+    try:
+        body = response.json()
+        token = body["access_token"]
+        lifetime = float(body.get("expires_in", default_lifetime))
+        token_type = str(body.get("token_type", "Bearer"))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise VendorUnavailable(
+            "token response carries no access_token",
+            vendor=vendor,
+            status_code=response.status_code,
+        ) from exc
+    if not isinstance(token, str) or not token:
+        raise VendorUnavailable(
+            "token response carries no access_token",
+            vendor=vendor,
+            status_code=response.status_code,
+        )
+    return token, lifetime, token_type
+
+
 class TokenCache:
     """Holds one bearer token and refreshes it shortly before it expires.
 

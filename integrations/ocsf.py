@@ -19,6 +19,39 @@ DETECTION_FINDING_CLASS_UID = 2004
 FINDINGS_CATEGORY_UID = 2
 
 
+STATUS_CAPTIONS: dict[int, str] = {
+    0: "Unknown",
+    1: "New",
+    2: "In Progress",
+    3: "Suppressed",
+    4: "Resolved",
+    5: "Archived",
+    6: "Deleted",
+    99: "Other",
+}
+"""OCSF ``status_id`` captions, for the ``status`` sibling attribute."""
+
+
+def iso_to_millis(value: object, *, vendor: str, field: str) -> int:
+    """An ISO 8601 date-time as OCSF ``timestamp_t`` (milliseconds since the epoch).
+
+    A value without an offset is taken as UTC, which is what the vendors' APIs send.
+
+    Raises:
+        NormalizationError: naming ``field`` when the value is missing or not ISO 8601.
+    """
+    if not isinstance(value, str) or not value:
+        reason = "missing" if value in (None, "") else f"expected an ISO 8601 string, got {value!r}"
+        raise NormalizationError(vendor, field, reason)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise NormalizationError(vendor, field, f"not an ISO 8601 time: {value!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
 class SeverityId(IntEnum):
     """OCSF ``severity_id``."""
 

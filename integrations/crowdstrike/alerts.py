@@ -19,6 +19,7 @@ from integrations.ocsf import (
     NormalizationError,
     ObservableType,
     SeverityId,
+    iso_to_millis,
 )
 
 ALERT_QUERY = "/alerts/queries/alerts/v2"
@@ -286,15 +287,7 @@ def _millis(payload: dict[str, Any], field: str) -> int | None:
     raw = payload.get(field)
     if raw is None or raw == "":
         return None
-    if not isinstance(raw, str):
-        raise NormalizationError(VENDOR, field, "expected an ISO 8601 timestamp string")
-    try:
-        when = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise NormalizationError(VENDOR, field, f"not an ISO 8601 timestamp: {raw!r}") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+    return iso_to_millis(raw, vendor=VENDOR, field=field)
 
 
 def _put(target: dict[str, Any], key: str, value: object) -> None:

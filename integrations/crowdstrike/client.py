@@ -16,7 +16,14 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integrations.errors import IntegrationError, VendorUnavailable
-from integrations.http import CachedBearerAuth, TokenCache, epoch_header, error_for_status, send
+from integrations.http import (
+    CachedBearerAuth,
+    TokenCache,
+    epoch_header,
+    error_for_status,
+    read_token,
+    send,
+)
 
 VENDOR = "crowdstrike"
 OAUTH2_ACCESS = "/oauth2/token"
@@ -89,16 +96,7 @@ def connect(
             # The token request must not carry the bearer it is fetching.
             auth=None,
         )
-        try:
-            body = response.json()
-            token = body["access_token"]
-            lifetime = float(body.get("expires_in", 1799))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise VendorUnavailable(
-                "token response without access_token", vendor=VENDOR, status_code=201
-            ) from exc
-        if not isinstance(token, str) or not token:
-            raise VendorUnavailable("token response without access_token", vendor=VENDOR)
+        token, lifetime, _ = read_token(response, vendor=VENDOR, default_lifetime=1799)
         return token, lifetime
 
     cache = TokenCache(fetch_token, refresh_margin=refresh_margin, clock=clock)

@@ -16,10 +16,12 @@ from integrations.ocsf import (
     DETECTION_FINDING_CLASS_UID,
     FINDINGS_CATEGORY_UID,
     OCSF_VERSION,
+    STATUS_CAPTIONS,
     DetectionFinding,
     NormalizationError,
     ObservableType,
     SeverityId,
+    iso_to_millis,
 )
 
 PAGE_SIZE = 1000
@@ -37,7 +39,6 @@ SEVERITY: dict[str, SeverityId] = {
 STATUS: dict[str, int] = {"Unknown": 0, "New": 1, "InProgress": 2, "Resolved": 4}
 """MDE alert ``status`` to OCSF ``status_id``."""
 
-_STATUS_CAPTION = {0: "Unknown", 1: "New", 2: "In Progress", 4: "Resolved", 99: "Other"}
 _PRODUCT = {
     "name": "Microsoft Defender for Endpoint",
     "vendor_name": "Microsoft",
@@ -117,15 +118,7 @@ def _need(payload: dict[str, Any], field: str) -> Any:
 
 
 def _millis(value: object, field: str) -> int:
-    if not isinstance(value, str):
-        raise NormalizationError(VENDOR, field, f"expected an ISO 8601 string, got {value!r}")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise NormalizationError(VENDOR, field, f"not an ISO 8601 time: {value!r}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    return iso_to_millis(value, vendor=VENDOR, field=field)
 
 
 def _optional_millis(payload: dict[str, Any], field: str) -> int | None:
@@ -308,7 +301,7 @@ def normalize_alert(payload: dict[str, Any]) -> DetectionFinding:
         "severity_id": severity_id,
         "severity": severity_id.name.title() if severity_id != SeverityId.OTHER else severity,
         "status_id": status_id,
-        "status": _STATUS_CAPTION.get(status_id, "Other"),
+        "status": STATUS_CAPTIONS.get(status_id, "Other"),
         "time": created,
         "is_alert": True,
         "message": finding_info["title"],

@@ -12,8 +12,8 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from integrations.errors import AuthError, RejectedError, VendorUnavailable
-from integrations.http import CachedBearerAuth, TokenCache, seconds_header, send
+from integrations.errors import AuthError, RejectedError
+from integrations.http import CachedBearerAuth, TokenCache, read_token, seconds_header, send
 
 VENDOR = "defender"
 MDE_SCOPE = "https://api.securitycenter.microsoft.com/.default"
@@ -142,13 +142,8 @@ def connect(
             raise AuthError(
                 exc.args[0], vendor=VENDOR, status_code=exc.status_code, vendor_code=exc.vendor_code
             ) from exc
-        try:
-            body = response.json()
-            return str(body["access_token"]), float(body["expires_in"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise VendorUnavailable(
-                "token response lacks access_token/expires_in", vendor=VENDOR, status_code=200
-            ) from exc
+        token, lifetime, _ = read_token(response, vendor=VENDOR, default_lifetime=3599)
+        return token, lifetime
 
     cache = TokenCache(fetch_token)
     client = DefenderClient(

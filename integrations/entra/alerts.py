@@ -19,6 +19,7 @@ from integrations.ocsf import (
     NormalizationError,
     ObservableType,
     SeverityId,
+    iso_to_millis,
 )
 
 ACTIVITY_CREATE = 1
@@ -70,14 +71,8 @@ def _millis(payload: dict[str, Any], field: str, *, required: bool) -> int | Non
     raw = payload.get(field)
     if raw is None and not required:
         return None
-    text = _required_str(payload, field)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise NormalizationError(VENDOR, field, f"not an ISO 8601 date-time: {text!r}") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)  # Graph date-times are UTC even when unsuffixed
-    return int(when.timestamp() * 1000)
+    # Graph date-times are UTC even when unsuffixed, as iso_to_millis assumes.
+    return iso_to_millis(_required_str(payload, field), vendor=VENDOR, field=field)
 
 
 def _caption(severity: SeverityId) -> str:

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integrations.errors import AuthError, RejectedError
-from integrations.http import CachedBearerAuth, TokenCache, seconds_header, send
+from integrations.http import CachedBearerAuth, TokenCache, read_token, seconds_header, send
 
 VENDOR = "entra"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -146,16 +146,7 @@ def connect(
                 status_code=exc.status_code,
                 vendor_code=exc.vendor_code,
             ) from exc
-        try:
-            body = response.json()
-            token = body["access_token"]
-            lifetime = float(body.get("expires_in", 3599))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise AuthError(
-                "token response carries no access_token", vendor=VENDOR, status_code=200
-            ) from exc
-        if not isinstance(token, str) or not token:
-            raise AuthError("token response carries no access_token", vendor=VENDOR)
+        token, lifetime, _ = read_token(response, vendor=VENDOR, default_lifetime=3599)
         return token, lifetime
 
     cache = TokenCache(fetch)

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from integrations.errors import AuthError, VendorUnavailable
-from integrations.http import CachedBearerAuth, TokenCache, epoch_header, send
+from integrations.errors import AuthError
+from integrations.http import CachedBearerAuth, TokenCache, epoch_header, read_token, send
 
 VENDOR = "okta"
 TOKEN_PATH = "/oauth2/v1/token"  # noqa: S105 - an endpoint path, not a credential
@@ -261,15 +261,7 @@ def connect(
         }
         # auth=None: the token request authenticates with the assertion, not a token.
         response = await okta_send(client, "POST", TOKEN_PATH, data=form, auth=None, ok=(200,))
-        try:
-            body = response.json()
-            token = str(body["access_token"])
-            token_type = str(body.get("token_type", "Bearer"))
-            lifetime = float(body.get("expires_in", 3600))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise VendorUnavailable(
-                "token endpoint answered 200 without an access_token", vendor=VENDOR
-            ) from exc
+        token, lifetime, token_type = read_token(response, vendor=VENDOR, default_lifetime=3600)
         if token_type.lower() != "bearer":
             # A DPoP-bound token is useless without a per-request proof, which we do not send.
             raise AuthError(

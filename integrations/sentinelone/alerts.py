@@ -16,10 +16,12 @@ from integrations.ocsf import (
     DETECTION_FINDING_CLASS_UID,
     FINDINGS_CATEGORY_UID,
     OCSF_VERSION,
+    STATUS_CAPTIONS,
     DetectionFinding,
     NormalizationError,
     ObservableType,
     SeverityId,
+    iso_to_millis,
 )
 from integrations.sentinelone.client import API, VENDOR, describe, retry_after
 
@@ -38,7 +40,6 @@ CONFIDENCE: dict[str, int] = {"malicious": 3, "suspicious": 2}
 STATUS: dict[str, int] = {"unresolved": 1, "in_progress": 2, "resolved": 4}
 """``threatInfo.incidentStatus`` to OCSF ``status_id``."""
 
-_STATUS_CAPTION = {0: "Unknown", 1: "New", 2: "In Progress", 4: "Resolved", 99: "Other"}
 _OS_TYPE = {"windows": 100, "windows_legacy": 100, "linux": 200, "macos": 300}
 _TECHNIQUE = re.compile(r"^T\d{4}(?:\.\d{3})?$")
 _PRODUCT = {"name": "Singularity Endpoint", "vendor_name": "SentinelOne", "uid": "sentinelone"}
@@ -103,15 +104,7 @@ class SentinelOneAlerts:
 
 
 def _millis(value: object, field: str) -> int:
-    if not isinstance(value, str) or not value:
-        raise NormalizationError(VENDOR, field, "missing" if not value else "not a string")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise NormalizationError(VENDOR, field, f"not an ISO 8601 time: {value!r}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    return iso_to_millis(value, vendor=VENDOR, field=field)
 
 
 def _object(payload: dict[str, Any], field: str, *, required: bool) -> dict[str, Any]:
@@ -277,7 +270,7 @@ def normalize_threat(payload: dict[str, Any]) -> DetectionFinding:
         "severity": severity_id.name.title() if severity_id != SeverityId.OTHER else confidence,
         "confidence_id": CONFIDENCE.get(str(confidence), 0),
         "status_id": status_id,
-        "status": _STATUS_CAPTION.get(status_id, "Other"),
+        "status": STATUS_CAPTIONS.get(status_id, "Other"),
         "time": created,
         "is_alert": True,
         "message": title,
