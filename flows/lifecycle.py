@@ -9,7 +9,7 @@ action is recorded in the store under its idempotency key.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,7 +39,6 @@ from flows.response import assess, containment_plans, remediation_plans
 from flows.settings import StanchSettings, load_settings
 from flows.store import Store, open_store
 from flows.tasks import execute_action, find_host, find_user
-from integrations.capabilities import Capability
 
 
 class IncidentIncomplete(Exception):
@@ -326,8 +325,3 @@ async def handle_incident(incident: Incident) -> IncidentOutcome:
             flow_run_id=str(run_id) if run_id else None,
         )
         return await lifecycle.run()
-
-
-def capabilities_used(plans: Iterable[ActionPlan]) -> set[Capability]:
-    """The capabilities a set of plans touches."""
-    return {p.capability for p in plans}
