@@ -29,6 +29,7 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.errors import ApprovalError
+from flows.ledger import Ledger
 from flows.models import ActionPlan, utcnow
 from flows.store import ApprovalRow, Store
 
@@ -161,6 +162,7 @@ class PrefectPauseGate:
             await store.decide_approval(
                 request.id, status="expired", decided_by="stanch:timeout", reason="no decision"
             )
+            await self._record(store, request, "expired", [], "no decision before the deadline")
             return ApprovalOutcome(
                 approval_id=request.id,
                 status="expired",
@@ -178,6 +180,9 @@ class PrefectPauseGate:
                 status="rejected",
                 decided_by=f"unverified:{decision.approver}",
                 reason=problem,
+            )
+            await self._record(
+                store, request, "rejected", [f"unverified:{decision.approver}"], problem
             )
             return ApprovalOutcome(
                 approval_id=request.id,
@@ -200,6 +205,7 @@ class PrefectPauseGate:
         await store.decide_approval(
             request.id, status=status, decided_by=approver, reason=decision.reason
         )
+        await self._record(store, request, status, [approver], decision.reason)
         logger.info("Approval %s: %s by %s", request.id, status, approver)
         return ApprovalOutcome(
             approval_id=request.id,
@@ -209,6 +215,20 @@ class PrefectPauseGate:
             channel=decision.channel,
             reason=decision.reason,
             decided_at=decision.decided_at,
+        )
+
+    @staticmethod
+    async def _record(
+        store: Store, request: ApprovalRequest, status: str, approvers: list[str], reason: str
+    ) -> None:
+        await Ledger(store).append_decision(
+            approval_id=request.id,
+            incident_id=request.incident_id,
+            tenant=request.tenant,
+            status=status,
+            approvers=approvers,
+            plan_sha256s=request.sha256s,
+            reason=reason,
         )
 
     def _problem(self, decision: ApprovalDecision, request: ApprovalRequest) -> str | None:

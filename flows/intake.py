@@ -1,1 +1,1051 @@
-"""Alert intake: fingerprints, de-duplication and correlation into incidents (in progress)."""
+"""Alert intake: normalise, fingerprint, de-duplicate and correlate alerts into incidents.
+
+One :meth:`Intake.ingest` call is one transaction however many alerts the batch holds; the
+entities of open incidents are kept in memory, so correlating an alert costs no query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import functools
+import hashlib
+import importlib
+import ipaddress
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import Mapped, mapped_column
+
+from flows.alerts import parse_finding
+from flows.errors import AlertRejected, ConfigurationError
+from flows.models import Incident, utcnow
+from flows.store import Base, DeadLetterRow, IncidentRow, Store
+from integrations.ocsf import DetectionFinding, NormalizationError, ObservableType, SeverityId
+
+log = logging.getLogger(__name__)
+
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_TENANT = re.compile(TENANT_PATTERN)
+
+
+# Tables -----------------------------------------------------------------------------------
+class AlertRow(Base):
+    """One accepted alert. ``(tenant, fingerprint)`` is unique: the same alert is stored once.
+
+    The fingerprint is unique per tenant rather than store-wide so that one tenant's
+    webhook cannot suppress another tenant's alert by replaying its uid. ``raw`` is the
+    vendor payload; for ``ocsf`` sources it is ``None`` because ``finding`` is that payload,
+    stored as received.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("tenant", "fingerprint", name="uq_alerts_fingerprint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    source: Mapped[str] = mapped_column(String(63))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    finding_uid: Mapped[str] = mapped_column(String(500))
+    severity: Mapped[int] = mapped_column(Integer)
+    occurred_ms: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime]
+    incident_id: Mapped[str] = mapped_column(String(40), index=True)
+    entities: Mapped[list[str]] = mapped_column(JSON)
+    finding: Mapped[dict[str, Any]]
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class IncidentEntityRow(Base):
+    """An entity (host, user, hash, external IP) an incident names, and when it was seen.
+
+    Times are epoch milliseconds of the alerts (OCSF ``time``), not of their arrival.
+    """
+
+    __tablename__ = "incident_entities"
+    __table_args__ = (Index("ix_incident_entities_lookup", "tenant", "kind", "value"),)
+
+    incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    value: Mapped[str] = mapped_column(String(300), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    first_seen_ms: Mapped[int] = mapped_column(BigInteger)
+    last_seen_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class IncidentTriageRow(Base):
+    """What intake decided about an incident: its score and whether its flow was started."""
+
+    __tablename__ = "incident_triage"
+
+    incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63), index=True)
+    score: Mapped[int] = mapped_column(Integer)
+    severity: Mapped[int] = mapped_column(Integer)
+    alert_count: Mapped[int] = mapped_column(Integer)
+    started: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime]
+
+
+class CursorRow(Base):
+    """Where a poller of one tenant's source stopped; the value is opaque to intake."""
+
+    __tablename__ = "cursors"
+
+    tenant: Mapped[str] = mapped_column(String(63), primary_key=True)
+    source: Mapped[str] = mapped_column(String(63), primary_key=True)
+    cursor: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+# Normalisation and fingerprints ----------------------------------------------------------
+class UnknownSource(ConfigurationError):
+    """``normalise`` was asked for a source format it has no normaliser for."""
+
+
+# Imported on first use: the store imports this module, and a vendor package that fails
+# to import must not take the store (or the other sources) down with it.
+_VENDOR_NORMALISERS: dict[str, tuple[str, str]] = {
+    "crowdstrike": ("integrations.crowdstrike.alerts", "normalize_alert"),
+    "defender": ("integrations.defender.alerts", "normalize_alert"),
+    "entra": ("integrations.entra.alerts", "normalize_detection"),
+    "okta": ("integrations.okta.alerts", "normalize_event"),
+    "sentinelone": ("integrations.sentinelone.alerts", "normalize_threat"),
+}
+
+
+@functools.cache
+def _normaliser(source: str) -> Callable[[dict[str, Any]], DetectionFinding]:
+    if source not in _VENDOR_NORMALISERS:
+        raise UnknownSource(f"no alert normaliser for source {source!r}")
+    module, name = _VENDOR_NORMALISERS[source]
+    try:
+        function: Callable[[dict[str, Any]], DetectionFinding] = getattr(
+            importlib.import_module(module), name
+        )
+    except ImportError as exc:
+        raise ConfigurationError(f"the {source} normaliser cannot be imported: {exc}") from exc
+    return function
+
+
+SOURCE_FORMATS: frozenset[str] = frozenset({"ocsf", *_VENDOR_NORMALISERS})
+"""What :func:`normalise` accepts: ``ocsf`` or the name of a vendor with a normaliser."""
+
+
+def normalise(source: str, payload: Any) -> DetectionFinding:
+    """One payload of ``source`` as an OCSF Detection Finding.
+
+    Args:
+        source: ``ocsf`` for payloads that already are findings, else a vendor name from
+            :data:`SOURCE_FORMATS`.
+        payload: the decoded JSON of one alert.
+
+    Raises:
+        AlertRejected: the payload is not a valid alert; ``field`` names the failing field.
+        UnknownSource: ``source`` is not in :data:`SOURCE_FORMATS`.
+        ConfigurationError: the vendor's normaliser cannot be imported.
+    """
+    if source == "ocsf":
+        return parse_finding(payload, source=source)
+    normaliser = _normaliser(source)
+    try:
+        return normaliser(payload)
+    except NormalizationError as exc:
+        raise AlertRejected(exc.field, exc.reason, source=source) from exc
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # A normaliser tripping over a shape it never expected is still a bad payload:
+        # dead-letter it rather than fail the whole batch it came in.
+        raise AlertRejected("(unknown)", f"{type(exc).__name__}: {exc}", source=source) from exc
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: equal data gives equal bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# Producers that must fill the required uid but have none put one of these in it.
+_PLACEHOLDER_UIDS = frozenset({"", "-", "0", "none", "null", "n/a", "unknown"})
+_CONTENT_FIELDS = {
+    "class_uid",
+    "activity_id",
+    "severity_id",
+    "time",
+    "message",
+    "finding_info",
+    "device",
+    "actor",
+    "evidences",
+    "observables",
+}
+
+
+def fingerprint(source: str, finding: DetectionFinding) -> str:
+    """The alert's identity for de-duplication, as 64 hex digits.
+
+    The vendor's finding uid when it has a real one (``source`` + uid), so a re-sent or
+    re-polled alert is the same alert; otherwise a SHA-256 of the canonical JSON of the
+    fields that say what happened (not status, raw data or processing metadata).
+    """
+    uid = finding.finding_info.uid.strip()
+    material: list[Any]
+    if uid.lower() not in _PLACEHOLDER_UIDS:
+        material = ["uid", source, uid]
+    else:
+        content = finding.model_dump(mode="json", exclude_none=True, include=_CONTENT_FIELDS)
+        content["finding_info"].pop("uid", None)
+        product = finding.metadata.product
+        material = ["content", source, product.uid or product.name, content]
+    return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
+class EntityKind(StrEnum):
+    """The entity types correlation joins alerts on."""
+
+    HOST = "host"
+    USER = "user"
+    HASH = "hash"
+    IP = "ip"
+
+
+# Built-in accounts appear in unrelated alerts on every host; joining on them would fold a
+# tenant's whole day into one incident.
+_GENERIC_USERS = frozenset(
+    {"system", "root", "local service", "network service", "administrator", "-", "n/a"}
+)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _host_key(hostname: str) -> str | None:
+    name = hostname.strip().rstrip(".").lower()
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        # EDRs disagree on FQDN versus short name for the same machine.
+        return name.split(".", 1)[0] or None
+    return name
+
+
+def _user_key(login: str) -> str | None:
+    name = login.strip().lower()
+    name = name.rsplit("\\", 1)[-1]  # DOMAIN\user and user are the same account
+    return None if not name or name in _GENERIC_USERS else name
+
+
+# RFC 5737 / 3849 documentation ranges stand in for internet addresses in samples and
+# tests, as in DetectionFinding.external_ips.
+_DOCUMENTATION_NETS = tuple(
+    ipaddress.ip_network(net)
+    for net in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
+@functools.lru_cache(maxsize=65536)
+def _public_ip(value: str) -> str | None:
+    # DetectionFinding.external_ips parses its networks on every call, which costs more
+    # than the rest of correlation together; the same test with the networks parsed once.
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+    if address.is_global or any(
+        address.version == net.version and address in net for net in _DOCUMENTATION_NETS
+    ):
+        return str(address)
+    return None
+
+
+def entity_keys(finding: DetectionFinding) -> list[tuple[EntityKind, str]]:
+    """The normalised (kind, value) pairs an alert can be correlated on, in a stable order.
+
+    Hosts are lower-case short names, users lower-case without a ``DOMAIN\\`` prefix (and
+    built-in accounts are left out), hashes lower-case SHA-256, IPs public addresses only.
+    """
+    keys: dict[tuple[EntityKind, str], None] = {}
+    for hostname in finding.observed(ObservableType.HOSTNAME):
+        if (host := _host_key(hostname)) is not None:
+            keys[(EntityKind.HOST, host)] = None
+    for login in finding.observed(ObservableType.USER_NAME):
+        if (user := _user_key(login)) is not None:
+            keys[(EntityKind.USER, user)] = None
+    for digest in finding.observed(ObservableType.HASH):
+        if _SHA256.match(digest.lower()):
+            keys[(EntityKind.HASH, digest.lower())] = None
+    for ip in finding.observed(ObservableType.IP_ADDRESS):
+        if (address := _public_ip(ip)) is not None:
+            keys[(EntityKind.IP, address)] = None
+    return list(keys)
+
+
+# Triage -----------------------------------------------------------------------------------
+_SEVERITY_POINTS: dict[int, int] = {
+    SeverityId.UNKNOWN: 20,
+    SeverityId.INFORMATIONAL: 5,
+    SeverityId.LOW: 20,
+    SeverityId.MEDIUM: 40,
+    SeverityId.HIGH: 60,
+    SeverityId.CRITICAL: 80,
+    SeverityId.FATAL: 90,
+}
+
+
+class TriagePolicy(BaseModel):
+    """A tenant's triage settings.
+
+    The score (0-100) is severity points (informational 5, low 20, medium 40, high 60,
+    critical 80, fatal 90) plus the criticality of the most critical host the incident
+    names plus prevalence: 2 per corroborating alert and 5 per extra host, at most 20.
+
+    Attributes:
+        threshold: incidents scoring below it are recorded but their flow is not started.
+        asset_criticality: case-insensitive hostname glob (``dc-*``) to extra points.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threshold: int = Field(default=40, ge=0, le=100)
+    asset_criticality: dict[str, int] = Field(default_factory=dict)
+
+    def score(self, *, severity: int, hosts: Iterable[str], alert_count: int) -> int:
+        """The triage score of an incident with these facts."""
+        hosts = list(hosts)
+        criticality = max(
+            (
+                weight
+                for host in hosts
+                for pattern, weight in self.asset_criticality.items()
+                if fnmatch.fnmatchcase(host, pattern.lower())
+            ),
+            default=0,
+        )
+        prevalence = min(20, 2 * max(alert_count - 1, 0) + 5 * max(len(hosts) - 1, 0))
+        points = _SEVERITY_POINTS.get(severity, _SEVERITY_POINTS[SeverityId.UNKNOWN])
+        return max(0, min(100, points + criticality + prevalence))
+
+
+# Results ----------------------------------------------------------------------------------
+class ItemResult(BaseModel):
+    """What happened to one payload of a batch (``index`` is its position in it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    status: Literal["accepted", "duplicate", "rejected"]
+    fingerprint: str | None = None
+    incident_id: str | None = None
+    field: str | None = None
+    reason: str | None = None
+
+
+class IngestResult(BaseModel):
+    """The outcome of one :meth:`Intake.ingest` call.
+
+    Attributes:
+        accepted: alerts stored for the first time.
+        duplicates: alerts already stored (or repeated within the batch).
+        rejected: payloads that failed normalisation, each kept as a dead letter.
+        new_incidents: incidents this batch created.
+        joined: accepted alerts that joined an incident that existed before the batch.
+        to_start: incidents whose flow should start (new ones, or older ones whose score
+            reached the threshold with this batch), each handed once to ``start_incident``.
+        recorded_only: ids of new incidents scoring below the threshold.
+        started: ids for which ``start_incident`` returned without error.
+        items: one result per payload, in batch order.
+    """
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    new_incidents: int = 0
+    joined: int = 0
+    to_start: list[Incident] = Field(default_factory=list)
+    recorded_only: list[str] = Field(default_factory=list)
+    started: list[str] = Field(default_factory=list)
+    items: list[ItemResult] = Field(default_factory=list)
+
+
+StartIncident = Callable[[Incident], Awaitable[None]]
+"""Starts the lifecycle of one incident (in the service: creates its flow run)."""
+
+
+# Intake -----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Candidate:
+    index: int
+    finding: DetectionFinding
+    fingerprint: str
+    payload: dict[str, Any]
+    keys: list[tuple[EntityKind, str]]
+
+
+@dataclass(slots=True)
+class _Open:
+    """An open incident as correlation sees it."""
+
+    id: str
+    tenant: str
+    severity: int
+    alert_count: int
+    started: bool
+    hosts: set[str] = field(default_factory=set)
+    # (kind, value) -> [first_seen_ms, last_seen_ms]
+    seen: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    starting: bool = False
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one batch changes, collected while correlating and written at the end."""
+
+    new: dict[str, list[DetectionFinding]] = field(default_factory=dict)
+    joined: dict[str, list[DetectionFinding]] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)
+    entities: set[tuple[str, str, str]] = field(default_factory=set)
+    placed: dict[str, str] = field(default_factory=dict)  # fingerprint -> incident id
+
+
+class _Raced(Exception):
+    """Another writer stored one of this batch's alerts between our read and our insert."""
+
+
+_CHUNK = 500  # bound parameters per IN (...) list, well under every backend's limit
+_LATE_HORIZON_MS = 24 * 3600 * 1000  # how late an alert may arrive and still correlate
+
+
+def _severity_rank(severity: int) -> int:
+    return SeverityId.UNKNOWN if severity == SeverityId.OTHER else severity
+
+
+def _title(alerts: Sequence[DetectionFinding]) -> str:
+    top = max(alerts, key=lambda a: _severity_rank(a.severity_id))
+    hosts = [h for a in alerts for h in a.observed(ObservableType.HOSTNAME)]
+    title = top.title.strip() or top.uid
+    if hosts and hosts[0].lower() not in title.lower():
+        title = f"{title[:150]} on {hosts[0]}"
+    return title[:200]
+
+
+class Intake:
+    """Turns batches of vendor alerts into stored alerts and incidents.
+
+    Correlation state lives in this object, so one store should have one ``Intake``
+    (one service process); batches are serialised by a lock and each is one transaction.
+
+    Args:
+        store: the incident store.
+        start_incident: called once per incident to start, after the batch is committed.
+        window: an alert joins an open incident of its tenant that saw one of its
+            entities (host, user, SHA-256, external IP) within this time of the alert.
+        triage: per-tenant triage policy; tenants not named get ``default_policy``.
+        default_policy: the policy of tenants without their own.
+        refresh_seconds: how often to drop incidents closed elsewhere (e.g. resolved by
+            the lifecycle) from the in-memory index; ``0`` checks on every batch.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        start_incident: StartIncident,
+        window: timedelta = timedelta(hours=1),
+        triage: Mapping[str, TriagePolicy] | None = None,
+        default_policy: TriagePolicy | None = None,
+        refresh_seconds: float = 5.0,
+    ) -> None:
+        self.store = store
+        self._engine = store.engine
+        self._start = start_incident
+        self.window = window
+        self._window_ms = int(window.total_seconds() * 1000)
+        self._triage = dict(triage or {})
+        self._default_policy = default_policy or TriagePolicy()
+        self._refresh_seconds = refresh_seconds
+        self._lock = asyncio.Lock()
+        self._loaded = False
+        self._refreshed = 0.0
+        self._open: dict[str, _Open] = {}
+        # (tenant, kind, value) -> incident ids naming it
+        self._index: dict[tuple[str, str, str], set[str]] = {}
+        self._next_numbers: dict[str, int] = {}
+
+    def policy(self, tenant: str) -> TriagePolicy:
+        """The triage policy of ``tenant``."""
+        return self._triage.get(tenant, self._default_policy)
+
+    async def ready(self) -> bool:
+        """Whether the store answers a trivial query."""
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:  # any failure means "not ready"; the reason goes to the log
+            log.exception("store not reachable")
+            return False
+        return True
+
+    # Ingest -------------------------------------------------------------------------------
+    async def ingest(self, tenant: str, source: str, payloads: Sequence[Any]) -> IngestResult:
+        """Normalise, de-duplicate and correlate one batch of alerts of one tenant.
+
+        Args:
+            tenant: the tenant the alerts belong to.
+            source: the payload format, ``ocsf`` or a vendor (see :data:`SOURCE_FORMATS`).
+            payloads: decoded JSON alerts.
+
+        Raises:
+            UnknownSource: ``source`` has no normaliser.
+            ConfigurationError: the vendor's normaliser cannot be imported.
+            ValueError: ``tenant`` is not a valid tenant id.
+        """
+        if not _TENANT.match(tenant):
+            raise ValueError(f"invalid tenant id {tenant!r}")
+        if source != "ocsf":
+            _normaliser(source)  # an unknown or broken source fails the call, not each item
+        items: list[ItemResult | None] = [None] * len(payloads)
+        candidates: list[_Candidate] = []
+        dead: list[dict[str, Any]] = []
+        received = utcnow()
+        for index, payload in enumerate(payloads):
+            try:
+                finding = normalise(source, payload)
+            except AlertRejected as exc:
+                items[index] = ItemResult(
+                    index=index, status="rejected", field=exc.field, reason=exc.reason
+                )
+                dead.append(
+                    {
+                        "source": f"{tenant}/{source}[{index}]",
+                        "field": exc.field[:300],
+                        "reason": exc.reason,
+                        "payload": json.dumps(payload, default=str),
+                        "received_at": received,
+                    }
+                )
+                continue
+            candidates.append(
+                _Candidate(
+                    index, finding, fingerprint(source, finding), payload, entity_keys(finding)
+                )
+            )
+
+        async with self._lock:
+            for attempt in range(3):
+                try:
+                    result, to_start = await self._write(
+                        tenant, source, candidates, dead, received, items
+                    )
+                    break
+                except (IntegrityError, _Raced):
+                    # Another process wrote an alert or took an incident id between our
+                    # read and our write: reload what we know and redo the batch.
+                    self._loaded = False
+                    if attempt == 2:
+                        raise
+                except BaseException:
+                    self._loaded = False  # memory may hold this batch's rolled-back changes
+                    raise
+        result.to_start = to_start
+        if to_start:
+            result.started = await self._start_all(to_start)
+        return result
+
+    async def _write(
+        self,
+        tenant: str,
+        source: str,
+        candidates: list[_Candidate],
+        dead: list[dict[str, Any]],
+        received: datetime,
+        rejected_items: list[ItemResult | None],
+    ) -> tuple[IngestResult, list[Incident]]:
+        items = list(rejected_items)
+        result = IngestResult(rejected=len(dead))
+        to_start: list[Incident] = []
+        async with self._engine.begin() as conn:
+            if dead:
+                await conn.execute(insert(DeadLetterRow), dead)
+            if not candidates:
+                result.items = [i for i in items if i is not None]
+                return result, to_start
+            await self._prepare(conn)
+            self._next_numbers = {}
+
+            fresh: list[_Candidate] = []
+            batch_seen: set[str] = set()
+            existing = await self._existing(conn, tenant, [c.fingerprint for c in candidates])
+            for c in candidates:
+                if c.fingerprint in existing or c.fingerprint in batch_seen:
+                    items[c.index] = ItemResult(
+                        index=c.index, status="duplicate", fingerprint=c.fingerprint
+                    )
+                    continue
+                batch_seen.add(c.fingerprint)
+                fresh.append(c)
+            result.duplicates = len(candidates) - len(fresh)
+            if not fresh:
+                result.items = [i for i in items if i is not None]
+                return result, to_start
+
+            # Oldest first, so that the alert that opened a story opens its incident.
+            fresh.sort(key=lambda c: c.finding.time)
+            batch = _Batch()
+            for c in fresh:
+                await self._correlate(conn, tenant, c, batch, received)
+            result.accepted = len(fresh)
+            result.new_incidents = len(batch.new)
+            result.joined = sum(len(v) for v in batch.joined.values())
+
+            await self._insert_alerts(conn, tenant, source, fresh, batch, received)
+            to_start, result.recorded_only = await self._store_incidents(
+                conn, tenant, batch, received
+            )
+            for c in fresh:
+                items[c.index] = ItemResult(
+                    index=c.index,
+                    status="accepted",
+                    fingerprint=c.fingerprint,
+                    incident_id=batch.placed[c.fingerprint],
+                )
+        result.items = [i for i in items if i is not None]
+        return result, to_start
+
+    async def _prepare(self, conn: AsyncConnection) -> None:
+        now = time.monotonic()
+        if not self._loaded:
+            await self._load(conn)
+            self._loaded, self._refreshed = True, now
+        elif now - self._refreshed >= self._refresh_seconds:
+            await self._refresh(conn)
+            self._refreshed = now
+
+    async def _existing(
+        self, conn: AsyncConnection, tenant: str, fingerprints: list[str]
+    ) -> set[str]:
+        found: set[str] = set()
+        unique = list(dict.fromkeys(fingerprints))
+        for start in range(0, len(unique), _CHUNK):
+            chunk = unique[start : start + _CHUNK]
+            rows = await conn.scalars(
+                select(AlertRow.fingerprint).where(
+                    AlertRow.tenant == tenant, AlertRow.fingerprint.in_(chunk)
+                )
+            )
+            found.update(rows)
+        return found
+
+    async def _correlate(
+        self,
+        conn: AsyncConnection,
+        tenant: str,
+        c: _Candidate,
+        batch: _Batch,
+        received: datetime,
+    ) -> None:
+        at = c.finding.time
+        hits: dict[str, int] = {}
+        for kind, value in c.keys:
+            for incident_id in self._index.get((tenant, kind, value), ()):
+                first, last = self._open[incident_id].seen[(kind, value)]
+                if first - self._window_ms <= at <= last + self._window_ms:
+                    hits[incident_id] = hits.get(incident_id, 0) + 1
+        if hits:
+            # Most shared entities wins; then the most recently active; then the oldest id.
+            incident_id = max(
+                sorted(hits),
+                key=lambda i: (hits[i], max(s[1] for s in self._open[i].seen.values())),
+            )
+            incident = self._open[incident_id]
+            incident.alert_count += 1
+            incident.severity = max(incident.severity, _severity_rank(c.finding.severity_id))
+            if incident_id in batch.new:
+                batch.new[incident_id].append(c.finding)
+            else:
+                batch.joined.setdefault(incident_id, []).append(c.finding)
+        else:
+            incident_id = await self._allocate(conn, received)
+            incident = _Open(
+                id=incident_id,
+                tenant=tenant,
+                severity=_severity_rank(c.finding.severity_id),
+                alert_count=1,
+                started=False,
+            )
+            self._open[incident_id] = incident
+            batch.new[incident_id] = [c.finding]
+        batch.touched.add(incident_id)
+        batch.placed[c.fingerprint] = incident_id
+        for kind, value in c.keys:
+            span = incident.seen.get((kind, value))
+            if span is None:
+                incident.seen[(kind, value)] = [at, at]
+                self._index.setdefault((tenant, kind, value), set()).add(incident_id)
+                if kind == EntityKind.HOST:
+                    incident.hosts.add(value)
+            else:
+                span[0], span[1] = min(span[0], at), max(span[1], at)
+            batch.entities.add((incident_id, kind, value))
+
+    async def _allocate(self, conn: AsyncConnection, when: datetime) -> str:
+        """The next ``INC-<yyyymmdd>-<nnnn>``, read from the store once per day and batch."""
+        prefix = f"INC-{when:%Y%m%d}-"
+        last = self._next_numbers.get(prefix)
+        if last is None:
+            # Order by length first: INC-...-10000 sorts before INC-...-9999 as text.
+            top = await conn.scalar(
+                select(IncidentRow.id)
+                .where(IncidentRow.id.startswith(prefix))
+                .order_by(func.length(IncidentRow.id).desc(), IncidentRow.id.desc())
+                .limit(1)
+            )
+            suffix = top.removeprefix(prefix) if top else "0"
+            last = int(suffix) if suffix.isdigit() else 0
+        self._next_numbers[prefix] = last + 1
+        return f"{prefix}{last + 1:04d}"
+
+    def _insert(self, table: Any) -> Any:
+        # Each dialect has its own INSERT ... ON CONFLICT construct with the same methods.
+        if self._engine.dialect.name == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    async def _insert_alerts(
+        self,
+        conn: AsyncConnection,
+        tenant: str,
+        source: str,
+        fresh: list[_Candidate],
+        batch: _Batch,
+        received: datetime,
+    ) -> None:
+        table = AlertRow.__table__
+        ocsf = source == "ocsf"
+        rows = [
+            {
+                "tenant": tenant,
+                "source": source,
+                "fingerprint": c.fingerprint,
+                "finding_uid": c.finding.uid[:500],
+                "severity": int(c.finding.severity_id),
+                "occurred_ms": c.finding.time,
+                "received_at": received,
+                "incident_id": batch.placed[c.fingerprint],
+                "entities": [f"{kind}:{value}" for kind, value in c.keys],
+                "finding": c.payload
+                if ocsf
+                else c.finding.model_dump(mode="json", exclude_none=True),
+                "raw": None if ocsf else c.payload,
+            }
+            for c in fresh
+        ]
+        stored: set[str] = set()
+        for start in range(0, len(rows), _CHUNK):
+            statement = (
+                self._insert(table)
+                .on_conflict_do_nothing(index_elements=["tenant", "fingerprint"])
+                .returning(table.c.fingerprint)
+            )
+            stored.update((await conn.execute(statement, rows[start : start + _CHUNK])).scalars())
+        if len(stored) != len(rows):
+            raise _Raced()
+
+    async def _store_incidents(
+        self, conn: AsyncConnection, tenant: str, batch: _Batch, received: datetime
+    ) -> tuple[list[Incident], list[str]]:
+        policy = self.policy(tenant)
+        to_start: list[Incident] = []
+        recorded_only: list[str] = []
+        incident_rows: list[dict[str, Any]] = []
+        for incident_id, alerts in batch.new.items():
+            incident = Incident(
+                id=incident_id,
+                tenant=tenant,
+                title=_title(alerts),
+                created_at=received,
+                alerts=alerts,
+            )
+            incident_rows.append(
+                {
+                    "id": incident.id,
+                    "tenant": tenant,
+                    "title": incident.title,
+                    "severity": int(incident.severity),
+                    "status": "open",
+                    "created_at": received,
+                    "document": incident.model_dump(mode="json"),
+                }
+            )
+            state = self._open[incident_id]
+            if self._due(policy, state):
+                state.starting = True
+                to_start.append(incident)
+            else:
+                recorded_only.append(incident_id)
+        if incident_rows:
+            await conn.execute(insert(IncidentRow), incident_rows)
+
+        # An older incident this batch pushed over the threshold (or whose start failed
+        # earlier) starts now, with the alerts that tipped it added to its document.
+        promoted = [i for i in batch.joined if self._due(policy, self._open[i])]
+        if promoted:
+            documents = await conn.execute(
+                select(IncidentRow.id, IncidentRow.document).where(IncidentRow.id.in_(promoted))
+            )
+            for incident_id, document in documents:
+                stored = Incident.model_validate(document)
+                incident = stored.model_copy(
+                    update={"alerts": [*stored.alerts, *batch.joined[incident_id]]}
+                )
+                await conn.execute(
+                    update(IncidentRow)
+                    .where(IncidentRow.id == incident_id)
+                    .values(document=incident.model_dump(mode="json"))
+                )
+                self._open[incident_id].starting = True
+                to_start.append(incident)
+        for incident_id in batch.joined:
+            severity = self._open[incident_id].severity
+            await conn.execute(
+                update(IncidentRow)
+                .where(IncidentRow.id == incident_id, IncidentRow.severity < severity)
+                .values(severity=severity)
+            )
+
+        triage = IncidentTriageRow.__table__
+        triage_rows = []
+        for incident_id in batch.touched:
+            state = self._open[incident_id]
+            triage_rows.append(
+                {
+                    "incident_id": incident_id,
+                    "tenant": tenant,
+                    "score": self._score(policy, state),
+                    "severity": state.severity,
+                    "alert_count": state.alert_count,
+                    "started": state.started,
+                    "updated_at": received,
+                }
+            )
+        upsert = self._insert(triage)
+        await conn.execute(  # never empty: every accepted alert touches an incident
+            upsert.on_conflict_do_update(
+                index_elements=["incident_id"],
+                set_={
+                    "score": upsert.excluded.score,
+                    "severity": upsert.excluded.severity,
+                    "alert_count": upsert.excluded.alert_count,
+                    "updated_at": upsert.excluded.updated_at,
+                },
+            ),
+            triage_rows,
+        )
+
+        entities = IncidentEntityRow.__table__
+        entity_rows = []
+        for incident_id, kind, value in batch.entities:
+            first, last = self._open[incident_id].seen[(kind, value)]
+            entity_rows.append(
+                {
+                    "incident_id": incident_id,
+                    "kind": kind,
+                    "value": value,
+                    "tenant": tenant,
+                    "first_seen_ms": first,
+                    "last_seen_ms": last,
+                }
+            )
+        if entity_rows:
+            # Memory holds the merged span (it is authoritative under the lock), so the
+            # upsert just overwrites the stored one.
+            upsert = self._insert(entities)
+            await conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=["incident_id", "kind", "value"],
+                    set_={
+                        "first_seen_ms": upsert.excluded.first_seen_ms,
+                        "last_seen_ms": upsert.excluded.last_seen_ms,
+                    },
+                ),
+                entity_rows,
+            )
+        return to_start, recorded_only
+
+    def _score(self, policy: TriagePolicy, state: _Open) -> int:
+        return policy.score(
+            severity=state.severity, hosts=state.hosts, alert_count=state.alert_count
+        )
+
+    def _due(self, policy: TriagePolicy, state: _Open) -> bool:
+        return (
+            not state.started
+            and not state.starting
+            and self._score(policy, state) >= policy.threshold
+        )
+
+    async def _start_all(self, incidents: list[Incident]) -> list[str]:
+        """Call ``start_incident`` for each; mark the ones that succeeded as started."""
+        outcomes = await asyncio.gather(
+            *(self._start(incident) for incident in incidents), return_exceptions=True
+        )
+        started: list[str] = []
+        for incident, outcome in zip(incidents, outcomes, strict=True):
+            state = self._open.get(incident.id)
+            if state is not None:
+                state.starting = False
+            if isinstance(outcome, BaseException):
+                # Left unstarted: the next alert that joins it tries again.
+                log.error("starting incident %s failed: %r", incident.id, outcome)
+                continue
+            started.append(incident.id)
+            if state is not None:
+                state.started = True
+        if started:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(IncidentTriageRow)
+                    .where(IncidentTriageRow.incident_id.in_(started))
+                    .values(started=True)
+                )
+        return started
+
+    # In-memory index ----------------------------------------------------------------------
+    async def _load(self, conn: AsyncConnection) -> None:
+        """Read the entities of open incidents that can still take an alert."""
+        self._open.clear()
+        self._index.clear()
+        cutoff = int(time.time() * 1000) - self._window_ms - _LATE_HORIZON_MS
+        states = await conn.execute(
+            select(
+                IncidentTriageRow.incident_id,
+                IncidentTriageRow.tenant,
+                IncidentTriageRow.severity,
+                IncidentTriageRow.alert_count,
+                IncidentTriageRow.started,
+            )
+            .join(IncidentRow, IncidentRow.id == IncidentTriageRow.incident_id)
+            .where(IncidentRow.status == "open")
+        )
+        for incident_id, tenant, severity, alert_count, started in states:
+            self._open[incident_id] = _Open(incident_id, tenant, severity, alert_count, started)
+        rows = await conn.execute(
+            select(
+                IncidentEntityRow.incident_id,
+                IncidentEntityRow.kind,
+                IncidentEntityRow.value,
+                IncidentEntityRow.first_seen_ms,
+                IncidentEntityRow.last_seen_ms,
+            )
+            .join(IncidentRow, IncidentRow.id == IncidentEntityRow.incident_id)
+            .where(IncidentRow.status == "open", IncidentEntityRow.last_seen_ms >= cutoff)
+        )
+        for incident_id, kind, value, first, last in rows:
+            state = self._open.get(incident_id)
+            if state is None:
+                continue
+            state.seen[(kind, value)] = [first, last]
+            if kind == EntityKind.HOST:
+                state.hosts.add(value)
+            self._index.setdefault((state.tenant, kind, value), set()).add(incident_id)
+        # Hosts drive the triage score even when too old to correlate on.
+        for incident_id, value in await conn.execute(
+            select(IncidentEntityRow.incident_id, IncidentEntityRow.value).where(
+                IncidentEntityRow.kind == EntityKind.HOST,
+                IncidentEntityRow.last_seen_ms < cutoff,
+            )
+        ):
+            if (state := self._open.get(incident_id)) is not None:
+                state.hosts.add(value)
+
+    async def _refresh(self, conn: AsyncConnection) -> None:
+        """Forget incidents closed since (resolved by the lifecycle or an analyst)."""
+        ids = list(self._open)
+        for start in range(0, len(ids), _CHUNK):
+            closed = await conn.scalars(
+                select(IncidentRow.id).where(
+                    IncidentRow.id.in_(ids[start : start + _CHUNK]), IncidentRow.status != "open"
+                )
+            )
+            for incident_id in closed:
+                self.forget(incident_id)
+
+    def forget(self, incident_id: str) -> None:
+        """Stop correlating alerts into ``incident_id`` (it was closed)."""
+        state = self._open.pop(incident_id, None)
+        if state is None:
+            return
+        for kind, value in state.seen:
+            ids = self._index.get((state.tenant, kind, value))
+            if ids is not None:
+                ids.discard(incident_id)
+                if not ids:
+                    del self._index[(state.tenant, kind, value)]
+
+    # Poller cursors -----------------------------------------------------------------------
+    async def cursor(self, tenant: str, source: str) -> str | None:
+        """Where the poller of ``tenant``'s ``source`` stopped, or ``None``."""
+        async with self._engine.connect() as conn:
+            value: str | None = await conn.scalar(
+                select(CursorRow.cursor).where(
+                    CursorRow.tenant == tenant, CursorRow.source == source
+                )
+            )
+        return value
+
+    async def save_cursor(self, tenant: str, source: str, cursor: str) -> None:
+        """Record where the poller of ``tenant``'s ``source`` stopped."""
+        upsert = self._insert(CursorRow.__table__)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                upsert.values(
+                    tenant=tenant, source=source, cursor=cursor, updated_at=utcnow()
+                ).on_conflict_do_update(
+                    index_elements=["tenant", "source"],
+                    set_={
+                        "cursor": upsert.excluded.cursor,
+                        "updated_at": upsert.excluded.updated_at,
+                    },
+                )
+            )
+
+
+__all__ = [
+    "SOURCE_FORMATS",
+    "AlertRow",
+    "CursorRow",
+    "EntityKind",
+    "IncidentEntityRow",
+    "IncidentTriageRow",
+    "IngestResult",
+    "Intake",
+    "ItemResult",
+    "StartIncident",
+    "TriagePolicy",
+    "UnknownSource",
+    "canonical_json",
+    "entity_keys",
+    "fingerprint",
+    "normalise",
+]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from prefect import flow, tags, task
@@ -21,6 +22,7 @@ from prefect.runtime import flow_run
 from flows import wiring
 from flows.approvals import ApprovalGate, PrefectPauseGate, new_approval_request
 from flows.clocks import compute_clocks
+from flows.ledger import Ledger
 from flows.models import (
     ActionPlan,
     ActionResult,
@@ -33,9 +35,10 @@ from flows.models import (
     Verdict,
     utcnow,
 )
-from flows.policy import DefaultPolicy, Policy
+from flows.policy import policy_directory
 from flows.report import publish_report
 from flows.response import assess, containment_plans, remediation_plans
+from flows.roe import RulesOfEngagement, count_recent_actions, policy_for_tenant
 from flows.settings import StanchSettings, load_settings
 from flows.store import Store, open_store
 from flows.tasks import execute_action, find_host, find_user
@@ -62,7 +65,7 @@ class Lifecycle:
         store: Store,
         integrations: wiring.Integrations,
         gate: ApprovalGate,
-        policy: Policy,
+        policy: RulesOfEngagement,
         flow_run_id: str | None,
     ) -> None:
         self.incident = incident
@@ -200,7 +203,14 @@ class Lifecycle:
 
     async def _authorise_and_execute(self, stage: Stage, plans: list[ActionPlan]) -> list[str]:
         notes: list[str] = []
-        verdicts = {p.sha256: self.policy.decide(p, self.incident) for p in plans}
+        # Budgets count what already ran for the tenant; a day covers any budget window.
+        recent = await self.store.recent_actions(self.incident.tenant, utcnow() - timedelta(days=1))
+
+        def counter(tenant: str, action: str, window: timedelta) -> int:
+            return count_recent_actions(recent, tenant=tenant, action=action, window=window)
+
+        decided = self.policy.decide_all(plans, self.incident, recent_actions=counter)
+        verdicts = {p.sha256: d for p, d in zip(plans, decided, strict=True)}
         authorised: list[tuple[ActionPlan, Verdict, list[str]]] = []
         needs_approval: list[ActionPlan] = []
         for plan in plans:
@@ -286,6 +296,7 @@ class Lifecycle:
             finished_at=utcnow(),
         )
         await self.store.finish_action(result)
+        await Ledger(self.store).append_action(result)
         self.actions.append(result)
 
 
@@ -321,7 +332,7 @@ async def handle_incident(incident: Incident) -> IncidentOutcome:
             store=store,
             integrations=integrations,
             gate=default_gate(settings),
-            policy=DefaultPolicy(),
+            policy=policy_for_tenant(policy_directory(settings.policies_dir), incident.tenant),
             flow_run_id=str(run_id) if run_id else None,
         )
         return await lifecycle.run()

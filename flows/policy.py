@@ -1,17 +1,16 @@
-"""Rules of engagement: which plans run unattended, which need approval, which never run.
+"""The policy seam: how the lifecycle asks whether a plan may run, and what it is told.
 
-This is the embedded default: containment always needs a human, remediation that only
-tightens (blocking a hash, expiring a password) runs unattended, and protected assets are
-never touched automatically. The per-tenant YAML policy replaces it behind the same
-:class:`Policy` protocol.
+The rules themselves are per-tenant YAML (``policies/``), loaded and applied by
+:mod:`flows.roe`; :func:`policy_directory` finds them.
 """
 
 from __future__ import annotations
 
-import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+import flows
 from flows.models import ActionPlan, Incident, Verdict
 
 
@@ -30,30 +29,16 @@ class Policy(Protocol):
     def decide(self, plan: ActionPlan, incident: Incident) -> PolicyDecision: ...
 
 
-@dataclass(frozen=True)
-class DefaultPolicy:
-    """Containment needs one approval; tightening remediation is unattended.
+def policy_directory(configured: Path | None) -> Path:
+    """Where the rules of engagement are: the setting, else ``./policies``, else the bundled set.
 
-    Attributes:
-        unattended: actions that run without approval.
-        protected: glob patterns of targets (hostnames, logins, IPs) never acted on.
+    The bundled set is the repository's ``policies/`` (a checkout or an editable install)
+    or the copy packaged into the wheel as ``flows/_policies``.
     """
-
-    unattended: frozenset[str] = frozenset({"edr.block_hash", "identity.expire_password"})
-    protected: tuple[str, ...] = field(default=("DC-*", "*-dc-*", "breakglass*", "break-glass*"))
-
-    def decide(self, plan: ActionPlan, incident: Incident) -> PolicyDecision:
-        """Forbidden for protected targets, unattended for listed actions, else approval."""
-        for pattern in self.protected:
-            if fnmatch.fnmatchcase(plan.target_label.lower(), pattern.lower()):
-                return PolicyDecision(
-                    Verdict.FORBIDDEN, f"{plan.target_label} is a protected asset ({pattern})"
-                )
-        if plan.action in self.unattended:
-            return PolicyDecision(Verdict.UNATTENDED, f"{plan.action} is pre-authorised")
-        severity = incident.severity.name.lower()
-        return PolicyDecision(
-            Verdict.APPROVAL,
-            f"{plan.action} needs an analyst's approval (severity {severity})",
-            approvals_required=1,
-        )
+    if configured is not None:
+        return configured
+    package = Path(flows.__file__).resolve().parent
+    for candidate in (Path("policies"), package / "_policies", package.parent / "policies"):
+        if (candidate / "default.yaml").is_file():
+            return candidate
+    raise FileNotFoundError("no policies directory: set STANCH_POLICIES_DIR")

@@ -30,6 +30,8 @@ class StanchSettings(BaseSettings):
         approval_timeout_seconds: how long the flow waits for a decision (then: deny).
         reports_dir: where Markdown and HTML reports are written.
         database_url: the incident store; SQLite under ``home`` by default.
+        policies_dir: the rules of engagement (``<tenant>.yaml``, ``default.yaml``); by
+            default ``./policies`` or the bundled set.
         tenants: per-tenant vendor choice overriding ``edr``/``identity``/``firewall``,
             e.g. ``STANCH_TENANTS='{"globex": {"edr": "defender"}}'``. A tenant's vendor
             credentials are read from ``STANCH_<TENANT>_<VENDOR>_<FIELD>`` when any such
@@ -43,12 +45,13 @@ class StanchSettings(BaseSettings):
     edr: str = "crowdstrike"
     identity: str = "okta"
     firewall: str = "fortigate"
-    tenant: str = Field(default="acme", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    tenant: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     approval_secret: SecretStr | None = None
     approval_timeout_seconds: int = Field(default=3600, ge=5)
     approval_poll_seconds: float = Field(default=1.0, ge=0.2, le=10)
     reports_dir: Path = Path("reports")
     database_url: str | None = None
+    policies_dir: Path | None = None
     tenants: dict[str, dict[Literal["edr", "identity", "firewall"], str]] = Field(
         default_factory=dict
     )

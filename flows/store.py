@@ -225,6 +225,17 @@ class Store:
                 )
             ).all()
 
+    async def recent_actions(self, tenant: str, since: datetime) -> Sequence[ActionRow]:
+        """A tenant's actions started since ``since`` (for blast-radius budgets)."""
+        async with self._session() as session:
+            return (
+                await session.scalars(
+                    select(ActionRow).where(
+                        ActionRow.tenant == tenant, ActionRow.started_at >= since
+                    )
+                )
+            ).all()
+
     # Approvals ------------------------------------------------------------------------
     async def create_approval(self, row: ApprovalRow) -> None:
         """Store a new pending approval request."""

@@ -17,6 +17,7 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
 from flows.errors import PlanMismatch
+from flows.ledger import Ledger
 from flows.models import ActionPlan, ActionResult, ActionStatus, Verdict, utcnow
 from flows.store import Store
 from integrations.capabilities import (
@@ -121,8 +122,11 @@ async def execute_action(
             f"{plan.action} {plan.target_label}: plan hash {plan.sha256[:12]} "
             f"is not the approved {approved_sha256[:12]}"
         )
+    ledger = Ledger(store)
     previous = await store.claim_action(plan)
     if previous is not None:
+        # Idempotent per key: restores the entry if a crash fell between store and ledger.
+        await ledger.append_action(previous)
         return previous
     started = utcnow()
     try:
@@ -132,19 +136,19 @@ async def execute_action(
         raise
     except IntegrationError as error:
         if not isinstance(error, TransientError):
-            await store.finish_action(
-                ActionResult(
-                    plan=plan,
-                    plan_sha256=plan.sha256,
-                    verdict=verdict,
-                    status=ActionStatus.FAILED,
-                    approved_by=approved_by,
-                    vendor=error.vendor,
-                    error=str(error),
-                    started_at=started,
-                    finished_at=utcnow(),
-                )
+            failed = ActionResult(
+                plan=plan,
+                plan_sha256=plan.sha256,
+                verdict=verdict,
+                status=ActionStatus.FAILED,
+                approved_by=approved_by,
+                vendor=error.vendor,
+                error=str(error),
+                started_at=started,
+                finished_at=utcnow(),
             )
+            await store.finish_action(failed)
+            await ledger.append_action(failed)
         raise
     result = ActionResult(
         plan=plan,
@@ -158,6 +162,7 @@ async def execute_action(
         finished_at=utcnow(),
     )
     await store.finish_action(result)
+    await ledger.append_action(result)
     return result
 
 

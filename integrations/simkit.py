@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -209,3 +210,6 @@ class TimeoutASGITransport(httpx.AsyncBaseTransport):
             return await asyncio.wait_for(self._inner.handle_async_request(request), read)
         except TimeoutError as exc:
             raise httpx.ReadTimeout("simulator did not answer in time", request=request) from exc
+
+
+Handler = Callable[[Request], Awaitable[Response]]

@@ -23,6 +23,9 @@ from rich.table import Table
 app = App(name="stanch", help="SOAR playbook orchestrator for MDR teams, built on Prefect 3.")
 approvals_app = App(name="approvals", help="Approval requests waiting for a decision.")
 app.command(approvals_app)
+app.command("stanch.policy_cli:app", name="policy")
+app.command("stanch.ledger_cli:app", name="ledger")
+app.command("stanch.serve_cli:serve")
 
 out = Console()
 err = Console(stderr=True)

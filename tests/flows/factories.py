@@ -10,7 +10,7 @@ from integrations.capabilities import Capability
 from stanch.demo import scenario_alerts
 
 
-def incident(number: int = 1, *, tenant: str = "acme", **overrides: Any) -> Incident:
+def incident(number: int = 1, *, tenant: str = "demo", **overrides: Any) -> Incident:
     """The demo incident: a ransomware alert and an impossible-travel sign-in."""
     now = datetime.now(UTC)
     fields: dict[str, Any] = {
@@ -27,7 +27,7 @@ def incident(number: int = 1, *, tenant: str = "acme", **overrides: Any) -> Inci
 def plan(**overrides: Any) -> ActionPlan:
     """A containment plan for one host."""
     fields: dict[str, Any] = {
-        "tenant": "acme",
+        "tenant": "demo",
         "incident_id": "INC-20261121-0007",
         "capability": Capability.EDR,
         "verb": "contain_host",

@@ -1,0 +1,81 @@
+"""Slack: the human-approval channel (messages, signed interactions, Web API calls, a fake)."""
+
+from __future__ import annotations
+
+from integrations.slack.chat import (
+    Authorisation,
+    Authoriser,
+    MessageRef,
+    SlackChat,
+    UserFacts,
+    classify,
+)
+from integrations.slack.interactions import (
+    Click,
+    Decision,
+    DenyReason,
+    InteractionError,
+    MalformedPayload,
+    WrongMessage,
+    WrongTeam,
+    ensure_same_message,
+    parse_click,
+    parse_deny_reason,
+    parse_interaction,
+    payload_from_body,
+)
+from integrations.slack.messages import (
+    APPROVE_ACTION_ID,
+    DENY_ACTION_ID,
+    DENY_REASON_CALLBACK_ID,
+    ApprovalView,
+    FinalState,
+    PlanView,
+    approval_final,
+    approval_request,
+    deny_reason_errors,
+    deny_reason_modal,
+    escape,
+)
+from integrations.slack.signing import (
+    SlackRequestVerifier,
+    SlackSignatureError,
+    VerifiedRequest,
+    sign,
+)
+
+__all__ = [
+    "APPROVE_ACTION_ID",
+    "DENY_ACTION_ID",
+    "DENY_REASON_CALLBACK_ID",
+    "ApprovalView",
+    "Authorisation",
+    "Authoriser",
+    "Click",
+    "Decision",
+    "DenyReason",
+    "FinalState",
+    "InteractionError",
+    "MalformedPayload",
+    "MessageRef",
+    "PlanView",
+    "SlackChat",
+    "SlackRequestVerifier",
+    "SlackSignatureError",
+    "UserFacts",
+    "VerifiedRequest",
+    "WrongMessage",
+    "WrongTeam",
+    "approval_final",
+    "approval_request",
+    "classify",
+    "deny_reason_errors",
+    "deny_reason_modal",
+    "ensure_same_message",
+    "escape",
+    "parse_click",
+    "parse_deny_reason",
+    "parse_interaction",
+    "payload_from_body",
+    "sign",
+]

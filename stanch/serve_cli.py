@@ -1,0 +1,169 @@
+"""``stanch serve``: the detection intake service under uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+
+import uvicorn
+from pydantic import TypeAdapter, ValidationError
+
+from flows.intake import Intake, StartIncident, TriagePolicy
+from flows.models import Incident
+from flows.store import open_store
+from stanch.service import ServiceSettings, SourceAuth, create_app
+
+log = logging.getLogger("stanch.serve")
+
+_SOURCES = TypeAdapter(dict[str, SourceAuth])
+_TRIAGE = TypeAdapter(dict[str, TriagePolicy])
+
+
+def load_sources(env: Mapping[str, str], sources_file: Path | None = None) -> dict[str, SourceAuth]:
+    """Sources from ``sources_file``, else ``STANCH_SOURCES_FILE``, else ``STANCH_SOURCES``.
+
+    Raises:
+        ValueError: nothing is configured, or the configuration is invalid (the message
+            names the source and field, never a secret).
+    """
+    path = sources_file or (
+        Path(env["STANCH_SOURCES_FILE"]) if env.get("STANCH_SOURCES_FILE") else None
+    )
+    raw = path.read_text(encoding="utf-8") if path is not None else env.get("STANCH_SOURCES")
+    if not raw:
+        raise ValueError("no sources: set STANCH_SOURCES, STANCH_SOURCES_FILE or --sources-file")
+    try:
+        sources = _SOURCES.validate_json(raw)
+    except ValidationError as exc:
+        raise ValueError(f"invalid source configuration: {_first_error(exc)}") from exc
+    if not sources:
+        raise ValueError("the source configuration names no source")
+    return sources
+
+
+def load_triage(env: Mapping[str, str]) -> dict[str, TriagePolicy]:
+    """Per-tenant triage policies from ``STANCH_TRIAGE`` (empty when unset)."""
+    raw = env.get("STANCH_TRIAGE")
+    if not raw:
+        return {}
+    try:
+        return _TRIAGE.validate_json(raw)
+    except ValidationError as exc:
+        raise ValueError(f"invalid STANCH_TRIAGE: {_first_error(exc)}") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    # input values are left out: they may be secrets
+    first = exc.errors(include_input=False, include_url=False)[0]
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+
+
+async def log_incident(incident: Incident) -> None:
+    """The default start callback: log the incident until flow runs are wired in."""
+    log.info("incident %s ready to start: %s", incident.id, incident.title)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but a stop signal ends ``serve()`` with a plain return.
+
+    uvicorn re-raises the signal it caught once it has shut down, which would interrupt
+    the closing of the store that wraps it.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
+async def run_service(
+    store_url: str,
+    sources: dict[str, SourceAuth],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8700,
+    start_incident: StartIncident = log_incident,
+    window: timedelta = timedelta(hours=1),
+    triage: Mapping[str, TriagePolicy] | None = None,
+    settings: ServiceSettings | None = None,
+    log_level: str = "info",
+    access_log: bool = True,
+) -> None:
+    """Open the store and serve the intake app until SIGINT or SIGTERM."""
+    async with open_store(store_url) as store:
+        intake = Intake(store, start_incident=start_incident, window=window, triage=triage)
+        app = create_app(settings or ServiceSettings(), intake, sources=sources)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, access_log=access_log
+        )
+        await _Server(config).serve()
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8700,
+    *,
+    sources_file: Path | None = None,
+    window_minutes: float = 60.0,
+    max_body_mb: float = 5.0,
+    log_level: str = "info",
+) -> int:
+    """Receive vendor alerts over HTTP and correlate them into incidents.
+
+    Alerts go to ``POST /v1/alerts/<source>`` (one object or an array); ``GET /healthz``
+    and ``GET /readyz`` answer probes. Sources are a JSON object read from
+    ``--sources-file``, else the file named by ``STANCH_SOURCES_FILE``, else the
+    ``STANCH_SOURCES`` variable::
+
+        {"acme-falcon": {"tenant": "acme", "format": "crowdstrike", "hmac_secret": "..."},
+         "acme-siem": {"tenant": "acme", "format": "ocsf", "bearer_token": "..."}}
+
+    Optional ``STANCH_TRIAGE`` sets per-tenant triage, e.g.
+    ``{"acme": {"threshold": 40, "asset_criticality": {"dc-*": 30}}}``. The store is
+    ``STANCH_DATABASE_URL`` (SQLite under ``STANCH_HOME`` by default). New incidents are
+    logged; starting their flow runs is wired separately.
+
+    Args:
+        host: address to listen on; keep loopback unless a proxy terminates TLS in front.
+        port: TCP port.
+        sources_file: JSON file of sources (overrides the environment).
+        window_minutes: correlation window: alerts sharing an entity within it join.
+        max_body_mb: request bodies above this get 413.
+        log_level: uvicorn log level.
+    """
+    from flows.settings import load_settings
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        sources = load_sources(os.environ, sources_file)
+        triage = load_triage(os.environ)
+    except (ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    store_settings = load_settings()
+    log.info("sources: %s", ", ".join(f"{n} ({s.tenant}, {s.format})" for n, s in sources.items()))
+    service = ServiceSettings(max_body_bytes=int(max_body_mb * 1024 * 1024))
+    asyncio.run(
+        run_service(
+            store_settings.store_url,
+            sources,
+            host=host,
+            port=port,
+            window=timedelta(minutes=window_minutes),
+            triage=triage,
+            settings=service,
+            log_level=log_level,
+        )
+    )
+    return 0
+
+
+__all__ = ["load_sources", "load_triage", "log_incident", "run_service", "serve"]

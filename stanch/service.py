@@ -1,0 +1,225 @@
+"""The detection intake HTTP service: vendor webhooks in, incidents out.
+
+``POST /v1/alerts/{source}`` takes one alert object or an array of them. Responses:
+
+* ``202`` every item was accepted or was a duplicate; the body has the counts.
+* ``207`` a mixed batch: the valid items were accepted, the others dead-lettered; the body
+  has the counts and, under ``rejected_items``, the index, field and reason of each bad
+  item (per-item results for the failures only, so a 5,000-alert batch stays small).
+* ``422`` no item was valid (same body as ``207``); each is dead-lettered all the same.
+* ``400`` malformed JSON, ``401`` bad or missing credentials, ``404`` unknown source,
+  ``413`` body over the limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from flows.intake import TENANT_PATTERN, IngestResult, Intake
+
+TIMESTAMP_HEADER = "X-Stanch-Timestamp"
+SIGNATURE_HEADER = "X-Stanch-Signature"
+
+
+class ServiceSettings(BaseModel):
+    """Limits of the intake service.
+
+    Attributes:
+        max_body_bytes: larger request bodies get ``413``.
+        signature_tolerance_seconds: how far an HMAC timestamp may be from now.
+        max_items: alerts per request; more get ``413`` (split the batch).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    signature_tolerance_seconds: int = Field(default=300, ge=1)
+    max_items: int = Field(default=10_000, ge=1)
+
+
+class SourceAuth(BaseModel):
+    """One configured alert source: whose alerts, in which format, and how it proves itself.
+
+    Exactly one of ``hmac_secret`` and ``bearer_token`` is set. With HMAC the sender signs
+    ``<timestamp>.<body>`` with SHA-256 and sends the Unix timestamp in
+    ``X-Stanch-Timestamp`` and the hex digest (optionally ``sha256=``-prefixed) in
+    ``X-Stanch-Signature``; with a bearer token it sends ``Authorization: Bearer <token>``.
+
+    Attributes:
+        tenant: the tenant every alert of this source belongs to.
+        format: ``ocsf`` or the vendor whose payloads the source sends (one of
+            :data:`flows.intake.SOURCE_FORMATS`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: str = Field(pattern=TENANT_PATTERN)
+    format: Literal["ocsf", "crowdstrike", "defender", "entra", "okta", "sentinelone"] = "ocsf"
+    hmac_secret: SecretStr | None = None
+    bearer_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_method(self) -> SourceAuth:
+        if (self.hmac_secret is None) == (self.bearer_token is None):
+            raise ValueError("set exactly one of hmac_secret and bearer_token")
+        secret = self.hmac_secret or self.bearer_token
+        if secret is not None and len(secret.get_secret_value()) < 16:
+            raise ValueError("secrets must be at least 16 characters")
+        return self
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _bearer_ok(request: Request, token: SecretStr) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode())
+
+
+def _timestamp_fresh(request: Request, tolerance: int) -> str | None:
+    """The timestamp header if it is a Unix time within ``tolerance`` of now, else None."""
+    stamp = request.headers.get(TIMESTAMP_HEADER, "")
+    if not stamp.isdigit():
+        return None
+    return stamp if abs(time.time() - int(stamp)) <= tolerance else None
+
+
+def _signature_ok(request: Request, secret: SecretStr, stamp: str, body: bytes) -> bool:
+    given = request.headers.get(SIGNATURE_HEADER, "").strip().removeprefix("sha256=")
+    expected = hmac.new(
+        secret.get_secret_value().encode(), stamp.encode() + b"." + body, hashlib.sha256
+    ).hexdigest()
+    return hmac.compare_digest(given.lower().encode(), expected.encode())
+
+
+def sign(secret: str, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
+    """The headers a sender adds to ``body`` for HMAC authentication."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: f"sha256={digest}"}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    # The declared length may be absent (chunked) or wrong: count what actually arrives.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _summary(result: IngestResult) -> dict[str, Any]:
+    return {
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "rejected": result.rejected,
+        "new_incidents": result.new_incidents,
+        "joined": result.joined,
+        "started": result.started,
+        "recorded_only": result.recorded_only,
+    }
+
+
+def create_app(
+    settings: ServiceSettings, intake: Intake, *, sources: dict[str, SourceAuth]
+) -> Starlette:
+    """The intake service as an ASGI app.
+
+    Args:
+        settings: size and signature limits.
+        intake: where alerts go; it owns the store and the start callback.
+        sources: the accepted sources by the name in the URL path.
+    """
+
+    async def post_alerts(request: Request) -> JSONResponse:
+        name = request.path_params["source"]
+        source = sources.get(name)
+        if source is None:
+            return _error(404, f"unknown source {name!r}")
+        # Check what can be checked before reading a body an attacker may make large.
+        stamp: str | None = None
+        if source.bearer_token is not None:
+            if not _bearer_ok(request, source.bearer_token):
+                return _error(401, "missing or wrong bearer token")
+        else:
+            stamp = _timestamp_fresh(request, settings.signature_tolerance_seconds)
+            if stamp is None or not request.headers.get(SIGNATURE_HEADER):
+                return _error(401, "missing, stale or malformed signature headers")
+        try:
+            body = await _read_body(request, settings.max_body_bytes)
+        except _TooLarge:
+            return _error(413, f"body larger than {settings.max_body_bytes} bytes")
+        if source.hmac_secret is not None and (
+            stamp is None or not _signature_ok(request, source.hmac_secret, stamp, body)
+        ):
+            return _error(401, "bad signature")
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(400, f"malformed JSON: {exc}")
+        payloads = data if isinstance(data, list) else [data]
+        if not payloads:
+            return _error(400, "empty batch")
+        if len(payloads) > settings.max_items:
+            return _error(413, f"more than {settings.max_items} alerts in one request")
+        result = await intake.ingest(source.tenant, source.format, payloads)
+        body_out = _summary(result)
+        if not result.rejected:
+            return JSONResponse(body_out, status_code=202)
+        body_out["rejected_items"] = [
+            {"index": item.index, "field": item.field, "reason": item.reason}
+            for item in result.items
+            if item.status == "rejected"
+        ]
+        return JSONResponse(
+            body_out, status_code=207 if result.accepted or result.duplicates else 422
+        )
+
+    async def healthz(_request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_request: Request) -> JSONResponse:
+        if await intake.ready():
+            return JSONResponse({"status": "ready"})
+        return _error(503, "store not reachable")
+
+    return Starlette(
+        routes=[
+            Route("/v1/alerts/{source}", post_alerts, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ]
+    )
+
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "ServiceSettings",
+    "SourceAuth",
+    "create_app",
+    "sign",
+]
