@@ -47,6 +47,10 @@ class ApprovalRequest(BaseModel):
     plans: list[ActionPlan]
     reasons: dict[str, str] = Field(default_factory=dict, description="plan sha256 -> why")
     deadline: datetime
+    incident_title: str = ""
+    required_approvals: int = Field(default=1, ge=1, le=10)
+    approver_ids: tuple[str, ...] = Field(default=(), description="Slack user ids from policy")
+    approver_group: str | None = Field(default=None, description="Slack user group from policy")
 
     @property
     def sha256s(self) -> list[str]:
@@ -101,6 +105,10 @@ def verify_decision(key: bytes, decision: ApprovalDecision) -> bool:
     return hmac.compare_digest(sign_decision(key, payload), decision.signature)
 
 
+EXPIRY_CHANNEL = "expiry"
+"""The channel of the signed "no" the Slack service sends when a request's deadline passes."""
+
+
 class ApprovalGate(Protocol):
     """Asks humans about plans and returns their verified answer."""
 
@@ -122,7 +130,20 @@ class PrefectPauseGate:
         self._poll = max(1, round(poll_seconds))
 
     async def request(self, request: ApprovalRequest, store: Store) -> ApprovalOutcome:
-        """Store the request, pause until a decision or the deadline, verify, record."""
+        """Store the request, announce it, wait for the verified decision, record it."""
+        outcome = await self._decide(request, store)
+        await self._after(request, store, outcome)
+        return outcome
+
+    async def _announce(self, request: ApprovalRequest, store: Store) -> None:
+        """Tell the approvers (after the request is stored, before pausing); a seam."""
+
+    async def _after(
+        self, request: ApprovalRequest, store: Store, outcome: ApprovalOutcome
+    ) -> None:
+        """Follow-up once the outcome is known; a seam."""
+
+    async def _decide(self, request: ApprovalRequest, store: Store) -> ApprovalOutcome:
         logger = get_run_logger()
         await store.create_approval(
             ApprovalRow(
@@ -150,6 +171,7 @@ class PrefectPauseGate:
             request.id,
             request.id,
         )
+        await self._announce(request, store)
         try:
             decision = await apause_flow_run(
                 wait_for_input=ApprovalDecision,
@@ -194,24 +216,26 @@ class PrefectPauseGate:
                 decided_at=utcnow(),
             )
         approved = [h for h in request.sha256s if h in decision.approved]
-        status: Literal["approved", "denied", "partial"] = (
+        status: Literal["approved", "denied", "partial", "expired"] = (
             "approved"
             if len(approved) == len(request.plans)
-            else "denied"
+            else ("expired" if decision.channel == EXPIRY_CHANNEL else "denied")
             if not approved
             else "partial"
         )
-        approver = f"{decision.channel}:{decision.approver}"
+        # A two-person decision names its approvers comma-separated, in voting order.
+        approvers = [f"{decision.channel}:{a}" for a in decision.approver.split(",") if a]
+        approver = ",".join(approvers)
         await store.decide_approval(
             request.id, status=status, decided_by=approver, reason=decision.reason
         )
-        await self._record(store, request, status, [approver], decision.reason)
+        await self._record(store, request, status, approvers, decision.reason)
         logger.info("Approval %s: %s by %s", request.id, status, approver)
         return ApprovalOutcome(
             approval_id=request.id,
             status=status,
             approved=approved,
-            approvers=[approver],
+            approvers=approvers,
             channel=decision.channel,
             reason=decision.reason,
             decided_at=decision.decided_at,
@@ -251,6 +275,10 @@ def new_approval_request(
     plans: list[ActionPlan],
     reasons: dict[str, str],
     timeout_seconds: int,
+    incident_title: str = "",
+    required_approvals: int = 1,
+    approver_ids: tuple[str, ...] = (),
+    approver_group: str | None = None,
 ) -> ApprovalRequest:
     """A fresh request with a short random id and its deadline."""
     return ApprovalRequest(
@@ -262,6 +290,10 @@ def new_approval_request(
         plans=plans,
         reasons=reasons,
         deadline=utcnow() + timedelta(seconds=timeout_seconds),
+        incident_title=incident_title,
+        required_approvals=required_approvals,
+        approver_ids=approver_ids,
+        approver_group=approver_group,
     )
 
 

@@ -208,18 +208,19 @@ _CONTENT_FIELDS = {
 def fingerprint(source: str, finding: DetectionFinding) -> str:
     """The alert's identity for de-duplication, as 64 hex digits.
 
-    The vendor's finding uid when it has a real one (``source`` + uid), so a re-sent or
-    re-polled alert is the same alert; otherwise a SHA-256 of the canonical JSON of the
-    fields that say what happened (not status, raw data or processing metadata).
+    The vendor's finding uid when it has a real one (product + uid), so a re-sent or
+    re-polled alert is the same alert whichever way it came in (a webhook in the vendor's
+    format, a poller's OCSF); otherwise a SHA-256 of the canonical JSON of the fields that
+    say what happened (not status, raw data or processing metadata), with ``source``.
     """
     uid = finding.finding_info.uid.strip()
+    product = finding.metadata.product
     material: list[Any]
     if uid.lower() not in _PLACEHOLDER_UIDS:
-        material = ["uid", source, uid]
+        material = ["uid", product.uid or product.name or source, uid]
     else:
         content = finding.model_dump(mode="json", exclude_none=True, include=_CONTENT_FIELDS)
         content["finding_info"].pop("uid", None)
-        product = finding.metadata.product
         material = ["content", source, product.uid or product.name, content]
     return hashlib.sha256(canonical_json(material)).hexdigest()
 

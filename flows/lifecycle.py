@@ -38,7 +38,7 @@ from flows.models import (
 from flows.policy import policy_directory
 from flows.report import publish_report
 from flows.response import assess, containment_plans, remediation_plans
-from flows.roe import RulesOfEngagement, count_recent_actions, policy_for_tenant
+from flows.roe import RoeDecision, RulesOfEngagement, count_recent_actions, policy_for_tenant
 from flows.settings import StanchSettings, load_settings
 from flows.store import Store, open_store
 from flows.tasks import execute_action, find_host, find_user
@@ -168,7 +168,7 @@ class Lifecycle:
         """Plan containment, get authority for it, execute what was authorised."""
         async with self.stage(Stage.CONTAIN) as notes:
             plans = containment_plans(self.incident, self.investigation)
-            notes.extend(await self._authorise_and_execute(Stage.CONTAIN, plans))
+            notes.extend(await self.authorise_and_execute(Stage.CONTAIN, plans))
             if any(
                 a.status in (ActionStatus.EXECUTED, ActionStatus.ALREADY_DONE) for a in self.actions
             ):
@@ -178,7 +178,7 @@ class Lifecycle:
         """Remove what the attacker left: block the file hash, expire the password."""
         async with self.stage(Stage.REMEDIATE) as notes:
             plans = remediation_plans(self.incident, self.investigation)
-            notes.extend(await self._authorise_and_execute(Stage.REMEDIATE, plans))
+            notes.extend(await self.authorise_and_execute(Stage.REMEDIATE, plans))
 
     async def report(self) -> IncidentOutcome:
         """Write the Markdown and HTML reports and publish the Prefect artifact."""
@@ -195,13 +195,29 @@ class Lifecycle:
                 self.incident, await self.store.stage_events(self.incident.id), self.decisions
             )
             outcome.stages = list(self.stages)
+            ledger = Ledger(self.store)
+            outcome.in_effect = [
+                f"{e.entry.capability}.{e.entry.verb} {e.entry.target_label}"
+                for e in await ledger.in_effect(self.incident.id)
+            ]
+            verified = await ledger.verify()
+            outcome.ledger = {
+                "verified": verified.ok,
+                "message": verified.message,
+                "entries": await ledger.export(self.incident.id),
+            }
             with tags(*self._tags(Stage.REPORT, "stanch")):
                 outcome.report_paths = await publish_report(outcome, self.settings.reports_dir)
             await self.store.set_incident_status(self.incident.id, "resolved")
         outcome.stages = list(self.stages)
         return outcome
 
-    async def _authorise_and_execute(self, stage: Stage, plans: list[ActionPlan]) -> list[str]:
+    async def authorise_and_execute(self, stage: Stage, plans: list[ActionPlan]) -> list[str]:
+        """Ask policy about each plan, get approval where needed, run what is authorised.
+
+        Forbidden and denied plans are recorded (store and ledger) as refused; authorised
+        ones run concurrently as tasks. Returns notes for the stage record.
+        """
         notes: list[str] = []
         # Budgets count what already ran for the tenant; a day covers any budget window.
         recent = await self.store.recent_actions(self.incident.tenant, utcnow() - timedelta(days=1))
@@ -229,6 +245,8 @@ class Lifecycle:
                 plans=needs_approval,
                 reasons={p.sha256: verdicts[p.sha256].reason for p in needs_approval},
                 timeout_seconds=self.settings.approval_timeout_seconds,
+                incident_title=self.incident.title,
+                **_approvers_of([verdicts[p.sha256] for p in needs_approval]),
             )
             outcome = await self.gate.request(request, self.store)
             self.decisions.append(outcome.model_dump(mode="json"))
@@ -300,8 +318,46 @@ class Lifecycle:
         self.actions.append(result)
 
 
+def _approvers_of(decisions: list[RoeDecision]) -> dict[str, Any]:
+    """One request covers several plans: the strictest count, the approvers all allow."""
+    ids: list[str] = []
+    groups: list[str] = []
+    for d in decisions:
+        ids.extend(u for u in d.approvers.slack_users if u not in ids)
+        if d.approvers.slack_group and d.approvers.slack_group not in groups:
+            groups.append(d.approvers.slack_group)
+    return {
+        "required_approvals": max([1, *(d.approvals_required for d in decisions)]),
+        "approver_ids": tuple(ids),
+        "approver_group": groups[0] if groups else None,
+    }
+
+
 def default_gate(settings: StanchSettings) -> ApprovalGate:
-    """The approval channel the settings choose (the CLI-resumed pause for now)."""
+    """The approval channel the settings choose: Slack, or the CLI-resumed pause."""
+    if settings.approval_channel == "slack":
+        from slack_sdk import WebClient
+
+        from flows.slack_gate import SlackPauseGate
+        from integrations.slack import SlackChat
+
+        if settings.slack_bot_token is None or settings.slack_channel is None:
+            raise ValueError(
+                "approval_channel=slack needs STANCH_SLACK_BOT_TOKEN and STANCH_SLACK_CHANNEL"
+            )
+        client = WebClient(
+            token=settings.slack_bot_token.get_secret_value(),
+            base_url=settings.slack_base_url,
+            timeout=10,
+        )
+        return SlackPauseGate(
+            settings.approval_key(),
+            SlackChat(client, channel=settings.slack_channel),
+            timeout_seconds=settings.approval_timeout_seconds,
+            poll_seconds=settings.approval_poll_seconds,
+            approver_ids=tuple(settings.slack_approver_ids),
+            approver_group=settings.slack_approver_group,
+        )
     return PrefectPauseGate(
         settings.approval_key(),
         timeout_seconds=settings.approval_timeout_seconds,

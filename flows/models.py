@@ -220,3 +220,5 @@ class IncidentOutcome(BaseModel):
     decisions: list[dict[str, Any]] = Field(default_factory=list)
     report_paths: dict[str, str] = Field(default_factory=dict)
     clocks: dict[str, float | None] = Field(default_factory=dict)
+    in_effect: list[str] = Field(default_factory=list, description="actions not yet undone")
+    ledger: dict[str, Any] = Field(default_factory=dict, description="verification, entries")

@@ -8,6 +8,7 @@ through the ``md`` filter so it cannot become a link, an image or markup in the 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ def report_context(outcome: IncidentOutcome) -> dict[str, Any]:
         "decisions": outcome.decisions,
         "clocks": outcome.clocks,
         "flow_run_id": outcome.flow_run_id,
+        "in_effect": outcome.in_effect,
+        "ledger": outcome.ledger,
         "stage_order": list(Stage),
         "evidence": {
             "Hosts": incident.hostnames,
@@ -64,6 +67,27 @@ def report_context(outcome: IncidentOutcome) -> dict[str, Any]:
             "ATT&CK techniques": incident.techniques,
         },
     }
+
+
+def export_json(outcome: IncidentOutcome) -> str:
+    """The incident as JSON for other tools: alerts, plans, decisions, ledger entries."""
+    document = {
+        "schema": "stanch.incident/1",
+        "incident": outcome.incident.model_dump(mode="json", exclude={"alerts"}),
+        "alerts": [a.model_dump(mode="json", exclude_none=True) for a in outcome.incident.alerts],
+        "investigation": outcome.investigation.model_dump(mode="json"),
+        "stages": [s.model_dump(mode="json") for s in outcome.stages],
+        "actions": [
+            {"plan": a.plan.model_dump(mode="json"), **a.model_dump(mode="json", exclude={"plan"})}
+            for a in outcome.actions
+        ],
+        "decisions": outcome.decisions,
+        "clocks": outcome.clocks,
+        "in_effect": outcome.in_effect,
+        "ledger": outcome.ledger,
+        "flow_run_id": outcome.flow_run_id,
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False)
 
 
 def render_markdown(outcome: IncidentOutcome) -> str:
@@ -83,8 +107,10 @@ async def publish_report(outcome: IncidentOutcome, reports_dir: Path) -> dict[st
     markdown = render_markdown(outcome)
     md_path = reports_dir / f"{outcome.incident.id}.md"
     html_path = reports_dir / f"{outcome.incident.id}.html"
+    json_path = reports_dir / f"{outcome.incident.id}.json"
     await asyncio.to_thread(md_path.write_text, markdown, encoding="utf-8")
     await asyncio.to_thread(html_path.write_text, render_html(outcome), encoding="utf-8")
+    await asyncio.to_thread(json_path.write_text, export_json(outcome), encoding="utf-8")
     key = outcome.incident.id.lower()
     await acreate_markdown_artifact(
         key=f"{key}-report", markdown=markdown, description=f"Incident report {outcome.incident.id}"
@@ -103,4 +129,4 @@ async def publish_report(outcome: IncidentOutcome, reports_dir: Path) -> dict[st
         ],
         description=f"Actions taken on {outcome.incident.id}",
     )
-    return {"markdown": str(md_path), "html": str(html_path)}
+    return {"markdown": str(md_path), "html": str(html_path), "json": str(json_path)}

@@ -199,6 +199,18 @@ def _duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
+def parse_duration(text: str) -> timedelta:
+    """``900``, ``30s``, ``15m``, ``1h`` or ``7d`` as a timedelta (policy files' spelling).
+
+    Raises:
+        ValueError: not a positive duration in that form.
+    """
+    try:
+        return _duration(int(text) if text.strip().isdigit() else text)
+    except PydanticCustomError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 def _severity(value: Any) -> SeverityId:
     name = value.strip().lower() if isinstance(value, str) else None
     if name not in _SEVERITY_NAMES:

@@ -36,6 +36,21 @@ class StanchSettings(BaseSettings):
             e.g. ``STANCH_TENANTS='{"globex": {"edr": "defender"}}'``. A tenant's vendor
             credentials are read from ``STANCH_<TENANT>_<VENDOR>_<FIELD>`` when any such
             variable is set, else from ``STANCH_<VENDOR>_<FIELD>``.
+        approval_channel: where approval requests go: ``cli`` (``stanch approve``) or
+            ``slack`` (a Block Kit message answered by the stanch service).
+        slack_bot_token: the bot token (``xoxb-``) that posts and updates approval messages.
+        slack_signing_secret: verifies HTTP interaction requests from Slack.
+        slack_app_token: the app-level token (``xapp-``) for Socket Mode.
+        slack_channel: the channel id approval requests are posted in.
+        slack_team_id: the only workspace clicks are accepted from.
+        slack_approver_ids: Slack user ids that may decide when policy names none.
+        slack_approver_group: a Slack user group whose members may decide when policy
+            names none.
+        slack_escalation_group: a second user group that may decide once a request has
+            waited ``slack_escalate_after_seconds``.
+        slack_reminder_seconds: how often a still-pending request is reminded in its thread.
+        slack_escalate_after_seconds: when a pending request is escalated.
+        slack_base_url: the Web API base URL; only changed to point at a fake.
     """
 
     model_config = SettingsConfigDict(env_prefix="STANCH_", extra="ignore")
@@ -55,6 +70,18 @@ class StanchSettings(BaseSettings):
     tenants: dict[str, dict[Literal["edr", "identity", "firewall"], str]] = Field(
         default_factory=dict
     )
+    approval_channel: Literal["cli", "slack"] = "cli"
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_channel: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,32}$")
+    slack_team_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,32}$")
+    slack_approver_ids: list[str] = Field(default_factory=list)
+    slack_approver_group: str | None = Field(default=None, pattern=r"^S[A-Z0-9]{2,31}$")
+    slack_escalation_group: str | None = Field(default=None, pattern=r"^S[A-Z0-9]{2,31}$")
+    slack_reminder_seconds: int = Field(default=600, ge=1)
+    slack_escalate_after_seconds: int = Field(default=1200, ge=1)
+    slack_base_url: str = "https://slack.com/api/"
 
     def vendor_for(self, capability: str, tenant: str | None = None) -> str:
         """The vendor answering ``capability`` (edr, identity, firewall) for ``tenant``."""

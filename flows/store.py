@@ -13,7 +13,18 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, UniqueConstraint, event, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -76,6 +87,43 @@ class ApprovalRow(Base):
     decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SlackApprovalRow(Base):
+    """The Slack side of an approval: where its message is and what the service tracks.
+
+    A table of its own (rather than columns on ``approvals``) so that stores created
+    before Slack approvals existed gain it through ``create_all``.
+    """
+
+    __tablename__ = "approval_slack"
+
+    approval_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    ts: Mapped[str] = mapped_column(String(40))
+    view: Mapped[dict[str, Any]]
+    required_approvals: Mapped[int] = mapped_column(Integer, default=1)
+    eligible: Mapped[dict[str, Any]]
+    final: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    reminded_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    escalated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    posted_at: Mapped[datetime]
+
+
+class ApprovalVoteRow(Base):
+    """One click that counted: a user's approve or deny on an approval."""
+
+    __tablename__ = "approval_votes"
+    __table_args__ = (
+        UniqueConstraint("approval_id", "user_id", "vote", name="uq_approval_votes_user_vote"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    approval_id: Mapped[str] = mapped_column(String(40), index=True)
+    user_id: Mapped[str] = mapped_column(String(40))
+    vote: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime]
 
 
 class StageEventRow(Base):
@@ -273,6 +321,99 @@ class Store:
             row.decided_at = utcnow()
             return True
 
+    async def bind_slack_message(self, row: SlackApprovalRow) -> None:
+        """Store where an approval's Slack message is and what it needs."""
+        async with self._session.begin() as session:
+            session.add(row)
+
+    async def slack_approval(self, approval_id: str) -> SlackApprovalRow | None:
+        """The Slack binding of an approval, or ``None``."""
+        async with self._session() as session:
+            return await session.get(SlackApprovalRow, approval_id)
+
+    async def pending_slack_approvals(self) -> Sequence[tuple[ApprovalRow, SlackApprovalRow]]:
+        """Pending approvals with a Slack message and no final outcome claimed yet."""
+        query = (
+            select(ApprovalRow, SlackApprovalRow)
+            .join(SlackApprovalRow, SlackApprovalRow.approval_id == ApprovalRow.id)
+            .where(ApprovalRow.status == "pending", SlackApprovalRow.final.is_(None))
+            .order_by(ApprovalRow.deadline)
+        )
+        async with self._session() as session:
+            return [(a, b) for a, b in (await session.execute(query)).all()]
+
+    async def add_vote(self, approval_id: str, user_id: str, vote: str, reason: str = "") -> bool:
+        """Record a vote; ``False`` if this user already cast this vote (a no-op)."""
+        try:
+            async with self._session.begin() as session:
+                session.add(
+                    ApprovalVoteRow(
+                        approval_id=approval_id,
+                        user_id=user_id,
+                        vote=vote,
+                        reason=reason,
+                        at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def votes(self, approval_id: str) -> Sequence[ApprovalVoteRow]:
+        """An approval's votes, oldest first."""
+        async with self._session() as session:
+            return (
+                await session.scalars(
+                    select(ApprovalVoteRow)
+                    .where(ApprovalVoteRow.approval_id == approval_id)
+                    .order_by(ApprovalVoteRow.id)
+                )
+            ).all()
+
+    async def claim_final(self, approval_id: str, outcome: str) -> bool:
+        """Compare-and-set the final outcome; only one caller (click or sweeper) wins."""
+        async with self._session.begin() as session:
+            result = await session.execute(
+                update(SlackApprovalRow)
+                .where(
+                    SlackApprovalRow.approval_id == approval_id,
+                    SlackApprovalRow.final.is_(None),
+                )
+                .values(final=outcome)
+            )
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def release_final(self, approval_id: str) -> None:
+        """Undo a claim whose resume failed, so the decision can be tried again."""
+        async with self._session.begin() as session:
+            await session.execute(
+                update(SlackApprovalRow)
+                .where(SlackApprovalRow.approval_id == approval_id)
+                .values(final=None)
+            )
+
+    async def touch_slack_approval(
+        self,
+        approval_id: str,
+        *,
+        reminded_at: datetime | None = None,
+        escalated_at: datetime | None = None,
+    ) -> None:
+        """Note when a pending approval was last reminded or escalated."""
+        values: dict[str, Any] = {}
+        if reminded_at is not None:
+            values["reminded_at"] = reminded_at
+        if escalated_at is not None:
+            values["escalated_at"] = escalated_at
+        if not values:
+            return
+        async with self._session.begin() as session:
+            await session.execute(
+                update(SlackApprovalRow)
+                .where(SlackApprovalRow.approval_id == approval_id)
+                .values(**values)
+            )
+
     # Dead letters ---------------------------------------------------------------------
     async def dead_letter(self, *, source: str, field: str, reason: str, payload: str) -> int:
         """Keep a rejected payload with why it was rejected; returns its id."""
@@ -354,8 +495,10 @@ async def open_store(url: str) -> AsyncIterator[Store]:
 __all__ = [
     "ActionRow",
     "ApprovalRow",
+    "ApprovalVoteRow",
     "DeadLetterRow",
     "IncidentRow",
+    "SlackApprovalRow",
     "StageEventRow",
     "Store",
     "open_store",

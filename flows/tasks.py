@@ -63,7 +63,7 @@ async def retry_on_transient(task: Task[Any, Any], task_run: TaskRun, state: Sta
     return isinstance(error, TransientError)
 
 
-_RETRYING: dict[str, Any] = {
+RETRYING: dict[str, Any] = {
     "retries": RETRIES,
     "retry_delay_seconds": exponential_backoff(backoff_factor=1),
     "retry_jitter_factor": 0.5,
@@ -81,7 +81,7 @@ async def _honour_rate_limit(error: RateLimited) -> None:
         await asyncio.sleep(min(error.retry_after, MAX_HONOURED_RETRY_AFTER))
 
 
-@task(name="edr.find_host", task_run_name="edr.find_host {hostname}", **_RETRYING)
+@task(name="edr.find_host", task_run_name="edr.find_host {hostname}", **RETRYING)
 async def find_host(edr: EDR, hostname: str) -> Host | None:
     """Look a host up by name in the EDR (investigate stage)."""
     try:
@@ -91,7 +91,7 @@ async def find_host(edr: EDR, hostname: str) -> Host | None:
         raise
 
 
-@task(name="identity.find_user", task_run_name="identity.find_user {login}", **_RETRYING)
+@task(name="identity.find_user", task_run_name="identity.find_user {login}", **RETRYING)
 async def find_user(identity: IdentityProvider, login: str) -> UserAccount | None:
     """Look a user up by login in the identity provider (investigate stage)."""
     try:
@@ -101,7 +101,7 @@ async def find_user(identity: IdentityProvider, login: str) -> UserAccount | Non
         raise
 
 
-@task(name="execute-action", task_run_name="{plan.action} {plan.target_label}", **_RETRYING)
+@task(name="execute-action", task_run_name="{plan.action} {plan.target_label}", **RETRYING)
 async def execute_action(
     plan: ActionPlan,
     approved_sha256: str,

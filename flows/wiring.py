@@ -94,6 +94,18 @@ def _vendor_settings(plugin: VendorPlugin, settings: StanchSettings, tenant: str
         raise ConfigurationError(f"{plugin.name} is not configured: {missing}") from exc
 
 
+def vendor_client(
+    plugin: VendorPlugin, settings: StanchSettings, lab: Lab, *, tenant: str | None = None
+) -> httpx.AsyncClient:
+    """The vendor's HTTP client: to its lab simulator, or to the tenant's real API.
+
+    Raises:
+        ConfigurationError: live mode and the vendor's settings are incomplete.
+    """
+    transport = lab.simulator(plugin.name).transport() if settings.mode == "lab" else None
+    return plugin.connect(_vendor_settings(plugin, settings, tenant), transport)
+
+
 @asynccontextmanager
 async def connect(
     settings: StanchSettings, lab: Lab | None = None, *, tenant: str | None = None
@@ -125,10 +137,7 @@ async def connect(
                     f"{capability.value} adapter"
                 )
             if vendor not in clients:
-                transport = lab.simulator(vendor).transport() if settings.mode == "lab" else None
-                clients[vendor] = plugin.connect(
-                    _vendor_settings(plugin, settings, tenant), transport
-                )
+                clients[vendor] = vendor_client(plugin, settings, lab, tenant=tenant)
             adapters[capability] = plugin.adapters[capability](clients[vendor])
         yield Integrations(
             edr=cast(EDR, adapters[Capability.EDR]),

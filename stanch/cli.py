@@ -23,9 +23,16 @@ from rich.table import Table
 app = App(name="stanch", help="SOAR playbook orchestrator for MDR teams, built on Prefect 3.")
 approvals_app = App(name="approvals", help="Approval requests waiting for a decision.")
 app.command(approvals_app)
-app.command("stanch.policy_cli:app", name="policy")
-app.command("stanch.ledger_cli:app", name="ledger")
-app.command("stanch.serve_cli:serve")
+# Registered by import path so that `stanch --help` imports none of them.
+app.command("stanch.policy_cli:app", name="policy", help="Per-tenant rules of engagement.")
+app.command("stanch.ledger_cli:app", name="ledger", help="Verify and read the action ledger.")
+app.command("stanch.serve_cli:serve", help="Alert intake service (webhooks → incidents → flows).")
+app.command("stanch.metrics_cli:metrics", help="MDR clocks per tenant: median and p90.")
+app.command("stanch.metrics_cli:report_app", name="report", help="Reports over a period.")
+app.command("stanch.undo_cli:undo", help="Undo what an incident still has in effect.")
+app.command(
+    "stanch.playbook_cli:app", name="playbook", help="Validate, plan, test and route playbooks."
+)
 
 out = Console()
 err = Console(stderr=True)

@@ -5,32 +5,57 @@ the workstation user's credentials sign in from a country they never use. stanch
 investigates the host and the user, plans containment (isolate the host, suspend the user
 and revoke their sessions, block the C2 address), waits for a simulated analyst's approval,
 executes, remediates (block the file hash, expire the password) and writes the report.
+
+The approval goes through Slack as it would in production, against a local fake of the
+Slack Web API: the flow posts the Block Kit message with ``slack_sdk``, the simulated
+analyst finds it in the fake, clicks Approve (a signed ``block_actions`` request POSTed to
+the service's ``/slack/interactions`` route with httpx), and the approval service resumes
+the paused run through the Prefect API with a signed decision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import secrets
 import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from prefect.client.schemas.objects import State
+from pydantic import SecretStr
+from slack_sdk import WebClient
 
+from flows.approval_service import ApprovalService, run_sweeper
 from flows.approvals import submit_decision
+from flows.intake import Intake
 from flows.lifecycle import handle_incident
 from flows.models import ActionStatus, Incident, IncidentOutcome
+from flows.policy import policy_directory
+from flows.roe import policy_for_tenant
 from flows.settings import StanchSettings
 from flows.store import Store, open_store
 from flows.wiring import Lab, default_lab
 from integrations.ocsf import DetectionFinding, ObservableType
+from integrations.slack import APPROVE_ACTION_ID, SlackChat, SlackRequestVerifier
+from integrations.slack.fake import FakeSlack, block_actions_payload, signed_interaction
 from stanch.prefect_server import drain_prefect_clients
+from stanch.service import ServiceSettings, create_app
+from stanch.slack_listener import INTERACTIONS_PATH, SlackInteractions
 
 HOSTNAME = "WS-0042"
 USER = "jdoe@acme.example"
 C2_IP = "203.0.113.66"
 SIGNIN_IP = "198.51.100.77"
 RANSOMWARE_SHA256 = "8f2b7c1e5a9d4f3b6c0e1a2d7f8b9c4e5d6a3f2e1b0c9d8e7f6a5b4c3d2e1f0a"
+DEMO_APPROVER = "U0DEMOANALYST"
+DEMO_CHANNEL = "C0DEMOAPPROVALS"
+
+Analyst = Callable[[Store, str, asyncio.Event], Coroutine[Any, Any, list[str]]]
 
 _PRODUCT_NAMES = {
     "crowdstrike": ("CrowdStrike", "Falcon Insight"),
@@ -186,14 +211,155 @@ async def simulated_analyst(
     return decided
 
 
+def approve_button(message: Mapping[str, Any], approval_id: str) -> dict[str, Any] | None:
+    """The Approve button of ``approval_id`` in a posted message, if it still has one."""
+    for block in message.get("blocks", []):
+        if block.get("type") != "actions":
+            continue
+        for element in block.get("elements", []):
+            if (
+                element.get("action_id") == APPROVE_ACTION_ID
+                and element.get("value") == approval_id
+            ):
+                return dict(element)
+    return None
+
+
+async def slack_analyst(
+    fake: FakeSlack,
+    service: httpx.AsyncClient,
+    signing_secret: SecretStr,
+    store: Store,
+    incident_id: str,
+    *,
+    user_id: str,
+    delay: float,
+    stop: asyncio.Event,
+) -> list[str]:
+    """Click Approve, as ``user_id``, on each approval message the incident's flow posts.
+
+    Finds the message in the fake Slack by its button, waits ``delay`` seconds, and sends
+    the click as Slack would: a signed ``block_actions`` request to the service's route.
+    """
+    decided: list[str] = []
+    while not stop.is_set():
+        for row in await store.approvals(incident_id=incident_id, status="pending"):
+            if row.id in decided:
+                continue
+            found = [
+                (channel, message)
+                for (channel, _ts), message in fake.messages.items()
+                if approve_button(message, row.id) is not None
+            ]
+            if not found:
+                continue  # not posted yet
+            channel, message = found[0]
+            await asyncio.sleep(delay)
+            payload = block_actions_payload(
+                approval_id=row.id,
+                action_id=APPROVE_ACTION_ID,
+                user_id=user_id,
+                username="demo-analyst",
+                channel_id=channel,
+                message_ts=str(message["ts"]),
+                team_id=fake.team_id,
+                response_url=fake.response_url(),
+            )
+            headers, body = signed_interaction(signing_secret, payload, int(time.time()))
+            response = await service.post(INTERACTIONS_PATH, content=body, headers=headers)
+            response.raise_for_status()
+            decided.append(row.id)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.2)
+    return decided
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set variables for the in-process flow (it reads its settings from the environment)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+async def _no_start(incident: Incident) -> None:
+    return None
+
+
+async def run_incident_via_slack(
+    settings: StanchSettings, alerts: list[DetectionFinding], *, analyst_delay: float
+) -> tuple[IncidentOutcome | None, str | None, BaseException | None]:
+    """:func:`run_incident` with the approval asked and answered through the fake Slack."""
+    rules = policy_for_tenant(policy_directory(settings.policies_dir), settings.tenant).rules
+    signing_secret = SecretStr(secrets.token_hex(16))
+    with FakeSlack() as fake:
+        fake.add_user(DEMO_APPROVER, "demo-analyst")
+        if rules.approvers.slack_group:
+            fake.add_usergroup(rules.approvers.slack_group, [DEMO_APPROVER])
+        env = {
+            "STANCH_APPROVAL_CHANNEL": "slack",
+            "STANCH_SLACK_BOT_TOKEN": fake.token,
+            "STANCH_SLACK_BASE_URL": fake.base_url,
+            "STANCH_SLACK_CHANNEL": DEMO_CHANNEL,
+            "STANCH_SLACK_TEAM_ID": fake.team_id,
+            "STANCH_SLACK_APPROVER_IDS": json.dumps([DEMO_APPROVER]),
+        }
+        chat = SlackChat(
+            WebClient(token=fake.token, base_url=fake.base_url, timeout=10),
+            channel=DEMO_CHANNEL,
+            response_url_prefixes=(fake.origin + "/response/",),
+        )
+
+        async def analyst(store: Store, incident_id: str, stop: asyncio.Event) -> list[str]:
+            service = ApprovalService(store, chat, settings.approval_key(), team_id=fake.team_id)
+            listener = SlackInteractions(
+                service.handle, SlackRequestVerifier(signing_secret), team_id=fake.team_id
+            )
+            intake = Intake(store, start_incident=_no_start)
+            app = create_app(ServiceSettings(), intake, sources={}, slack=listener)
+            sweeper = asyncio.create_task(run_sweeper(service, every=1.0, stop=stop))
+            try:
+                async with httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://stanch.local"
+                ) as client:
+                    decided = await slack_analyst(
+                        fake,
+                        client,
+                        signing_secret,
+                        store,
+                        incident_id,
+                        user_id=DEMO_APPROVER,
+                        delay=analyst_delay,
+                        stop=stop,
+                    )
+                    await listener.drain()
+            finally:
+                await sweeper
+            return decided
+
+        with _environment(env):
+            return await run_incident(settings, alerts, analyst_delay=None, analyst=analyst)
+
+
 async def run_incident(
     settings: StanchSettings,
     alerts: list[DetectionFinding],
     *,
     analyst_delay: float | None,
     title: str | None = None,
+    analyst: Analyst | None = None,
 ) -> tuple[IncidentOutcome | None, str | None, BaseException | None]:
     """Make an incident of ``alerts``, run ``handle-incident`` on it in this process.
+
+    The approval is answered by ``analyst`` when given, else by :func:`simulated_analyst`
+    after ``analyst_delay`` seconds, else (both ``None``) by someone else, e.g. the CLI.
 
     Returns:
         The outcome (``None`` if the flow failed before reporting), the flow run id, and
@@ -212,9 +378,11 @@ async def run_incident(
         if settings.mode == "lab":
             provision_lab(default_lab(), settings, incident)
         stop = asyncio.Event()
-        analyst = None
-        if analyst_delay is not None:
-            analyst = asyncio.create_task(
+        helper: asyncio.Task[list[str]] | None = None
+        if analyst is not None:
+            helper = asyncio.create_task(analyst(store, incident.id, stop))
+        elif analyst_delay is not None:
+            helper = asyncio.create_task(
                 simulated_analyst(
                     store, settings.approval_key(), incident.id, delay=analyst_delay, stop=stop
                 )
@@ -226,19 +394,19 @@ async def run_incident(
 
         flow_task = asyncio.create_task(run_flow())
         try:
-            if analyst is not None:
+            if helper is not None:
                 # If the analyst fails, the flow would sit paused until its approval
                 # deadline: stop it and surface the analyst's error instead.
-                await asyncio.wait({flow_task, analyst}, return_when=asyncio.FIRST_COMPLETED)
-                if analyst.done() and analyst.exception() is not None:
+                await asyncio.wait({flow_task, helper}, return_when=asyncio.FIRST_COMPLETED)
+                if helper.done() and helper.exception() is not None:
                     flow_task.cancel()
                     await asyncio.gather(flow_task, return_exceptions=True)
-                    await analyst
+                    await helper
             state = await flow_task
         finally:
             stop.set()
-            if analyst is not None and not analyst.done():
-                await analyst
+            if helper is not None and not helper.done():
+                await helper
         await drain_prefect_clients()
         result = await state.aresult(raise_on_failure=False)
         flow_run_id = str(state.state_details.flow_run_id)
@@ -285,7 +453,9 @@ async def run_demo(
     started = time.perf_counter()
     default_lab().reset()
     alerts = scenario_alerts(datetime.now(UTC), edr=settings.edr, identity=settings.identity)
-    outcome, flow_run_id, error = await run_incident(settings, alerts, analyst_delay=analyst_delay)
+    outcome, flow_run_id, error = await run_incident_via_slack(
+        settings, alerts, analyst_delay=analyst_delay
+    )
     if outcome is None:
         return None, error
     return summary(

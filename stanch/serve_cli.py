@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from pydantic import TypeAdapter, ValidationError
@@ -68,6 +69,36 @@ async def log_incident(incident: Incident) -> None:
     log.info("incident %s ready to start: %s", incident.id, incident.title)
 
 
+class FlowStarter:
+    """Start callback that runs ``handle-incident`` for each new incident in this process.
+
+    The one-host install: the service is a Prefect client, and each incident the intake
+    opens becomes one flow run (never one per alert), at most ``limit`` at a time so an
+    incident storm queues here instead of flooding the Prefect server.
+    """
+
+    def __init__(self, limit: int = 4) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, incident: Incident) -> None:
+        task = asyncio.create_task(self._run(incident), name=f"handle-incident {incident.id}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, incident: Incident) -> None:
+        # Imported here: Prefect must read PREFECT_API_URL after serve() has set it.
+        from flows.lifecycle import handle_incident
+
+        async with self._slots:
+            state = await handle_incident(incident, return_state=True)
+        log.info("incident %s: flow run ended %s", incident.id, state.name)
+
+    async def drain(self) -> None:
+        """Wait for the flow runs already started."""
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, but a stop signal ends ``serve()`` with a plain return.
 
@@ -115,6 +146,8 @@ def serve(
     window_minutes: float = 60.0,
     max_body_mb: float = 5.0,
     log_level: str = "info",
+    run_flows: bool = True,
+    concurrent_flows: int = 4,
 ) -> int:
     """Receive vendor alerts over HTTP and correlate them into incidents.
 
@@ -128,8 +161,9 @@ def serve(
 
     Optional ``STANCH_TRIAGE`` sets per-tenant triage, e.g.
     ``{"acme": {"threshold": 40, "asset_criticality": {"dc-*": 30}}}``. The store is
-    ``STANCH_DATABASE_URL`` (SQLite under ``STANCH_HOME`` by default). New incidents are
-    logged; starting their flow runs is wired separately.
+    ``STANCH_DATABASE_URL`` (SQLite under ``STANCH_HOME`` by default). Each new incident
+    above its tenant's triage threshold starts one ``handle-incident`` flow run in this
+    process, on ``PREFECT_API_URL`` or the embedded Prefect server.
 
     Args:
         host: address to listen on; keep loopback unless a proxy terminates TLS in front.
@@ -138,6 +172,8 @@ def serve(
         window_minutes: correlation window: alerts sharing an entity within it join.
         max_body_mb: request bodies above this get 413.
         log_level: uvicorn log level.
+        run_flows: start a flow run per new incident (``--no-run-flows`` only records).
+        concurrent_flows: flow runs at a time; further incidents wait their turn.
     """
     from flows.settings import load_settings
 
@@ -151,19 +187,41 @@ def serve(
     store_settings = load_settings()
     log.info("sources: %s", ", ".join(f"{n} ({s.tenant}, {s.format})" for n, s in sources.items()))
     service = ServiceSettings(max_body_bytes=int(max_body_mb * 1024 * 1024))
-    asyncio.run(
-        run_service(
-            store_settings.store_url,
-            sources,
-            host=host,
-            port=port,
-            window=timedelta(minutes=window_minutes),
-            triage=triage,
-            settings=service,
-            log_level=log_level,
+    start: StartIncident = log_incident
+    server = None
+    if run_flows:
+        from stanch.prefect_server import ensure_server, use_server
+
+        server = ensure_server(store_settings.home)
+        use_server(server, store_settings.home)
+        log.info("flow runs go to %s", server.api_url)
+        start = FlowStarter(concurrent_flows)
+    try:
+        asyncio.run(
+            _serve_and_drain(
+                start,
+                store_settings.store_url,
+                sources,
+                host=host,
+                port=port,
+                window=timedelta(minutes=window_minutes),
+                triage=triage,
+                settings=service,
+                log_level=log_level,
+            )
         )
-    )
+    finally:
+        if server is not None:
+            server.stop()
     return 0
 
 
-__all__ = ["load_sources", "load_triage", "log_incident", "run_service", "serve"]
+async def _serve_and_drain(
+    start: StartIncident, store_url: str, sources: dict[str, SourceAuth], **options: Any
+) -> None:
+    await run_service(store_url, sources, start_incident=start, **options)
+    if isinstance(start, FlowStarter):
+        await start.drain()
+
+
+__all__ = ["FlowStarter", "load_sources", "load_triage", "log_incident", "run_service", "serve"]

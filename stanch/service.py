@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from flows.intake import TENANT_PATTERN, IngestResult, Intake
+from stanch.slack_listener import SlackInteractions
 
 TIMESTAMP_HEADER = "X-Stanch-Timestamp"
 SIGNATURE_HEADER = "X-Stanch-Signature"
@@ -144,7 +145,11 @@ def _summary(result: IngestResult) -> dict[str, Any]:
 
 
 def create_app(
-    settings: ServiceSettings, intake: Intake, *, sources: dict[str, SourceAuth]
+    settings: ServiceSettings,
+    intake: Intake,
+    *,
+    sources: dict[str, SourceAuth],
+    slack: SlackInteractions | None = None,
 ) -> Starlette:
     """The intake service as an ASGI app.
 
@@ -152,6 +157,7 @@ def create_app(
         settings: size and signature limits.
         intake: where alerts go; it owns the store and the start callback.
         sources: the accepted sources by the name in the URL path.
+        slack: when given, Slack interactions are received at ``POST /slack/interactions``.
     """
 
     async def post_alerts(request: Request) -> JSONResponse:
@@ -206,13 +212,14 @@ def create_app(
             return JSONResponse({"status": "ready"})
         return _error(503, "store not reachable")
 
-    return Starlette(
-        routes=[
-            Route("/v1/alerts/{source}", post_alerts, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-        ]
-    )
+    routes = [
+        Route("/v1/alerts/{source}", post_alerts, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    if slack is not None:
+        routes.append(slack.route())
+    return Starlette(routes=routes)
 
 
 __all__ = [

@@ -45,11 +45,15 @@ for name in ("STANCH_MODE", "STANCH_EDR", "STANCH_IDENTITY", "STANCH_FIREWALL", 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """A real ``prefect server start`` on SQLite, shared by every test of the run."""
-    from stanch.prefect_server import start_server
+    import asyncio
+
+    from stanch.prefect_server import drain_prefect_clients, start_server
 
     server = start_server(STANCH_HOME, port=PORT)
     assert server.api_url == os.environ["PREFECT_API_URL"], "port was taken meanwhile"
     yield server.api_url
+    # Ship the logs and events Prefect still holds, or it retries them after the stop.
+    asyncio.run(drain_prefect_clients())
     server.stop()
 
 

@@ -108,15 +108,21 @@ async def count(store: Store, model: Any) -> int:
 
 
 # Fingerprints -------------------------------------------------------------------------------
-def test_fingerprint_is_the_source_and_uid_when_there_is_a_uid() -> None:
-    """Given the same alert re-sent with a new status and keys in another order,
-    When fingerprinted, Then the fingerprint is the same; another source or uid differs."""
+def test_fingerprint_is_the_product_and_uid_when_there_is_a_uid() -> None:
+    """Given the same alert re-sent with a new status and keys in another order, and the
+    same alert arriving by another channel (a poller's OCSF instead of the vendor webhook),
+    When fingerprinted, Then the fingerprint is the same; another product or uid differs."""
     first = DetectionFinding.model_validate(alert("A-1", host="WS-1"))
     resent_payload = dict(reversed(list(alert("A-1", host="WS-1", severity=5).items())))
     resent = DetectionFinding.model_validate({**resent_payload, "status_id": 2})
     assert fingerprint("ocsf", first) == fingerprint("ocsf", resent)
     assert len(fingerprint("ocsf", first)) == 64
-    assert fingerprint("crowdstrike", first) != fingerprint("ocsf", first)
+    assert fingerprint("crowdstrike", first) == fingerprint("ocsf", first)
+    product = first.metadata.product.model_copy(update={"uid": "other-product"})
+    elsewhere = first.model_copy(
+        update={"metadata": first.metadata.model_copy(update={"product": product})}
+    )
+    assert fingerprint("ocsf", elsewhere) != fingerprint("ocsf", first)
     other = DetectionFinding.model_validate(alert("A-2", host="WS-1"))
     assert fingerprint("ocsf", other) != fingerprint("ocsf", first)
 

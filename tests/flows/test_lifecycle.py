@@ -23,7 +23,8 @@ from flows.lifecycle import IncidentIncomplete, handle_incident
 from flows.models import ActionStatus, Incident, IncidentOutcome
 from flows.settings import StanchSettings, load_settings
 from flows.store import ApprovalRow, Store, open_store
-from flows.wiring import default_lab
+from flows.undo import undo_incident
+from flows.wiring import connect, default_lab
 from integrations.capabilities import Containment
 from stanch.demo import provision_lab
 from tests.flows import factories
@@ -137,8 +138,6 @@ async def test_approved_incident_is_contained_remediated_and_reported(store: Sto
     lab = default_lab()
     edr, idp, fw = (lab.simulator(v) for v in ("crowdstrike", "okta", "fortigate"))
     settings = load_settings()
-    from flows.wiring import connect
-
     async with connect(settings) as live:
         host = await live.edr.find_host("WS-0042")
         user = await live.identity.find_user("jdoe@acme.example")
@@ -282,3 +281,49 @@ async def test_rerunning_an_incident_does_not_repeat_vendor_actions(store: Store
         runs = await client.read_flow_runs()
     names = [r.name for r in runs]
     assert names.count(f"{incident.id} {incident.title}") == 2
+
+
+async def test_undo_reverses_what_is_in_effect_through_approval(store: Store) -> None:
+    """Given an incident whose containment and remediation ran,
+    When undo-incident runs and the analyst approves the inverse plans,
+    Then the host is released, the user unsuspended, the blocks lifted, nothing is left in
+    effect, and the ledger still verifies."""
+    incident = new_incident()
+    outcome, _ = await run(incident, store, approve)
+    assert isinstance(outcome, IncidentOutcome), outcome
+
+    settings = load_settings()
+    answered: list[str] = []
+
+    async def analyst() -> None:
+        while True:
+            for row in await store.approvals(incident_id=incident.id, status="pending"):
+                if row.id not in answered:
+                    answered.append(row.id)
+                    await approve(store, settings, row)
+            await asyncio.sleep(0.2)
+
+    helper = asyncio.create_task(analyst())
+    try:
+        undone = await undo_incident(incident.id)
+    finally:
+        helper.cancel()
+        await asyncio.gather(helper, return_exceptions=True)
+
+    assert sorted(a.plan.verb for a in undone) == [
+        "release_host",
+        "unblock_hash",
+        "unblock_ip",
+        "unblock_ip",
+        "unsuspend_user",
+    ]
+    assert all(a.status == ActionStatus.EXECUTED for a in undone)
+    assert all(a.approved_by == ["cli:alice"] for a in undone)
+    assert len(answered) == 1
+    async with connect(settings) as live:
+        user = await live.identity.find_user("jdoe@acme.example")
+        assert await live.firewall.list_blocked() == []
+    assert user is not None and user.status == "active"
+    ledger = Ledger(store)
+    assert await ledger.in_effect(incident.id) == []
+    assert (await ledger.verify()).ok

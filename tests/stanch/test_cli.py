@@ -62,7 +62,7 @@ def test_demo_runs_end_to_end_on_its_own_server(tmp_path: Path) -> None:
     ]
     assert len(contained) >= 3
     assert all(len(a["plan_sha256"]) == 64 for a in contained)
-    assert all(a["approved_by"] == ["simulated-analyst:sim-analyst"] for a in contained)
+    assert all(a["approved_by"] == ["slack:U0DEMOANALYST"] for a in contained)
 
     report = (tmp_path / summary["report"]["markdown"]).read_text()
     for action in contained:

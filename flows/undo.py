@@ -1,0 +1,72 @@
+"""The ``undo-incident`` flow: reverse what an incident's response still has in effect.
+
+The inverse of every executed, reversible action the ledger shows in effect (release the
+host, unsuspend the user, unblock the address and the hash) becomes an action plan that
+goes through the tenant's policy and the approval gate like any other: undoing
+containment is itself a decision someone must own.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows import wiring
+from flows.errors import StanchError
+from flows.ledger import Ledger
+from flows.lifecycle import Lifecycle, default_gate
+from flows.models import ActionPlan, ActionResult, Incident, Stage
+from flows.policy import policy_directory
+from flows.roe import policy_for_tenant
+from flows.settings import load_settings
+from flows.store import Store, open_store
+from integrations.capabilities import Capability
+
+
+async def inverse_plans(store: Store, incident: Incident) -> list[ActionPlan]:
+    """The plans that undo what the incident's response still has in effect."""
+    return [
+        ActionPlan(
+            tenant=incident.tenant,
+            incident_id=incident.id,
+            capability=Capability(effect.inverse.capability),
+            verb=effect.inverse.verb,
+            target=effect.inverse.target,
+            target_label=effect.inverse.target_label,
+            parameters=effect.inverse.parameters,
+            stage=Stage.REMEDIATE,
+        )
+        for effect in await Ledger(store).in_effect(incident.id)
+    ]
+
+
+@flow(name="undo-incident", flow_run_name="undo {incident_id}", log_prints=False)
+async def undo_incident(incident_id: str) -> list[ActionResult]:
+    """Build, authorise and execute the inverse plans of an incident.
+
+    Raises:
+        StanchError: the incident is not in the store.
+    """
+    settings = load_settings()
+    run_id = flow_run.get_id()
+    async with open_store(settings.store_url) as store:
+        row = await store.get_incident(incident_id)
+        if row is None:
+            raise StanchError(f"no incident {incident_id} in the store")
+        incident = Incident.model_validate(row.document)
+        plans = await inverse_plans(store, incident)
+        async with wiring.connect(settings, tenant=incident.tenant) as integrations:
+            lifecycle = Lifecycle(
+                incident,
+                settings=settings,
+                store=store,
+                integrations=integrations,
+                gate=default_gate(settings),
+                policy=policy_for_tenant(policy_directory(settings.policies_dir), incident.tenant),
+                flow_run_id=str(run_id) if run_id else None,
+            )
+            if plans:
+                await lifecycle.authorise_and_execute(Stage.REMEDIATE, plans)
+        if plans and all(a.status.value in ("executed", "already_done") for a in lifecycle.actions):
+            await store.set_incident_status(incident.id, "undone")
+        return lifecycle.actions

@@ -1,0 +1,360 @@
+"""``stanch playbook``: validate playbooks, dry-run one, test them all, explain routing.
+
+Nothing here calls a vendor, writes to the store or starts Prefect: lookups are answered
+by the in-process lab simulators, seeded with the hosts and users the alerts name.
+Validation lines read ``file:line: code: message`` like compiler errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from cyclopts import App, Parameter
+from pydantic import ValidationError
+
+from flows.models import Incident, Stage, Verdict
+from flows.playbook import (
+    LoadedPlaybook,
+    Lookup,
+    PlaybookError,
+    PlaybookPlan,
+    PlaybookRunError,
+    adapter_lookup,
+    decide,
+    load_playbook,
+    load_playbooks,
+    plan_playbook,
+    playbook_files,
+)
+from flows.playbook import route as route_incident
+from flows.policy import policy_directory
+from flows.roe import PolicyError, RoeDecision, policy_for_tenant
+from flows.settings import StanchSettings
+from flows.wiring import Lab, connect
+from integrations.ocsf import DetectionFinding
+
+app = App(name="playbook", help="YAML playbooks: validate, dry-run, test and route.")
+
+_ACTION_STAGES = (Stage.CONTAIN, Stage.REMEDIATE)
+
+
+class _BadAlert(Exception):
+    pass
+
+
+def read_alerts(paths: Sequence[Path]) -> list[DetectionFinding]:
+    """OCSF Detection Findings from JSON files (each one finding or a list of them).
+
+    Raises:
+        _BadAlert: a file is unreadable, not JSON, or not a Detection Finding.
+    """
+    alerts: list[DetectionFinding] = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise _BadAlert(f"{path}: cannot read alert JSON: {exc}") from exc
+        for i, item in enumerate(data if isinstance(data, list) else [data]):
+            try:
+                alerts.append(DetectionFinding.model_validate(item))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "(root)"
+                raise _BadAlert(f"{path}[{i}]: {where}: {first['msg']}") from exc
+    if not alerts:
+        raise _BadAlert("no alerts given")
+    return alerts
+
+
+def incident_of(
+    alerts: list[DetectionFinding], *, tenant: str | None = None, incident_id: str | None = None
+) -> Incident:
+    """One incident made of ``alerts``, with an id derived from the first alert's date."""
+    first = min(a.occurred_at for a in alerts)
+    chosen = tenant or next((a.metadata.tenant_uid for a in alerts if a.metadata.tenant_uid), None)
+    return Incident(
+        id=incident_id or f"INC-{first:%Y%m%d}-0001",
+        tenant=chosen or "demo",
+        title=max(alerts, key=lambda a: int(a.severity_id)).title[:200],
+        created_at=first,
+        alerts=alerts,
+    )
+
+
+@asynccontextmanager
+async def lab_lookup(incident: Incident, *, absent: Sequence[str] = ()) -> AsyncIterator[Lookup]:
+    """Lookups answered by fresh lab simulators that know the incident's hosts and users.
+
+    Args:
+        incident: whose hosts and users to seed.
+        absent: host names or logins to leave out, to exercise "not found".
+    """
+    settings = StanchSettings(mode="lab")
+    lab = Lab()
+    edr = lab.simulator(settings.vendor_for("edr", incident.tenant))
+    for hostname in incident.hostnames:
+        if hostname not in absent:
+            edr.add_host(hostname)  # type: ignore[attr-defined]
+    identity = lab.simulator(settings.vendor_for("identity", incident.tenant))
+    for login in incident.users:
+        if login not in absent:
+            identity.add_user(login)  # type: ignore[attr-defined]
+    async with connect(settings, lab, tenant=incident.tenant) as found:
+        yield adapter_lookup({c: found.adapter(c) for c in found.vendors})
+
+
+async def _plan_in_lab(
+    playbook: LoadedPlaybook,
+    incident: Incident,
+    *,
+    confirmed: Sequence[str] = (),
+    absent: Sequence[str] = (),
+) -> PlaybookPlan:
+    async with lab_lookup(incident, absent=absent) as lookup:
+        return await plan_playbook(playbook, incident, lookup, confirmed=set(confirmed))
+
+
+def _params(parameters: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in parameters.items())
+
+
+def _verdict(decision: RoeDecision) -> str:
+    if decision.verdict is Verdict.APPROVAL:
+        return f"approval by {decision.approvals_required} of {decision.approvers.describe()}"
+    return decision.verdict.value
+
+
+@app.command
+def validate(*paths: Path) -> int:
+    """Validate playbook files; print one line per error, ``file:line: code: message``.
+
+    Args:
+        paths: files or directories (their *.yaml); default: playbooks/.
+
+    Returns:
+        0 when every file is valid, 1 otherwise.
+    """
+    files = playbook_files(paths or (Path("playbooks"),))
+    if not files:
+        print("no playbook files to validate")
+        return 1
+    failed = 0
+    for path in files:
+        try:
+            load_playbook(path)
+        except PlaybookError as exc:
+            failed += 1
+            for issue in exc.issues:
+                print(issue)
+    if failed:
+        return 1
+    print(f"{len(files)} playbook{'s' if len(files) != 1 else ''} valid")
+    return 0
+
+
+@app.command
+def plan(
+    playbook: Path,
+    *,
+    alert: Annotated[tuple[Path, ...], Parameter(name="--alert", negative=())],
+    tenant: str | None = None,
+    incident_id: str | None = None,
+    confirm: Annotated[tuple[str, ...], Parameter(name="--confirm", negative=())] = (),
+    policies: Path | None = None,
+) -> int:
+    """Dry run: the plans a playbook makes for the alerts, with policy's verdict on each.
+
+    Touches nothing: lookups go to in-process lab simulators, no vendor is called, nothing is
+    stored, Prefect is not started.
+
+    Args:
+        playbook: the playbook file.
+        alert: an OCSF alert JSON file (repeatable; all alerts form one incident).
+        tenant: the tenant (default: the alerts' tenant_uid, else demo).
+        incident_id: the incident id to plan for (default: INC-<alert date>-0001).
+        confirm: a confirm step's id to treat as confirmed (repeatable).
+        policies: the policies directory (default: ./policies or the bundled set).
+
+    Returns:
+        0 when planned; 1 for an invalid playbook, policy or template; 2 for bad alerts.
+    """
+    try:
+        loaded = load_playbook(playbook)
+    except PlaybookError as exc:
+        for issue in exc.issues:
+            print(issue)
+        return 1
+    try:
+        incident = incident_of(read_alerts(alert), tenant=tenant, incident_id=incident_id)
+    except (_BadAlert, ValidationError) as exc:
+        print(f"bad alert: {exc}")
+        return 2
+    try:
+        policy = policy_for_tenant(policy_directory(policies), incident.tenant)
+        result = asyncio.run(_plan_in_lab(loaded, incident, confirmed=confirm))
+    except PolicyError as exc:
+        for policy_issue in exc.issues:
+            print(policy_issue)
+        return 1
+    except PlaybookRunError as exc:
+        print(f"cannot plan: {exc}")
+        return 1
+    print(
+        f"{loaded.id} v{loaded.version} ({loaded.file}) for {incident.id}, tenant "
+        f"{incident.tenant}, severity {incident.severity.name.lower()}"
+    )
+    print(f"policy: {policy.source}")
+    print("dry run: lookups answered by the lab simulators; nothing was changed")
+    for stage in (Stage.INVESTIGATE, Stage.CONTAIN, Stage.REMEDIATE, Stage.REPORT):
+        planned = result.planned(stage) if stage in _ACTION_STAGES else []
+        notes = [n for n in result.notes if n.stage is stage]
+        if not planned and not notes:
+            continue
+        print(f"\n{stage.value}")
+        decisions = decide(policy, planned, incident) if planned else []
+        for action, decision in zip(planned, decisions, strict=True):
+            p = action.plan
+            params = f" ({_params(dict(p.parameters))})" if p.parameters else ""
+            print(f"  {action.step}: {p.action} {p.target_label}{params} -> {_verdict(decision)}")
+            print(f"    {decision.explanation}")
+        for note in notes:
+            print(f"  {note.step}: {note.status.replace('_', ' ')}: {note.text}")
+    return 0
+
+
+def _expected_plans(case: dict[str, Any], stage: Stage) -> list[dict[str, Any]]:
+    rows = (case.get("plans") or {}).get(stage.value) or []
+    return [
+        {
+            "action": r["action"],
+            "target": str(r["target"]),
+            "parameters": dict(r.get("parameters") or {}),
+        }
+        for r in rows
+    ]
+
+
+def _produced(result: PlaybookPlan, stage: Stage) -> list[dict[str, Any]]:
+    return [
+        {"action": p.action, "target": p.target_label, "parameters": dict(p.parameters)}
+        for p in result.plans(stage)
+    ]
+
+
+def check_case(
+    playbook: LoadedPlaybook, playbooks: list[LoadedPlaybook], case: dict[str, Any], folder: Path
+) -> list[str]:
+    """Run one example case; return what differs from the expectation (empty: passed)."""
+    alerts = read_alerts([folder / name for name in case["alerts"]])
+    incident = incident_of(alerts, tenant=case.get("tenant"))
+    problems: list[str] = []
+    chosen = route_incident(incident, playbooks).chosen
+    expected_route = case.get("routes_to", playbook.id)
+    if (chosen.id if chosen else None) != expected_route:
+        problems.append(
+            f"routes to {chosen.id if chosen else 'nothing'}, expected {expected_route}"
+        )
+    result = asyncio.run(
+        _plan_in_lab(
+            playbook,
+            incident,
+            confirmed=case.get("confirmed", ()),
+            absent=case.get("absent", ()),
+        )
+    )
+    for stage in _ACTION_STAGES:
+        want, got = _expected_plans(case, stage), _produced(result, stage)
+        if want != got:
+            problems.append(f"{stage.value}: expected {json.dumps(want)}")
+            problems.append(f"{' ' * len(stage.value)}       got {json.dumps(got)}")
+    for status in ("not_executed", "waiting", "skipped"):
+        if status in case:
+            got_ids = list(dict.fromkeys(n.step for n in result.notes if n.status == status))
+            if list(case[status]) != got_ids:
+                problems.append(f"{status}: expected {case[status]}, got {got_ids}")
+    return problems
+
+
+@app.command
+def test(*, playbooks: Path = Path("playbooks")) -> int:
+    """Run every playbook on its examples (playbooks/examples/<id>/) and compare the plans.
+
+    Each ``expected.yaml`` lists cases: the alert files that form the incident and the
+    plans expected per stage (action, target label, parameters).
+
+    Args:
+        playbooks: the playbooks directory.
+
+    Returns:
+        0 when every case passes, 1 otherwise.
+    """
+    try:
+        loaded = load_playbooks(playbooks)
+    except PlaybookError as exc:
+        for issue in exc.issues:
+            print(issue)
+        return 1
+    failures = cases = 0
+    for playbook in loaded:
+        folder = playbooks / "examples" / playbook.id
+        expected = folder / "expected.yaml"
+        if not expected.is_file():
+            print(f"FAIL {playbook.id}: no examples ({expected} is missing)")
+            failures += 1
+            continue
+        spec = yaml.safe_load(expected.read_text(encoding="utf-8")) or {}
+        for case in spec.get("cases") or []:
+            cases += 1
+            name = f"{playbook.id}: {case.get('name', '?')}"
+            try:
+                problems = check_case(playbook, loaded, case, folder)
+            except (_BadAlert, ValidationError, PlaybookRunError, KeyError) as exc:
+                problems = [f"{type(exc).__name__}: {exc}"]
+            if problems:
+                failures += 1
+                print(f"FAIL {name}")
+                for line in problems:
+                    print(f"  {line}")
+            else:
+                print(f"ok   {name}")
+        if not spec.get("cases"):
+            print(f"FAIL {playbook.id}: {expected} lists no cases")
+            failures += 1
+    print(f"{len(loaded)} playbooks, {cases} cases, {failures} failed")
+    return 1 if failures else 0
+
+
+@app.command
+def route(*alerts: Path, playbooks: Path = Path("playbooks"), tenant: str | None = None) -> int:
+    """Say which playbook an incident made of these alerts goes to, and why.
+
+    Args:
+        alerts: OCSF alert JSON files (together, one incident).
+        playbooks: the playbooks directory.
+        tenant: the tenant (default: the alerts' tenant_uid, else demo).
+
+    Returns:
+        0 when a playbook was chosen, 1 when none fits or a playbook is invalid, 2 for bad
+        alerts.
+    """
+    try:
+        loaded = load_playbooks(playbooks)
+    except PlaybookError as exc:
+        for issue in exc.issues:
+            print(issue)
+        return 1
+    try:
+        incident = incident_of(read_alerts(alerts), tenant=tenant)
+    except (_BadAlert, ValidationError) as exc:
+        print(f"bad alert: {exc}")
+        return 2
+    decision = route_incident(incident, loaded)
+    for line in decision.explain():
+        print(line)
+    return 0 if decision.chosen else 1
