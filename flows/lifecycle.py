@@ -9,7 +9,7 @@ action is recorded in the store under its idempotency key.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -35,7 +35,17 @@ from flows.models import (
     Verdict,
     utcnow,
 )
-from flows.policy import policy_directory
+from flows.playbook import (
+    LoadedPlaybook,
+    PlannedAction,
+    PlaybookPlan,
+    adapter_lookup,
+    decide,
+    load_playbooks,
+    plan_playbook,
+    route,
+)
+from flows.policy import playbook_directory, policy_directory
 from flows.report import publish_report
 from flows.response import assess, containment_plans, remediation_plans
 from flows.roe import RoeDecision, RulesOfEngagement, count_recent_actions, policy_for_tenant
@@ -67,6 +77,7 @@ class Lifecycle:
         gate: ApprovalGate,
         policy: RulesOfEngagement,
         flow_run_id: str | None,
+        playbooks: Sequence[LoadedPlaybook] = (),
     ) -> None:
         self.incident = incident
         self.settings = settings
@@ -79,6 +90,8 @@ class Lifecycle:
         self.actions: list[ActionResult] = []
         self.decisions: list[dict[str, Any]] = []
         self.investigation = Investigation()
+        self.route = route(incident, playbooks) if playbooks else None
+        self.plan: PlaybookPlan | None = None
 
     def _tags(self, stage: Stage, vendor: str) -> list[str]:
         return [f"stage:{stage.value}", f"vendor:{vendor}", f"tenant:{self.incident.tenant}"]
@@ -142,6 +155,8 @@ class Lifecycle:
             with tags(*self._tags(Stage.DETECT, ",".join(vendors))):
                 await record_incident(self.incident, self.store, self.flow_run_id)
             notes.append(f"{len(self.incident.alerts)} alert(s) from {', '.join(vendors)}")
+            chosen = self.route.chosen if self.route else None
+            notes.append(f"playbook {chosen.id}" if chosen else "built-in response")
 
     async def investigate(self) -> None:
         """Look up every host and user the alerts name, then score the incident."""
@@ -163,12 +178,40 @@ class Lifecycle:
             notes.append(
                 f"verdict {self.investigation.verdict}, risk {self.investigation.risk_score}"
             )
+            if self.route is not None and self.route.chosen is not None:
+                self.plan = await self._plan_playbook(self.route.chosen, hosts, users)
+                notes.append(
+                    f"playbook {self.plan.playbook} v{self.plan.version} planned "
+                    f"{len(self.plan.actions)} action(s)"
+                )
+
+    async def _plan_playbook(
+        self, playbook: LoadedPlaybook, hosts: Sequence[Any], users: Sequence[Any]
+    ) -> PlaybookPlan:
+        """Plan the playbook, answering its lookups from what investigation already found."""
+        found: dict[tuple[str, str], Any] = {}
+        found.update(
+            (("edr.find_host", n), h) for n, h in zip(self.incident.hostnames, hosts, strict=True)
+        )
+        found.update(
+            (("identity.find_user", n), u) for n, u in zip(self.incident.users, users, strict=True)
+        )
+        adapters = {c: self.integrations.adapter(c) for c in self.integrations.vendors}
+        fallback = adapter_lookup(adapters)
+
+        async def lookup(action: str, args: Mapping[str, Any]) -> Any:
+            # The vendors were already asked about these hosts and users; anything else
+            # goes to the adapter (read-only calls only).
+            key = (action, str(next(iter(args.values()), "")))
+            return found[key] if key in found else await fallback(action, args)
+
+        return await plan_playbook(playbook, self.incident, lookup)
 
     async def contain(self) -> None:
         """Plan containment, get authority for it, execute what was authorised."""
         async with self.stage(Stage.CONTAIN) as notes:
-            plans = containment_plans(self.incident, self.investigation)
-            notes.extend(await self.authorise_and_execute(Stage.CONTAIN, plans))
+            planned = self._planned(Stage.CONTAIN)
+            notes.extend(await self.authorise_and_execute(Stage.CONTAIN, planned))
             if any(
                 a.status in (ActionStatus.EXECUTED, ActionStatus.ALREADY_DONE) for a in self.actions
             ):
@@ -177,8 +220,18 @@ class Lifecycle:
     async def remediate(self) -> None:
         """Remove what the attacker left: block the file hash, expire the password."""
         async with self.stage(Stage.REMEDIATE) as notes:
-            plans = remediation_plans(self.incident, self.investigation)
-            notes.extend(await self.authorise_and_execute(Stage.REMEDIATE, plans))
+            planned = self._planned(Stage.REMEDIATE)
+            notes.extend(await self.authorise_and_execute(Stage.REMEDIATE, planned))
+
+    def _planned(self, stage: Stage) -> list[PlannedAction]:
+        """The stage's plans: the playbook's, or the built-in response's."""
+        if self.plan is not None:
+            return self.plan.planned(stage)
+        builtin = containment_plans if stage == Stage.CONTAIN else remediation_plans
+        return [
+            PlannedAction(step="built-in", plan=p)
+            for p in builtin(self.incident, self.investigation)
+        ]
 
     async def report(self) -> IncidentOutcome:
         """Write the Markdown and HTML reports and publish the Prefect artifact."""
@@ -189,6 +242,12 @@ class Lifecycle:
             stages=list(self.stages),
             actions=list(self.actions),
             decisions=list(self.decisions),
+            playbook=self.plan.playbook if self.plan else None,
+            playbook_notes=[
+                f"{n.stage.value} {n.step}: {n.status} — {n.text}"
+                for n in (self.plan.notes if self.plan else [])
+                if n.status != "looked_up"
+            ],
         )
         async with self.stage(Stage.REPORT):
             outcome.clocks = compute_clocks(
@@ -212,12 +271,16 @@ class Lifecycle:
         outcome.stages = list(self.stages)
         return outcome
 
-    async def authorise_and_execute(self, stage: Stage, plans: list[ActionPlan]) -> list[str]:
+    async def authorise_and_execute(
+        self, stage: Stage, planned: Sequence[PlannedAction]
+    ) -> list[str]:
         """Ask policy about each plan, get approval where needed, run what is authorised.
 
+        A playbook step that requires approval tightens policy's verdict, never loosens it.
         Forbidden and denied plans are recorded (store and ledger) as refused; authorised
         ones run concurrently as tasks. Returns notes for the stage record.
         """
+        plans = [p.plan for p in planned]
         notes: list[str] = []
         # Budgets count what already ran for the tenant; a day covers any budget window.
         recent = await self.store.recent_actions(self.incident.tenant, utcnow() - timedelta(days=1))
@@ -225,7 +288,7 @@ class Lifecycle:
         def counter(tenant: str, action: str, window: timedelta) -> int:
             return count_recent_actions(recent, tenant=tenant, action=action, window=window)
 
-        decided = self.policy.decide_all(plans, self.incident, recent_actions=counter)
+        decided = decide(self.policy, planned, self.incident, recent_actions=counter)
         verdicts = {p.sha256: d for p, d in zip(plans, decided, strict=True)}
         authorised: list[tuple[ActionPlan, Verdict, list[str]]] = []
         needs_approval: list[ActionPlan] = []
@@ -390,5 +453,6 @@ async def handle_incident(incident: Incident) -> IncidentOutcome:
             gate=default_gate(settings),
             policy=policy_for_tenant(policy_directory(settings.policies_dir), incident.tenant),
             flow_run_id=str(run_id) if run_id else None,
+            playbooks=load_playbooks(playbook_directory(settings.playbooks_dir)),
         )
         return await lifecycle.run()

@@ -221,4 +221,8 @@ class IncidentOutcome(BaseModel):
     report_paths: dict[str, str] = Field(default_factory=dict)
     clocks: dict[str, float | None] = Field(default_factory=dict)
     in_effect: list[str] = Field(default_factory=list, description="actions not yet undone")
+    playbook: str | None = Field(default=None, description="the playbook that handled it")
+    playbook_notes: list[str] = Field(
+        default_factory=list, description="steps that planned no action, and why"
+    )
     ledger: dict[str, Any] = Field(default_factory=dict, description="verification, entries")

@@ -29,16 +29,27 @@ class Policy(Protocol):
     def decide(self, plan: ActionPlan, incident: Incident) -> PolicyDecision: ...
 
 
-def policy_directory(configured: Path | None) -> Path:
-    """Where the rules of engagement are: the setting, else ``./policies``, else the bundled set.
+def content_directory(name: str, configured: Path | None, marker: str) -> Path:
+    """Where SOC-authored content lives: the setting, else ``./<name>``, else the bundled set.
 
-    The bundled set is the repository's ``policies/`` (a checkout or an editable install)
-    or the copy packaged into the wheel as ``flows/_policies``.
+    The bundled set is the repository's ``<name>/`` (a checkout or an editable install)
+    or the copy packaged into the wheel as ``flows/_<name>``. ``marker`` is a glob that
+    a usable directory matches.
     """
     if configured is not None:
         return configured
     package = Path(flows.__file__).resolve().parent
-    for candidate in (Path("policies"), package / "_policies", package.parent / "policies"):
-        if (candidate / "default.yaml").is_file():
+    for candidate in (Path(name), package / f"_{name}", package.parent / name):
+        if any(candidate.glob(marker)):
             return candidate
-    raise FileNotFoundError("no policies directory: set STANCH_POLICIES_DIR")
+    raise FileNotFoundError(f"no {name} directory: set STANCH_{name.upper()}_DIR")
+
+
+def policy_directory(configured: Path | None) -> Path:
+    """Where the rules of engagement are (``default.yaml`` and ``<tenant>.yaml``)."""
+    return content_directory("policies", configured, "default.yaml")
+
+
+def playbook_directory(configured: Path | None) -> Path:
+    """Where the playbooks are (``<id>.yaml``)."""
+    return content_directory("playbooks", configured, "*.yaml")

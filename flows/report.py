@@ -58,6 +58,8 @@ def report_context(outcome: IncidentOutcome) -> dict[str, Any]:
         "flow_run_id": outcome.flow_run_id,
         "in_effect": outcome.in_effect,
         "ledger": outcome.ledger,
+        "playbook": outcome.playbook,
+        "playbook_notes": outcome.playbook_notes,
         "stage_order": list(Stage),
         "evidence": {
             "Hosts": incident.hostnames,
@@ -85,6 +87,8 @@ def export_json(outcome: IncidentOutcome) -> str:
         "clocks": outcome.clocks,
         "in_effect": outcome.in_effect,
         "ledger": outcome.ledger,
+        "playbook": outcome.playbook,
+        "playbook_notes": outcome.playbook_notes,
         "flow_run_id": outcome.flow_run_id,
     }
     return json.dumps(document, indent=2, ensure_ascii=False)

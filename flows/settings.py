@@ -32,6 +32,9 @@ class StanchSettings(BaseSettings):
         database_url: the incident store; SQLite under ``home`` by default.
         policies_dir: the rules of engagement (``<tenant>.yaml``, ``default.yaml``); by
             default ``./policies`` or the bundled set.
+        playbooks_dir: the playbooks (``<id>.yaml``); by default ``./playbooks`` or the
+            bundled library. An incident no playbook's trigger fits gets the built-in
+            response.
         tenants: per-tenant vendor choice overriding ``edr``/``identity``/``firewall``,
             e.g. ``STANCH_TENANTS='{"globex": {"edr": "defender"}}'``. A tenant's vendor
             credentials are read from ``STANCH_<TENANT>_<VENDOR>_<FIELD>`` when any such
@@ -67,6 +70,7 @@ class StanchSettings(BaseSettings):
     reports_dir: Path = Path("reports")
     database_url: str | None = None
     policies_dir: Path | None = None
+    playbooks_dir: Path | None = None
     tenants: dict[str, dict[Literal["edr", "identity", "firewall"], str]] = Field(
         default_factory=dict
     )

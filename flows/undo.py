@@ -16,6 +16,7 @@ from flows.errors import StanchError
 from flows.ledger import Ledger
 from flows.lifecycle import Lifecycle, default_gate
 from flows.models import ActionPlan, ActionResult, Incident, Stage
+from flows.playbook import PlannedAction
 from flows.policy import policy_directory
 from flows.roe import policy_for_tenant
 from flows.settings import load_settings
@@ -66,7 +67,8 @@ async def undo_incident(incident_id: str) -> list[ActionResult]:
                 flow_run_id=str(run_id) if run_id else None,
             )
             if plans:
-                await lifecycle.authorise_and_execute(Stage.REMEDIATE, plans)
+                undo_steps = [PlannedAction(step="undo", plan=p) for p in plans]
+                await lifecycle.authorise_and_execute(Stage.REMEDIATE, undo_steps)
         if plans and all(a.status.value in ("executed", "already_done") for a in lifecycle.actions):
             await store.set_incident_status(incident.id, "undone")
         return lifecycle.actions

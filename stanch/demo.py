@@ -422,6 +422,7 @@ def summary(
     return {
         "incident_id": outcome.incident.id,
         "title": outcome.incident.title,
+        "playbook": outcome.playbook,
         "flow_run_id": flow_run_id,
         "stages": {s.stage.value: s.state for s in outcome.stages},
         "actions": [

@@ -128,6 +128,8 @@ async def test_approved_incident_is_contained_remediated_and_reported(store: Sto
     outcome, answered = await run(incident, store, approve)
     assert isinstance(outcome, IncidentOutcome), outcome
     assert [s.state for s in outcome.stages] == ["completed"] * 5
+    assert outcome.playbook == "ransomware"
+    assert any("not_executed" in note for note in outcome.playbook_notes), "hunt step noted"
     contained = [a for a in outcome.actions if a.plan.stage == "contain"]
     assert len(contained) == 5
     not_executed = [a for a in outcome.actions if a.status != ActionStatus.EXECUTED]

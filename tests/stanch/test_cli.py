@@ -50,6 +50,7 @@ def test_demo_runs_end_to_end_on_its_own_server(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     summary: dict[str, Any] = json.loads(result.stdout)
 
+    assert summary["playbook"] == "ransomware", "the demo runs through the YAML playbook"
     assert summary["stages"] == dict.fromkeys(
         ["detect", "investigate", "contain", "remediate", "report"], "completed"
     )
