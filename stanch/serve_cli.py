@@ -128,14 +128,92 @@ async def run_service(
     log_level: str = "info",
     access_log: bool = True,
 ) -> None:
-    """Open the store and serve the intake app until SIGINT or SIGTERM."""
+    """Open the store and serve the intake app until SIGINT or SIGTERM.
+
+    With ``STANCH_APPROVAL_CHANNEL=slack`` the same process receives Slack clicks (HTTP
+    request URL when a signing secret is set, Socket Mode when an app token is set) and
+    runs the approval sweeper (reminders, escalation, expiry).
+    """
     async with open_store(store_url) as store:
         intake = Intake(store, start_incident=start_incident, window=window, triage=triage)
-        app = create_app(settings or ServiceSettings(), intake, sources=sources)
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level=log_level, access_log=access_log
+        async with _slack_side(store) as slack:
+            app = create_app(settings or ServiceSettings(), intake, sources=sources, slack=slack)
+            config = uvicorn.Config(
+                app, host=host, port=port, log_level=log_level, access_log=access_log
+            )
+            await _Server(config).serve()
+
+
+@contextlib.asynccontextmanager
+async def _slack_side(store: Any) -> Any:
+    """The Slack listener and sweeper, when approvals go through Slack; else nothing."""
+    from flows.settings import load_settings
+
+    settings = load_settings()
+    if settings.approval_channel != "slack":
+        yield None
+        return
+    from slack_sdk import WebClient
+
+    from flows.approval_service import ApprovalService, run_sweeper
+    from integrations.slack import SlackChat, SlackRequestVerifier
+    from stanch.slack_listener import SlackInteractions
+
+    if settings.slack_bot_token is None or settings.slack_channel is None:
+        raise SystemExit("Slack approvals need STANCH_SLACK_BOT_TOKEN and STANCH_SLACK_CHANNEL")
+    if settings.slack_team_id is None:
+        raise SystemExit("Slack approvals need STANCH_SLACK_TEAM_ID (clicks from it only)")
+    client = WebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_base_url,
+        timeout=10,
+    )
+    service = ApprovalService(
+        store,
+        SlackChat(client, channel=settings.slack_channel),
+        settings.approval_key(),
+        team_id=settings.slack_team_id,
+        escalation_group=settings.slack_escalation_group,
+        reminder_every=timedelta(seconds=settings.slack_reminder_seconds),
+        escalate_after=timedelta(seconds=settings.slack_escalate_after_seconds),
+    )
+    stop = asyncio.Event()
+    sweeper = asyncio.create_task(run_sweeper(service, stop=stop))
+    listener = None
+    if settings.slack_signing_secret is not None:
+        listener = SlackInteractions(
+            service.handle,
+            SlackRequestVerifier(settings.slack_signing_secret),
+            team_id=settings.slack_team_id,
         )
-        await _Server(config).serve()
+    socket = None
+    if settings.slack_app_token is not None:
+        from slack_sdk.socket_mode import SocketModeClient
+
+        from stanch.slack_listener import SocketModeRunner
+
+        socket = SocketModeRunner(
+            SocketModeClient(
+                app_token=settings.slack_app_token.get_secret_value(), web_client=client
+            ),
+            service.handle,
+            asyncio.get_running_loop(),
+            team_id=settings.slack_team_id,
+        )
+        await asyncio.to_thread(socket.connect)
+    if listener is None and socket is None:
+        raise SystemExit(
+            "Slack approvals need STANCH_SLACK_APP_TOKEN (Socket Mode) or "
+            "STANCH_SLACK_SIGNING_SECRET (HTTP request URL)"
+        )
+    log.info("Slack approvals: %s", "socket mode" if socket else "HTTP /slack/interactions")
+    try:
+        yield listener
+    finally:
+        stop.set()
+        await sweeper
+        if socket is not None:
+            socket.close()
 
 
 def serve(
