@@ -1,0 +1,101 @@
+"""Each benchmark at its smallest size, as a subprocess: it runs and reports sane figures.
+
+Benchmarks are not tests and their figures never gate CI; these only check that the
+commands still work end to end and print the documented JSON. Each starts its own Prefect
+server (no ``PREFECT_API_URL`` is passed down) and stops it when done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 300  # seconds per benchmark; they take about 20-40 s on 2 cores
+
+
+def _environment() -> dict[str, str]:
+    # The test run's conftest points Prefect and stanch at its own server and home; the
+    # benchmark makes its own under a temporary directory.
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PREFECT_", "STANCH_"))
+    }
+
+
+def _run(*args: str) -> tuple[dict[str, Any], str]:
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    assert len(lines) == 2, f"expected a JSON line and a summary line, got {lines}"
+    figures: dict[str, Any] = json.loads(lines[0])
+    return figures, lines[1]
+
+
+def _machine_ok(figures: dict[str, Any]) -> None:
+    assert isinstance(figures["cores"], int)
+    assert figures["cores"] >= 1
+    assert figures["memory_gb"] is None or figures["memory_gb"] > 0
+
+
+def test_overhead_smallest() -> None:
+    figures, summary = _run("bench.overhead", "--runs", "1", "--warmup", "0")
+
+    assert figures["benchmark"] == "overhead"
+    assert figures["ok"] is True, figures["checks"]
+    assert figures["checks"] == {
+        "every_run_reported": True,
+        "seven_actions_per_incident": True,
+        "same_vendor_calls": True,
+    }
+    assert figures["runs"] == 1
+    assert len(figures["stanch_seconds"]) == len(figures["baseline_seconds"]) == 1
+    assert 0 < figures["baseline_seconds_median"] < 60
+    assert 0 < figures["stanch_seconds_median"] < 240
+    assert figures["ratio"] > 0
+    assert figures["actions_executed_per_incident"] == [7]
+    requests = figures["vendor_requests"]
+    assert requests["stanch"] == requests["baseline"]
+    assert requests["stanch_total"] >= 10  # the lookups and the seven actions at least
+    assert not any("token" in route for route in requests["stanch"])
+    assert figures["prefect_server_owned"] is True
+    assert figures["prefect_server_peak_rss_mb"] > 0
+    assert figures["worker_peak_rss_mb"] > 0
+    _machine_ok(figures)
+    assert summary.startswith("OK: ") and "ratio" in summary
+
+
+def test_concurrency_smallest() -> None:
+    figures, summary = _run("bench.concurrency", "--incidents", "1", "--runs", "1", "--warmup", "0")
+
+    assert figures["benchmark"] == "concurrency"
+    assert figures["ok"] is True, figures["checks"]
+    assert figures["incidents"] == [1]
+    sqlite = figures["backends"]["sqlite"]
+    assert "error" not in sqlite
+    size = sqlite["sizes"]["1"]
+    assert size["every_incident_started"] is True
+    assert size["every_incident_reported"] is True
+    assert size["every_incident_contained"] is True
+    assert size["incidents_per_minute"] > 0
+    assert 0 < size["time_to_contain_p50_seconds"] <= size["time_to_contain_p95_seconds"]
+    assert size["time_to_contain_p95_seconds"] <= size["makespan_seconds"]
+    assert size["prefect_server_peak_rss_mb"] > 0
+    assert size["worker_peak_rss_mb"] > 0
+    if not os.environ.get("STANCH_BENCH_POSTGRES_URL"):
+        assert "skipped" in figures["backends"]["postgresql"]
+    _machine_ok(figures)
+    assert summary.startswith("OK: ")
