@@ -163,6 +163,11 @@ async def _slack_side(store: Any) -> Any:
         raise SystemExit("Slack approvals need STANCH_SLACK_BOT_TOKEN and STANCH_SLACK_CHANNEL")
     if settings.slack_team_id is None:
         raise SystemExit("Slack approvals need STANCH_SLACK_TEAM_ID (clicks from it only)")
+    if settings.slack_app_token is None and settings.slack_signing_secret is None:
+        raise SystemExit(
+            "Slack approvals need STANCH_SLACK_APP_TOKEN (Socket Mode) or "
+            "STANCH_SLACK_SIGNING_SECRET (HTTP request URL)"
+        )
     client = WebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_base_url,
@@ -177,8 +182,6 @@ async def _slack_side(store: Any) -> Any:
         reminder_every=timedelta(seconds=settings.slack_reminder_seconds),
         escalate_after=timedelta(seconds=settings.slack_escalate_after_seconds),
     )
-    stop = asyncio.Event()
-    sweeper = asyncio.create_task(run_sweeper(service, stop=stop))
     listener = None
     if settings.slack_signing_secret is not None:
         listener = SlackInteractions(
@@ -201,12 +204,11 @@ async def _slack_side(store: Any) -> Any:
             team_id=settings.slack_team_id,
         )
         await asyncio.to_thread(socket.connect)
-    if listener is None and socket is None:
-        raise SystemExit(
-            "Slack approvals need STANCH_SLACK_APP_TOKEN (Socket Mode) or "
-            "STANCH_SLACK_SIGNING_SECRET (HTTP request URL)"
-        )
     log.info("Slack approvals: %s", "socket mode" if socket else "HTTP /slack/interactions")
+    # Started only once the configuration is known good: a refused start must not leave
+    # a sweeper running against a store that is about to close.
+    stop = asyncio.Event()
+    sweeper = asyncio.create_task(run_sweeper(service, stop=stop))
     try:
         yield listener
     finally:
