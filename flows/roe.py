@@ -33,6 +33,7 @@ from pydantic_core import PydanticCustomError
 from flows.errors import StanchError
 from flows.models import ActionPlan, Incident, Stage, Verdict
 from flows.policy import PolicyDecision
+from flows.yaml_lines import YamlLines
 from integrations.capabilities import Capability
 from integrations.ocsf import SeverityId
 
@@ -516,41 +517,9 @@ def _semantic_issues(rules: RulesFile) -> list[tuple[_Loc, str, str]]:
 
 
 # Loading --------------------------------------------------------------------------------
-class _LineMap:
-    """Where each key and list item of a YAML document starts (1-based lines)."""
-
-    def __init__(self) -> None:
-        self.lines: dict[_Loc, int] = {}
-        self.duplicates: list[tuple[_Loc, int]] = []
-
-    def walk(self, node: yaml.Node, path: _Loc = ()) -> None:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for key, value in node.value:
-                name = str(key.value)
-                here = (*path, name)
-                line = key.start_mark.line + 1
-                # PyYAML keeps the last of two equal keys; a policy must not lose a rule silently.
-                if name in seen:
-                    self.duplicates.append((here, line))
-                seen.add(name)
-                self.lines[here] = line
-                self.walk(value, here)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                here = (*path, str(i))
-                self.lines[here] = item.start_mark.line + 1
-                self.walk(item, here)
-
-    def line(self, path: _Loc) -> int:
-        """The line of ``path``, or of its nearest ancestor written in the file."""
-        while path not in self.lines and path:
-            path = path[:-1]
-        return self.lines.get(path, 1)
 
 
-def _issue_from_error(error: Any, lines: _LineMap, file: str) -> PolicyIssue:
+def _issue_from_error(error: Any, lines: YamlLines, file: str) -> PolicyIssue:
     # "[key]" marks an error in a dict key rather than its value: the key's line is the same.
     path = tuple(str(p) for p in error["loc"] if p != "[key]")
     kind = error["type"]
@@ -595,7 +564,7 @@ def parse_policy(text: str, *, file: str = "<inline>") -> RulesFile:
         raise PolicyError(
             [PolicyIssue(file, 1, "", "not-a-mapping", "a policy is a mapping of fields")]
         )
-    lines = _LineMap()
+    lines = YamlLines()
     lines.walk(node)
     issues = [
         PolicyIssue(file, line, ".".join(path), "duplicate-key", f"{path[-1]!r} appears twice")

@@ -37,6 +37,7 @@ from flows.playbook.templates import (
     compile_template,
     walk_strings,
 )
+from flows.yaml_lines import YamlLines
 
 __all__ = [
     "CompiledStep",
@@ -180,46 +181,10 @@ class LoadedPlaybook:
 
 
 # YAML with lines -------------------------------------------------------------------------
-class _LineMap:
-    """Where each key and list item of a YAML document starts (1-based lines)."""
-
-    def __init__(self) -> None:
-        self.lines: dict[_Loc, int] = {}
-        self.text_lines: dict[_Loc, int] = {}
-        self.duplicates: list[tuple[_Loc, int]] = []
-
-    def walk(self, node: yaml.Node, path: _Loc = ()) -> None:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for key, value in node.value:
-                name = str(key.value)
-                here = (*path, name)
-                # PyYAML keeps the last of two equal keys: a step would vanish silently.
-                if name in seen:
-                    self.duplicates.append((here, key.start_mark.line + 1))
-                seen.add(name)
-                self.lines[here] = key.start_mark.line + 1
-                if isinstance(value, yaml.ScalarNode):
-                    # A block scalar's text starts on the line after its | or > indicator.
-                    block = value.style in ("|", ">")
-                    self.text_lines[here] = value.start_mark.line + 1 + int(block)
-                self.walk(value, here)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                here = (*path, str(i))
-                self.lines[here] = item.start_mark.line + 1
-                self.walk(item, here)
-
-    def line(self, path: _Loc) -> int:
-        """The line of ``path``, or of its nearest ancestor written in the file."""
-        while path not in self.lines and path:
-            path = path[:-1]
-        return self.lines.get(path, 1)
 
 
 class _Issues:
-    def __init__(self, file: str, data: Any, lines: _LineMap) -> None:
+    def __init__(self, file: str, data: Any, lines: YamlLines) -> None:
         self.file = file
         self.data = data
         self.lines = lines
@@ -248,7 +213,7 @@ class _Issues:
         )
 
 
-def _read_yaml(text: str, file: str) -> tuple[Any, _LineMap]:
+def _read_yaml(text: str, file: str) -> tuple[Any, YamlLines]:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -266,7 +231,7 @@ def _read_yaml(text: str, file: str) -> tuple[Any, _LineMap]:
         raise PlaybookError(
             [PlaybookIssue(file, 1, "not-a-mapping", "a playbook is a mapping of fields")]
         )
-    lines = _LineMap()
+    lines = YamlLines()
     lines.walk(node)
     return data, lines
 

@@ -99,3 +99,40 @@ def test_concurrency_smallest() -> None:
         assert "skipped" in figures["backends"]["postgresql"]
     _machine_ok(figures)
     assert summary.startswith("OK: ")
+
+
+def _json_line(*args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[0])
+    return figures
+
+
+def test_alert_storm_smallest() -> None:
+    """Given a storm of 300 alerts forming 3 incidents, When posted to the service,
+    Then exactly 3 incidents start and no alert is lost (the figures are not judged)."""
+    figures = _json_line("bench.alert_storm", "--alerts", "300", "--incidents", "3")
+    assert figures["ok"] is True, figures["checks"]
+    assert figures["incidents_created"] == 3
+    assert figures["start_callbacks"] <= 3
+    assert figures["accepted"] + figures["duplicates"] + figures["rejected"] == 300
+    assert figures["alerts_per_second"] > 0
+
+
+def test_approval_roundtrip_smallest() -> None:
+    """Given one approval through the fake Slack, When the click is posted,
+    Then the resumed task's start is measured (the 2 s target is not judged here)."""
+    figures = _json_line("bench.approval_roundtrip", "--runs", "1", "--target", "1000")
+    latency = figures["click_to_task_start_seconds"]
+    assert figures["runs"] == 1
+    assert len(latency["all"]) == 1
+    assert 0 < latency["p50"] <= latency["max"]
+    assert figures["click_to_ack_ms"]["p50"] > 0
