@@ -51,6 +51,9 @@ class ApprovalRequest(BaseModel):
     required_approvals: int = Field(default=1, ge=1, le=10)
     approver_ids: tuple[str, ...] = Field(default=(), description="Slack user ids from policy")
     approver_group: str | None = Field(default=None, description="Slack user group from policy")
+    allow_prefect_ui: bool = Field(
+        default=False, description="policy lets a Prefect UI resume decide, unsigned"
+    )
 
     @property
     def sha256s(self) -> list[str]:
@@ -61,8 +64,10 @@ class ApprovalRequest(BaseModel):
 class ApprovalDecision(RunInput):
     """The typed input that resumes a paused incident flow.
 
-    Every field is required and has no initial value, so a hand-filled Prefect UI form
-    cannot fall back on defaults (see notes/prefect.md §3a).
+    Every field but the signature is required and has no initial value, so a hand-filled
+    Prefect UI form cannot fall back on defaults (see notes/prefect.md §3a). A decision
+    without a signature counts only as the ``prefect-ui`` channel, and only where the
+    tenant's policy enables that channel.
     """
 
     approval_id: str = Field(description="the approval request being answered")
@@ -72,7 +77,11 @@ class ApprovalDecision(RunInput):
     channel: str = Field(min_length=1, description="cli, slack, simulated-analyst ...")
     reason: str = Field(description="the approver's words")
     decided_at: datetime = Field(description="when the human decided")
-    signature: str = Field(pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256, hex")
+    signature: str = Field(
+        default="",
+        pattern=r"^([0-9a-f]{64})?$",
+        description="HMAC-SHA256, hex, set by stanch's channels; leave empty in the Prefect UI",
+    )
 
 
 class ApprovalOutcome(BaseModel):
@@ -156,6 +165,7 @@ class PrefectPauseGate:
                     "plans": [p.model_dump(mode="json") for p in request.plans],
                     "sha256s": request.sha256s,
                     "reasons": request.reasons,
+                    "required_approvals": request.required_approvals,
                 },
                 status="pending",
                 requested_at=utcnow(),
@@ -256,8 +266,19 @@ class PrefectPauseGate:
         )
 
     def _problem(self, decision: ApprovalDecision, request: ApprovalRequest) -> str | None:
-        if not verify_decision(self._key, decision):
+        if decision.channel == "prefect-ui" and not decision.signature:
+            # Anyone with Prefect access can fill the form: it counts only where the
+            # tenant's policy says so, and never for more than one approver.
+            if not request.allow_prefect_ui:
+                return "the Prefect UI channel is not enabled by the tenant's policy"
+        elif not verify_decision(self._key, decision):
             return "signature does not verify (not issued by a stanch approval channel)"
+        approvers = {a for a in decision.approver.split(",") if a}
+        if decision.approved and len(approvers) < request.required_approvals:
+            return (
+                f"approval needs {request.required_approvals} distinct approvers, "
+                f"the decision names {len(approvers)}"
+            )
         if decision.approval_id != request.id:
             return f"decision answers {decision.approval_id}, not {request.id}"
         asked = set(request.sha256s)
@@ -279,6 +300,7 @@ def new_approval_request(
     required_approvals: int = 1,
     approver_ids: tuple[str, ...] = (),
     approver_group: str | None = None,
+    allow_prefect_ui: bool = False,
 ) -> ApprovalRequest:
     """A fresh request with a short random id and its deadline."""
     return ApprovalRequest(
@@ -294,6 +316,7 @@ def new_approval_request(
         required_approvals=required_approvals,
         approver_ids=approver_ids,
         approver_group=approver_group,
+        allow_prefect_ui=allow_prefect_ui,
     )
 
 
@@ -352,6 +375,13 @@ async def submit_decision(
         raise ApprovalError(f"{approval_id} is already {row.status} (by {row.decided_by})")
     if row.flow_run_id is None:
         raise ApprovalError(f"{approval_id} has no flow run to resume")
+    needed = int(row.plans.get("required_approvals", 1))
+    if approve and needed > len({a for a in approver.split(",") if a}):
+        # One operator cannot be two people: the flow would refuse it anyway.
+        raise ApprovalError(
+            f"{approval_id} needs {needed} distinct approvers; approve it in Slack, "
+            "where each approver's click is counted"
+        )
     hashes: list[str] = list(row.plans["sha256s"])
     fields: dict[str, Any] = {
         "approval_id": approval_id,

@@ -393,6 +393,7 @@ def _approvers_of(decisions: list[RoeDecision]) -> dict[str, Any]:
         "required_approvals": max([1, *(d.approvals_required for d in decisions)]),
         "approver_ids": tuple(ids),
         "approver_group": groups[0] if groups else None,
+        "allow_prefect_ui": all("prefect-ui" in d.approvers.channels for d in decisions),
     }
 
 

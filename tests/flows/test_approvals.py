@@ -25,13 +25,18 @@ KEY = b"k" * 32
 
 
 def _decision(
-    request_id: str, ok: list[str], no: list[str], key: bytes = KEY, **changes: Any
+    request_id: str,
+    ok: list[str],
+    no: list[str],
+    key: bytes = KEY,
+    approver: str = "alice",
+    **changes: Any,
 ) -> ApprovalDecision:
     fields: dict[str, Any] = {
         "approval_id": request_id,
         "approved": ok,
         "denied": no,
-        "approver": "alice",
+        "approver": approver,
         "channel": "cli",
         "reason": "ok",
         "decided_at": datetime.now(UTC),
@@ -77,7 +82,7 @@ def test_a_signed_decision_verifies_and_survives_the_json_round_trip() -> None:
 )
 def test_any_edit_breaks_the_signature(change: dict[str, Any]) -> None:
     """Given a signed decision, When any field is edited afterwards, Then it no longer verifies."""
-    assert not verify_decision(KEY, _decision("APR-1", ["a" * 64], [], **change))
+    assert not verify_decision(KEY, _decision("APR-1", ["a" * 64], []).model_copy(update=change))
 
 
 def test_a_decision_signed_with_another_key_is_refused() -> None:
@@ -149,6 +154,86 @@ async def test_unknown_or_decided_requests_are_refused_before_resuming(store: St
             "APR-done",
             approve=False,
             approver="a",
+            channel="cli",
+            reason="",
+            resume=resume,
+        )
+    assert resumed == []
+
+
+def _unsigned(request_id: str, ok: list[str], no: list[str], approver: str = "ui-user") -> Any:
+    return ApprovalDecision.model_validate(
+        {
+            "approval_id": request_id,
+            "approved": ok,
+            "denied": no,
+            "approver": approver,
+            "channel": "prefect-ui",
+            "reason": "typed in the UI",
+            "decided_at": datetime.now(UTC),
+        }
+    )
+
+
+def test_an_unsigned_prefect_ui_decision_counts_only_where_policy_enables_it() -> None:
+    """Given a hand-filled Prefect UI resume (no signature),
+    When the tenant's policy does not enable that channel, Then it is refused;
+    When it does, Then it is accepted."""
+    request = _request()
+    decision = _unsigned(request.id, request.sha256s, [])
+    gate = PrefectPauseGate(KEY, timeout_seconds=60, poll_seconds=1)
+    assert "not enabled" in (gate._problem(decision, request) or "")
+    allowed = request.model_copy(update={"allow_prefect_ui": True})
+    assert gate._problem(decision, allowed) is None
+    cli_unsigned = decision.model_copy(update={"channel": "cli"})
+    assert "signature" in (gate._problem(cli_unsigned, allowed) or "")
+
+
+def test_an_approval_must_carry_as_many_approvers_as_policy_requires() -> None:
+    """Given a request that needs two approvers,
+    When a signed decision names one approver, Then it is refused;
+    When it names two distinct ones, Then it is accepted; a denial by one is accepted."""
+    request = _request().model_copy(update={"required_approvals": 2})
+    gate = PrefectPauseGate(KEY, timeout_seconds=60, poll_seconds=1)
+    one = _decision(request.id, request.sha256s, [])
+    assert "2 distinct approvers" in (gate._problem(one, request) or "")
+    two = _decision(request.id, request.sha256s, [], approver="U0ALICE,U0BOB")
+    assert gate._problem(two, request) is None
+    same_twice = _decision(request.id, request.sha256s, [], approver="U0ALICE,U0ALICE")
+    assert gate._problem(same_twice, request)
+    denial = _decision(request.id, [], request.sha256s)
+    assert gate._problem(denial, request) is None
+
+
+async def test_the_cli_cannot_be_two_people(store: Store) -> None:
+    """Given a pending request that needs two approvers,
+    When one operator approves from the CLI, Then it is refused before any resume."""
+    resumed: list[Any] = []
+
+    async def resume(run_id: Any, payload: Any) -> None:
+        resumed.append(run_id)
+
+    now = datetime.now(UTC)
+    await store.create_approval(
+        ApprovalRow(
+            id="APR-two",
+            incident_id="INC-20261121-0001",
+            tenant="acme",
+            flow_run_id="00000000-0000-0000-0000-000000000000",
+            requester="t",
+            plans={"plans": [], "sha256s": ["a" * 64], "required_approvals": 2},
+            status="pending",
+            requested_at=now,
+            deadline=now + timedelta(minutes=1),
+        )
+    )
+    with pytest.raises(ApprovalError, match="needs 2 distinct approvers"):
+        await submit_decision(
+            store,
+            KEY,
+            "APR-two",
+            approve=True,
+            approver="cli-user",
             channel="cli",
             reason="",
             resume=resume,

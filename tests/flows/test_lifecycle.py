@@ -329,3 +329,47 @@ async def test_undo_reverses_what_is_in_effect_through_approval(store: Store) ->
     ledger = Ledger(store)
     assert await ledger.in_effect(incident.id) == []
     assert (await ledger.verify()).ok
+
+
+@pytest.fixture
+def ui_enabled_policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The default policy with the Prefect UI approval channel switched on."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    default = (Path(__file__).resolve().parents[2] / "policies" / "default.yaml").read_text()
+    assert "prefect_ui: false" in default
+    (policies / "default.yaml").write_text(default.replace("prefect_ui: false", "prefect_ui: true"))
+    monkeypatch.setenv("STANCH_POLICIES_DIR", str(policies))
+    return policies
+
+
+@pytest.mark.usefixtures("ui_enabled_policies")
+async def test_prefect_ui_resume_approves_where_policy_enables_that_channel(
+    store: Store,
+) -> None:
+    """Given a tenant policy that enables the Prefect UI channel,
+    When someone resumes the paused run from the Prefect UI form (no signature),
+    Then the containment runs, recorded as approved through prefect-ui by the typed name.
+    (Without that policy the same resume is refused: see the forged-resume test.)"""
+
+    async def from_the_ui(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
+        assert row.flow_run_id is not None
+        await wait_until_paused(UUID(row.flow_run_id))
+        await aresume_flow_run(
+            UUID(row.flow_run_id),
+            run_input={
+                "approval_id": row.id,
+                "approved": list(row.plans["sha256s"]),
+                "denied": [],
+                "approver": "carol",
+                "channel": "prefect-ui",
+                "reason": "checked in the UI",
+                "decided_at": "2026-11-21T00:00:00Z",
+            },
+        )
+
+    outcome, _ = await run(new_incident(), store, from_the_ui)
+    assert isinstance(outcome, IncidentOutcome), outcome
+    contain = [a for a in outcome.actions if a.plan.stage == "contain"]
+    assert contain and all(a.status == ActionStatus.EXECUTED for a in contain)
+    assert all(a.approved_by == ["prefect-ui:carol"] for a in contain)
