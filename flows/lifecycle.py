@@ -21,8 +21,8 @@ from prefect.runtime import flow_run
 
 from flows import wiring
 from flows.approvals import ApprovalGate, PrefectPauseGate, new_approval_request
-from flows.clocks import compute_clocks
 from flows.ledger import Ledger
+from flows.metrics import clocks_of
 from flows.models import (
     ActionPlan,
     ActionResult,
@@ -250,9 +250,12 @@ class Lifecycle:
             ],
         )
         async with self.stage(Stage.REPORT):
-            outcome.clocks = compute_clocks(
-                self.incident, await self.store.stage_events(self.incident.id), self.decisions
-            )
+            # From the stored records, as `stanch metrics` computes them: one definition.
+            outcome.clocks = clocks_of(
+                self.incident,
+                await self.store.stage_events(self.incident.id),
+                await self.store.approvals(incident_id=self.incident.id),
+            ).clocks
             outcome.stages = list(self.stages)
             ledger = Ledger(self.store)
             outcome.in_effect = [

@@ -69,7 +69,14 @@ def test_demo_runs_end_to_end_on_its_own_server(tmp_path: Path) -> None:
     for action in contained:
         assert action["plan_sha256"] in report
     assert (tmp_path / summary["report"]["html"]).exists()
-    assert set(summary["clocks"]) == {"detect", "acknowledge", "contain", "resolve"}
+    assert set(summary["clocks"]) == {
+        "detect",
+        "acknowledge",
+        "contain",
+        "resolve",
+        "approval_wait",
+    }
+    assert summary["clocks"]["approval_wait"] > 0
     assert summary["clocks"]["acknowledge"] <= summary["clocks"]["contain"]
     assert summary["elapsed_seconds"] < 60
 
