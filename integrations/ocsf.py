@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 OCSF_VERSION = "1.8.0"
 DETECTION_FINDING_CLASS_UID = 2004
@@ -324,3 +324,31 @@ class NormalizationError(ValueError):
         self.vendor = vendor
         self.field = field
         self.reason = reason
+
+
+def finding_from(vendor: str, event: dict[str, Any]) -> DetectionFinding:
+    """Validate a normaliser's OCSF event; a failure names the OCSF field that failed.
+
+    Raises:
+        NormalizationError: with the dotted path of the first failing attribute.
+    """
+    try:
+        return DetectionFinding.model_validate(event)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "$"
+        raise NormalizationError(vendor, where, first["msg"]) from exc
+
+
+def required_str(payload: dict[str, Any], field: str, *, vendor: str) -> str:
+    """A non-empty string field of a vendor payload.
+
+    Raises:
+        NormalizationError: the field is missing, empty or not a string.
+    """
+    value = payload.get(field)
+    if value is None:
+        raise NormalizationError(vendor, field, "missing")
+    if not isinstance(value, str) or not value.strip():
+        raise NormalizationError(vendor, field, f"expected a non-empty string, got {value!r}")
+    return value

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
 from integrations.crowdstrike.client import VENDOR, call, fql_string, raise_body_errors, resources
 from integrations.ocsf import (
@@ -19,6 +18,7 @@ from integrations.ocsf import (
     NormalizationError,
     ObservableType,
     SeverityId,
+    finding_from,
     iso_to_millis,
 )
 
@@ -259,12 +259,7 @@ def normalize_alert(payload: dict[str, Any]) -> DetectionFinding:
         event["unmapped"] = {"crowdstrike": extras}
     event["raw_data"] = json.dumps(payload, separators=(",", ":"), default=str)
 
-    try:
-        return DetectionFinding.model_validate(event)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<alert>"
-        raise NormalizationError(VENDOR, where, first["msg"]) from exc
+    return finding_from(VENDOR, event)
 
 
 # Pieces ---------------------------------------------------------------------------------

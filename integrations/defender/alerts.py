@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
 from integrations.defender.client import VENDOR, describe, retry_after
 from integrations.errors import VendorUnavailable
@@ -21,6 +20,7 @@ from integrations.ocsf import (
     NormalizationError,
     ObservableType,
     SeverityId,
+    finding_from,
     iso_to_millis,
 )
 
@@ -321,9 +321,4 @@ def normalize_alert(payload: dict[str, Any]) -> DetectionFinding:
         "unmapped": {"defender": unmapped} if unmapped else None,
         "raw_data": json.dumps(payload, separators=(",", ":")),
     }
-    try:
-        return DetectionFinding.model_validate(event)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "$"
-        raise NormalizationError(VENDOR, where, first["msg"]) from exc
+    return finding_from(VENDOR, event)

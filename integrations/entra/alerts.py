@@ -19,7 +19,9 @@ from integrations.ocsf import (
     NormalizationError,
     ObservableType,
     SeverityId,
+    finding_from,
     iso_to_millis,
+    required_str,
 )
 
 ACTIVITY_CREATE = 1
@@ -59,12 +61,7 @@ UNMAPPED_FIELDS = (
 
 
 def _required_str(payload: dict[str, Any], field: str) -> str:
-    value = payload.get(field)
-    if value is None:
-        raise NormalizationError(VENDOR, field, "missing")
-    if not isinstance(value, str) or not value.strip():
-        raise NormalizationError(VENDOR, field, f"expected a non-empty string, got {value!r}")
-    return value
+    return required_str(payload, field, vendor=VENDOR)
 
 
 def _millis(payload: dict[str, Any], field: str, *, required: bool) -> int | None:
@@ -201,10 +198,7 @@ def normalize_detection(payload: dict[str, Any]) -> DetectionFinding:
             finding["status"] = state
     if user:
         finding["actor"] = {"user": user}
-    try:
-        return DetectionFinding.model_validate(finding)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise NormalizationError(VENDOR, "$", f"not a valid Detection Finding: {exc}") from exc
+    return finding_from(VENDOR, finding)
 
 
 def _location(raw: Any) -> dict[str, Any] | None:

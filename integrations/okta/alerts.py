@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
 from integrations.errors import VendorUnavailable
 from integrations.ocsf import (
@@ -25,6 +24,8 @@ from integrations.ocsf import (
     NormalizationError,
     ObservableType,
     SeverityId,
+    finding_from,
+    required_str,
 )
 from integrations.okta.client import VENDOR, okta_send
 
@@ -117,12 +118,7 @@ def is_security_relevant(event: dict[str, Any]) -> bool:
 
 
 def _required_str(payload: dict[str, Any], field: str) -> str:
-    value = payload.get(field)
-    if value is None:
-        raise NormalizationError(VENDOR, field, "missing")
-    if not isinstance(value, str) or not value.strip():
-        raise NormalizationError(VENDOR, field, "must be a non-empty string")
-    return value
+    return required_str(payload, field, vendor=VENDOR)
 
 
 def _published_ms(payload: dict[str, Any]) -> int:
@@ -315,12 +311,7 @@ def normalize_event(payload: dict[str, Any]) -> DetectionFinding:
             else {}
         )
     }
-    try:
-        return DetectionFinding.model_validate(finding)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "<event>"
-        raise NormalizationError(VENDOR, where, first["msg"]) from exc
+    return finding_from(VENDOR, finding)
 
 
 def _since_param(since: datetime) -> str:

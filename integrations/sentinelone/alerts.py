@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
 from integrations.errors import VendorUnavailable
 from integrations.http import send
@@ -21,6 +20,7 @@ from integrations.ocsf import (
     NormalizationError,
     ObservableType,
     SeverityId,
+    finding_from,
     iso_to_millis,
 )
 from integrations.sentinelone.client import API, VENDOR, describe, retry_after
@@ -289,9 +289,4 @@ def normalize_threat(payload: dict[str, Any]) -> DetectionFinding:
         "unmapped": {"sentinelone": unmapped} if unmapped else None,
         "raw_data": json.dumps(payload, separators=(",", ":")),
     }
-    try:
-        return DetectionFinding.model_validate(event)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "$"
-        raise NormalizationError(VENDOR, where, first["msg"]) from exc
+    return finding_from(VENDOR, event)
