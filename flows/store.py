@@ -307,6 +307,15 @@ class Store:
         async with self._session() as session:
             return (await session.scalars(query)).all()
 
+    async def rebind_approval(self, approval_id: str, flow_run_id: str | None) -> None:
+        """Point a pending approval at the run now waiting on it (a re-run's)."""
+        async with self._session.begin() as session:
+            await session.execute(
+                update(ApprovalRow)
+                .where(ApprovalRow.id == approval_id, ApprovalRow.status == "pending")
+                .values(flow_run_id=flow_run_id)
+            )
+
     async def decide_approval(
         self, approval_id: str, *, status: str, decided_by: str, reason: str
     ) -> bool:
