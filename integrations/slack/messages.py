@@ -344,3 +344,200 @@ def deny_reason_modal(approval_id: str, incident_id: str = "") -> JSON:
 def deny_reason_errors(message: str) -> JSON:
     """The HTTP ack body that keeps the modal open and shows ``message`` under the input."""
     return {"response_action": "errors", "errors": {REASON_BLOCK_ID: clip(message, 200)}}
+
+
+# Incident summary ----------------------------------------------------------------------
+
+MAX_SUMMARY_ACTIONS = 15
+MAX_SUMMARY_IN_EFFECT = 10
+SUMMARY_LABEL_LIMIT = 120
+"""Labels in the summary are cut shorter than in the approval: it is a digest, not evidence."""
+
+_STATUS_MARKS = {
+    "executed": ":white_check_mark:",
+    "already_done": ":white_check_mark:",
+    "denied": ":no_entry:",
+    "forbidden": ":no_entry_sign:",
+    "failed": ":x:",
+}
+
+
+class SummaryAction(BaseModel):
+    """One action's outcome as the incident summary lists it.
+
+    Attributes:
+        action: the playbook spelling, ``edr.contain_host``.
+        target_label: what a human recognises (from alert data: shown as inert code).
+        status: ``executed``, ``already_done``, ``denied``, ``forbidden``, ``failed`` ...
+        approvers: who authorised it (``slack:U…``, ``cli:alice``, ``policy:unattended``).
+        sha256: the plan hash, when there is one.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: str = Field(min_length=1, max_length=100)
+    target_label: str
+    status: str = Field(pattern=r"^[a-z][a-z_]{0,39}$")
+    approvers: list[str] = Field(default_factory=list)
+    sha256: str = Field(default="", pattern=r"^(?:[0-9a-f]{64})?$")
+
+
+class SummaryView(BaseModel):
+    """Everything the end-of-incident summary shows, as plain values.
+
+    Attributes:
+        incident_id: the incident.
+        incident_title: its title (from alert data).
+        severity: ``critical``, ``high`` ...
+        tenant: the MDR customer.
+        actions: what happened to each plan.
+        in_effect: actions not yet undone, one line each (from alert data: shown as code).
+        time_to_contain: seconds from the first alert to the end of containment; ``None``
+            when containment never completed.
+        time_to_acknowledge: seconds from the first alert to the first human decision.
+        report_location: where the full report is (a path or URL, shown as text, never a link).
+        ledger_verified: whether the hash-chained ledger verified; ``None`` when not checked.
+        ledger_message: the verifier's one-line explanation.
+        failed_stages: stages that failed, so a partial response does not read as complete.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    incident_id: str = Field(min_length=1, max_length=100)
+    incident_title: str
+    severity: str = Field(min_length=1, max_length=40)
+    tenant: str = Field(min_length=1, max_length=100)
+    actions: list[SummaryAction] = Field(default_factory=list)
+    in_effect: list[str] = Field(default_factory=list)
+    time_to_contain: float | None = None
+    time_to_acknowledge: float | None = None
+    report_location: str = ""
+    ledger_verified: bool | None = None
+    ledger_message: str = ""
+    failed_stages: list[str] = Field(default_factory=list)
+
+
+def duration(seconds: float | None) -> str:
+    """``42s``, ``4m 12s``, ``2h 05m``, ``3d 4h``; an em dash for a clock never reached."""
+    if seconds is None:
+        return "—"
+    sign = "-" if seconds < 0 else ""
+    total = round(abs(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{sign}{days}d {hours}h"
+    if hours:
+        return f"{sign}{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{sign}{minutes}m {secs:02d}s"
+    return f"{sign}{secs}s"
+
+
+def _bullets(lines: list[str], *, cap: int, total: int, limit: int = SECTION_TEXT_LIMIT) -> str:
+    """Whole lines as a bulleted list that fits ``limit``; what did not fit is counted."""
+    out: list[str] = []
+    used = 0
+    # Room for the "and N more" line, so adding it never breaks the limit.
+    budget = limit - 60
+    for line in lines[:cap]:
+        bullet = f"• {line}"
+        if used + len(bullet) + 1 > budget:
+            break
+        out.append(bullet)
+        used += len(bullet) + 1
+    if len(out) < total:
+        out.append(f"{ELLIPSIS} and {total - len(out)} more in the report")
+    return "\n".join(out)
+
+
+def _action_line(action: SummaryAction) -> str:
+    mark = _STATUS_MARKS.get(action.status, ":grey_question:")
+    # The status is [a-z_] only; spaces instead of "_" so mrkdwn cannot read italics.
+    parts = [
+        f"{mark} {code(action.action, 100)} on {code(action.target_label, SUMMARY_LABEL_LIMIT)}"
+        f" — {action.status.replace('_', ' ')}"
+    ]
+    if action.approvers:
+        parts.append("by " + ", ".join(code(a, 64) for a in action.approvers[:5]))
+    if action.sha256:
+        parts.append(f"plan `{action.sha256[:12]}`")
+    return " · ".join(parts)
+
+
+def _ledger_line(view: SummaryView) -> str:
+    detail = f": {code(view.ledger_message, 300)}" if view.ledger_message else ""
+    if view.ledger_verified is None:
+        return f":grey_question: Ledger not checked{detail}"
+    if view.ledger_verified:
+        return f":white_check_mark: Ledger verified{detail}"
+    return f":warning: *Ledger NOT verified*{detail}"
+
+
+def summary_fallback_text(view: SummaryView) -> str:
+    """The notification text: counts only, so no alert text reaches a notification."""
+    failed = f"; failed stages: {', '.join(view.failed_stages)}" if view.failed_stages else ""
+    raw = (
+        f"{view.incident_id} summary: {len(view.actions)} action(s), "
+        f"{len(view.in_effect)} still in effect{failed}"
+    )
+    return escape_clipped(raw, FALLBACK_TEXT_LIMIT)
+
+
+def incident_summary(view: SummaryView) -> tuple[str, list[JSON]]:
+    """The end-of-incident summary: a header, the key facts, a compact list of actions.
+
+    Alert-derived strings appear as ``plain_text`` (the title) or as escaped code spans in
+    verbatim ``mrkdwn``, so neither mentions, links nor formatting survive.
+
+    Returns:
+        ``(text, blocks)`` for ``chat.postMessage``.
+    """
+    fields = [
+        f"*Incident*\n{code(view.incident_id, 100)}",
+        f"*Severity*\n{code(view.severity, 40)}",
+        f"*Tenant*\n{code(view.tenant, 100)}",
+        f"*Time to contain*\n{duration(view.time_to_contain)}",
+    ]
+    if view.time_to_acknowledge is not None:
+        fields.append(f"*Time to first decision*\n{duration(view.time_to_acknowledge)}")
+    if view.failed_stages:
+        stages = ", ".join(code(s, 40) for s in view.failed_stages)
+        fields.append(f":warning: *Failed stages*\n{stages}")
+    if view.actions:
+        actions = _bullets(
+            [_action_line(a) for a in view.actions],
+            cap=MAX_SUMMARY_ACTIONS,
+            total=len(view.actions),
+            limit=SECTION_TEXT_LIMIT - len("*Actions*\n"),
+        )
+        actions_text = f"*Actions*\n{actions}"
+    else:
+        actions_text = "*Actions*\nNone were planned."
+    if view.in_effect:
+        lines = [code(line, SUMMARY_LABEL_LIMIT) for line in view.in_effect]
+        still = _bullets(
+            lines,
+            cap=MAX_SUMMARY_IN_EFFECT,
+            total=len(view.in_effect),
+            limit=SECTION_TEXT_LIMIT - len("*Still in effect*\n"),
+        )
+        in_effect_text = f"*Still in effect*\n{still}"
+    else:
+        in_effect_text = "*Still in effect*\nNothing stanch did is still in effect."
+    context = [mrkdwn(_ledger_line(view))]
+    if view.report_location:
+        # A code span, and verbatim: Slack neither links nor unfurls the location.
+        context.insert(0, mrkdwn(f"Report: {code(view.report_location, 500)}"))
+    blocks: list[JSON] = [
+        {
+            "type": "header",
+            "text": plain(f"Incident summary: {view.incident_title}", HEADER_TEXT_LIMIT),
+        },
+        {"type": "section", "fields": [mrkdwn(f) for f in fields[:MAX_FIELDS]]},
+        {"type": "section", "text": mrkdwn(actions_text)},
+        {"type": "section", "text": mrkdwn(in_effect_text)},
+        {"type": "context", "elements": context},
+    ]
+    return summary_fallback_text(view), blocks
