@@ -8,7 +8,7 @@ retried task or a re-run flow from firing the same vendor action twice.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, ClassVar
@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from flows import migrations
 from flows.models import ActionPlan, ActionResult, ActionStatus, Incident, Stage, utcnow
 
 
@@ -92,8 +93,8 @@ class ApprovalRow(Base):
 class SlackApprovalRow(Base):
     """The Slack side of an approval: where its message is and what the service tracks.
 
-    A table of its own (rather than columns on ``approvals``) so that stores created
-    before Slack approvals existed gain it through ``create_all``.
+    A table of its own (rather than columns on ``approvals``): stores created before Slack
+    approvals existed gained it through ``create_all``, which adds tables, not columns.
     """
 
     __tablename__ = "approval_slack"
@@ -463,39 +464,51 @@ class Store:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the CLI read and decide approvals while a flow writes; the busy timeout
-    # makes a concurrent writer wait instead of failing with "database is locked".
+    # makes a concurrent writer wait instead of failing with "database is locked". The
+    # timeout goes first: switching a new file to WAL takes a lock another opener may hold.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
 
 
-# Modules that declare more tables on ``Base``; imported before ``create_all`` so that
-# every table exists whichever module opened the store first.
+# Modules that declare more tables on ``Base``; the migrations environment imports them so
+# that ``Base.metadata`` holds every table the revisions are compared with.
 TABLE_MODULES: tuple[str, ...] = ("flows.ledger", "flows.intake")
 
 
-def _register_tables() -> None:
+def register_tables() -> None:
+    """Import every module that declares store tables, so ``Base.metadata`` is complete."""
     for name in TABLE_MODULES:
         importlib.import_module(name)
 
 
 @asynccontextmanager
-async def open_store(url: str) -> AsyncIterator[Store]:
-    """Open (and create if needed) the store at ``url``; dispose of it on exit."""
+async def open_store(
+    url: str, *, connect_args: Mapping[str, Any] | None = None
+) -> AsyncIterator[Store]:
+    """Open the store at ``url``, creating or migrating its schema; dispose of it on exit.
+
+    Args:
+        url: a SQLAlchemy async URL (``sqlite+aiosqlite:///…``, ``postgresql+asyncpg://…``).
+        connect_args: passed to the driver, e.g. ``{"server_settings": {"search_path":
+            "stanch"}}`` to keep the store in its own PostgreSQL schema.
+
+    Raises:
+        SchemaError: the store's schema cannot be migrated to this stanch's revision.
+    """
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
             from pathlib import Path
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    _register_tables()
-    engine = create_async_engine(url)
+    register_tables()
+    engine = create_async_engine(url, connect_args=dict(connect_args or {}))
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     try:
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+        await migrations.upgrade(engine)
         yield Store(engine)
     finally:
         await engine.dispose()
@@ -511,4 +524,5 @@ __all__ = [
     "StageEventRow",
     "Store",
     "open_store",
+    "register_tables",
 ]
