@@ -23,8 +23,9 @@ from flows.intake import (
     normalise,
 )
 from flows.models import Incident
-from flows.store import IncidentRow, Store, open_store
+from flows.store import IncidentRow, Store
 from integrations.ocsf import DetectionFinding
+from tests.postgres import BACKENDS, backend_store
 
 SAMPLES = Path(__file__).parents[1] / "vendor_specs" / "samples"
 NOW = datetime.now(UTC)
@@ -86,9 +87,10 @@ class Starts:
         return [i.id for i in self.incidents]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with open_store(f"sqlite+aiosqlite:///{tmp_path / 'stanch.db'}") as opened:
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store on SQLite, and on PostgreSQL when one is reachable."""
+    async with backend_store(request.param, tmp_path) as opened:
         yield opened
 
 

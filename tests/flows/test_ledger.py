@@ -8,15 +8,12 @@ import itertools
 import json
 import shutil
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from flows.ledger import (
     GENESIS_HASH,
@@ -33,10 +30,10 @@ from flows.models import ActionResult, ActionStatus, Verdict
 from flows.store import open_store
 from integrations.capabilities import ActionReceipt, Capability
 from tests.flows.factories import plan
+from tests.postgres import BACKENDS, backend_store
 
 INCIDENT = "INC-20261121-0007"
 OTHER_INCIDENT = "INC-20261121-0008"
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
 def result(
@@ -118,9 +115,9 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    async with open_store(sqlite_url(tmp_path / "stanch.db")) as store:
+@pytest.fixture(params=BACKENDS)
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
+    async with backend_store(request.param, tmp_path) as store:
         yield Ledger(store)
 
 
@@ -148,58 +145,12 @@ def raw_sql(path: Path, statement: str, params: tuple[Any, ...] = ()) -> list[An
         return conn.execute(statement, params).fetchall()
 
 
-# PostgreSQL -------------------------------------------------------------------------------
-_pg_problem: list[str | None] = []
-
-
-async def _pg_unreachable() -> str | None:
-    """Why PostgreSQL cannot be used, or ``None``; probed once, with a 1 s timeout."""
-    if not _pg_problem:
-        engine = create_async_engine(PG_URL, connect_args={"timeout": 1})
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text("select 1"))
-            _pg_problem.append(None)
-        except Exception as exc:  # any failure to connect means: skip, and say why
-            _pg_problem.append(f"PostgreSQL is not reachable at {PG_URL}: {exc!r}"[:300])
-        finally:
-            await engine.dispose()
-    return _pg_problem[0]
-
-
-@contextlib.asynccontextmanager
-async def pg_engine() -> AsyncIterator[AsyncEngine]:
-    """An engine whose search_path is a fresh schema holding only the ledger table."""
-    problem = await _pg_unreachable()
-    if problem is not None:
-        pytest.skip(problem)
-    schema = f"stanch_ledger_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(PG_URL, connect_args={"timeout": 1})
-    async with admin.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_async_engine(
-        PG_URL, connect_args={"timeout": 5, "server_settings": {"search_path": schema}}
-    )
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(LedgerEntryRow.__table__.create)
-        yield engine
-    finally:
-        await engine.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+# Both backends ----------------------------------------------------------------------------
+@pytest.fixture(params=BACKENDS)
 async def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
-    """The ledger on SQLite, and on PostgreSQL when one is reachable."""
-    if request.param == "sqlite":
-        async with open_store(sqlite_url(tmp_path / "stanch.db")) as store:
-            yield Ledger(store)
-    else:
-        async with pg_engine() as engine:
-            yield Ledger(engine)
+    """The ledger of a migrated store on SQLite, and on PostgreSQL when one is reachable."""
+    async with backend_store(request.param, tmp_path) as store:
+        yield Ledger(store)
 
 
 # Appending and verifying ------------------------------------------------------------------
@@ -531,8 +482,8 @@ async def test_sqlite_and_postgresql_hash_the_same_entry_alike(tmp_path: Path) -
     entry = result(
         "block_ip", "203.0.113.9", capability=Capability.FIREWALL, parameters=ODD_RESULT_PARAMETERS
     )
-    async with pg_engine() as engine:
-        pg = Ledger(engine, clock=fixed_clock(ODD_TIME))
+    async with backend_store("postgresql", tmp_path) as store:
+        pg = Ledger(store, clock=fixed_clock(ODD_TIME))
         await pg.append_action(entry)
         [from_pg] = await pg.entries()
         assert (await pg.verify()).ok

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 from flows.models import ActionResult, ActionStatus, Stage, Verdict
-from flows.store import ApprovalRow, Store, open_store
+from flows.store import ApprovalRow, Store
 from tests.flows.factories import incident, plan
+from tests.postgres import BACKENDS, backend_store
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with open_store(f"sqlite+aiosqlite:///{tmp_path / 'stanch.db'}") as opened:
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store on SQLite, and on PostgreSQL when one is reachable."""
+    async with backend_store(request.param, tmp_path) as opened:
         yield opened
 
 
