@@ -1,0 +1,142 @@
+"""The end-of-incident Slack summary, posted as a reply in the incident's thread.
+
+The incident's thread is the one under its first Slack approval message; an incident that
+never asked in Slack gets a new message in the approval channel, which becomes its thread.
+Posting is best effort: a Slack or network failure is logged and never fails the incident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from flows.models import IncidentOutcome
+from flows.settings import StanchSettings
+from flows.store import Store
+from integrations.slack import (
+    MessageRef,
+    SlackChat,
+    SummaryAction,
+    SummaryView,
+    classify,
+    incident_summary,
+)
+
+SLACK_TIMEOUT_SECONDS = 10
+
+log = logging.getLogger("stanch.slack_summary")
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    # Inside a flow or task the warning belongs in the run's logs; outside one (the CLI,
+    # tests) Prefect has no run logger to give.
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
+
+
+def slack_chat(settings: StanchSettings) -> SlackChat | None:
+    """The bot-token Slack calls the settings configure, or ``None`` without Slack.
+
+    Slack is configured when ``approval_channel`` is ``slack`` and both the bot token and
+    the channel are set (the same client the Slack approval gate uses).
+    """
+    if (
+        settings.approval_channel != "slack"
+        or settings.slack_bot_token is None
+        or settings.slack_channel is None
+    ):
+        return None
+    client = WebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_base_url,
+        timeout=SLACK_TIMEOUT_SECONDS,
+    )
+    return SlackChat(client, channel=settings.slack_channel)
+
+
+def summary_view(outcome: IncidentOutcome) -> SummaryView:
+    """The plain values the summary shows; the Slack builder escapes the alert-derived ones."""
+    incident = outcome.incident
+    ledger = outcome.ledger
+    report = outcome.report_paths.get("html") or outcome.report_paths.get("markdown") or ""
+    return SummaryView(
+        incident_id=incident.id,
+        incident_title=incident.title,
+        severity=incident.severity.name.lower(),
+        tenant=incident.tenant,
+        actions=[
+            SummaryAction(
+                action=a.plan.action,
+                target_label=a.plan.target_label or a.plan.target,
+                status=a.status.value,
+                approvers=list(a.approved_by),
+                sha256=a.plan_sha256,
+            )
+            for a in outcome.actions
+        ],
+        in_effect=list(outcome.in_effect),
+        time_to_contain=outcome.clocks.get("contain"),
+        time_to_acknowledge=outcome.clocks.get("acknowledge"),
+        report_location=report,
+        ledger_verified=bool(ledger["verified"]) if "verified" in ledger else None,
+        ledger_message=str(ledger.get("message", "")),
+        failed_stages=[s.stage.value for s in outcome.stages if s.state == "failed"],
+    )
+
+
+async def incident_thread(store: Store, incident_id: str) -> MessageRef | None:
+    """Where the incident's first Slack approval message is, or ``None`` if it has none."""
+    # store.approvals() lists newest first; the thread root is the oldest message.
+    rows = sorted(await store.approvals(incident_id=incident_id), key=lambda r: r.requested_at)
+    for row in rows:
+        binding = await store.slack_approval(row.id)
+        if binding is not None:
+            return MessageRef(channel=binding.channel, ts=binding.ts)
+    return None
+
+
+async def post_incident_summary(
+    outcome: IncidentOutcome, store: Store, chat: SlackChat
+) -> str | None:
+    """Post the incident's summary in its Slack thread.
+
+    Slack API: ``chat.postMessage`` with ``thread_ts`` (the first approval message's ``ts``)
+    when the incident asked for approval in Slack; otherwise without, in ``chat.channel``,
+    so the summary starts the incident's thread. Unfurling is off.
+
+    Returns:
+        The posted message's ``ts``, or ``None`` when Slack refused or could not be
+        reached (logged; the incident is not failed for it).
+    """
+    incident_id = outcome.incident.id
+    thread = await incident_thread(store, incident_id)
+    text, blocks = incident_summary(summary_view(outcome))
+    try:
+        response = await asyncio.to_thread(
+            chat.client.chat_postMessage,
+            channel=thread.channel if thread else chat.channel,
+            # slack_sdk drops None arguments: no thread_ts makes a new root message.
+            thread_ts=thread.ts if thread else None,
+            text=text,
+            blocks=blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+    except SlackApiError as exc:
+        # classify() keeps the status and Slack's error code, nothing from the request.
+        error = classify(exc, method="chat.postMessage")
+        _logger().warning("Incident %s: Slack summary not posted: %s", incident_id, error)
+        return None
+    except (SlackClientError, OSError) as exc:  # urllib: refused, reset, timed out
+        _logger().warning(
+            "Incident %s: Slack summary not posted: %s", incident_id, type(exc).__name__
+        )
+        return None
+    return str(response["ts"])
