@@ -99,8 +99,8 @@ async def ask_in_slack(
         incident_id=incident.id,
         tenant=incident.tenant,
         flow_run_id=None,
+        # Plans of different stages hash differently, so the two requests differ.
         plans=[factories.plan(incident_id=incident.id, stage=Stage(stage))],
-        stage=stage,
         reasons={},
         timeout_seconds=600,
         incident_title=incident.title,
