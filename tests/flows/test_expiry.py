@@ -61,9 +61,9 @@ def device() -> Iterator[Device]:
     """The process-wide lab with a FortiGate whose clock the test can move."""
     lab = default_lab()
     lab.reset()
-    device = Device(FortiGateSimulator(clock=lambda: time.time() + device.offset))
-    lab.simulators["fortigate"] = device.sim
-    yield device
+    moved = Device(FortiGateSimulator(clock=lambda: time.time() + moved.offset))
+    lab.simulators["fortigate"] = moved.sim
+    yield moved
     lab.reset()
 
 
