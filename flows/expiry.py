@@ -148,17 +148,17 @@ async def expiring(store: Store, *, tenant: str | None = None) -> list[Expiring]
         ends[(entry.tenant, entry.capability, entry.target)].append(
             None if ttl is None else _aware(entry.recorded_at) + timedelta(seconds=ttl)
         )
-    expiring: list[Expiring] = []
+    items: list[Expiring] = []
     for effect in effects:
         entry = effect.entry
         if _ttl(entry.parameters) is None:
             continue
         target_ends = ends[(entry.tenant, entry.capability, entry.target)]
         governing = None if None in target_ends else max(e for e in target_ends if e)
-        expiring.append(Expiring(effect=effect, expires_at=governing))
+        items.append(Expiring(effect=effect, expires_at=governing))
     far = datetime.max.replace(tzinfo=UTC)
     return sorted(
-        expiring,
+        items,
         key=lambda x: (x.expires_at or far, x.effect.entry.target or "", -x.effect.entry.seq),
     )
 
