@@ -41,6 +41,10 @@ class Base(DeclarativeBase):
     }
 
 
+PLAYBOOK_ID_MAX = 80
+"""The longest playbook id ``incidents.playbook`` holds."""
+
+
 class IncidentRow(Base):
     __tablename__ = "incidents"
 
@@ -52,6 +56,8 @@ class IncidentRow(Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime]
     document: Mapped[dict[str, Any]]
+    # The id of the playbook that handled the incident; NULL for the built-in response.
+    playbook: Mapped[str | None] = mapped_column(String(PLAYBOOK_ID_MAX), nullable=True)
 
 
 class ActionRow(Base):
@@ -193,6 +199,25 @@ class Store:
             row = await session.get(IncidentRow, incident_id)
             if row is not None:
                 row.status = status
+
+    async def set_incident_playbook(self, incident_id: str, playbook: str | None) -> None:
+        """Record which playbook handles an incident (``None``: the built-in response).
+
+        Raises:
+            ValueError: ``playbook`` is longer than the column's 80 characters.
+            LookupError: no incident ``incident_id`` is stored.
+        """
+        if playbook is not None and len(playbook) > PLAYBOOK_ID_MAX:
+            raise ValueError(
+                f"playbook: {playbook[:20]!r}… is {len(playbook)} characters long, "
+                f"the store keeps at most {PLAYBOOK_ID_MAX}"
+            )
+        async with self._session.begin() as session:
+            result = await session.execute(
+                update(IncidentRow).where(IncidentRow.id == incident_id).values(playbook=playbook)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                raise LookupError(f"no incident {incident_id!r} in the store")
 
     async def get_incident(self, incident_id: str) -> IncidentRow | None:
         """The stored incident row, or ``None``."""
@@ -515,6 +540,7 @@ async def open_store(
 
 
 __all__ = [
+    "PLAYBOOK_ID_MAX",
     "ActionRow",
     "ApprovalRow",
     "ApprovalVoteRow",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from flows.errors import StanchError
 
@@ -117,10 +118,19 @@ def _upgrade(connection: Connection) -> None:
             _adopt(connection, config, baseline, present)
         command.upgrade(config, "head")
     except CommandError as exc:
+        # Alembic's own refusal, in practice: the store's revision is not in versions/.
         raise SchemaError(
-            f"cannot migrate the store to revision {', '.join(sorted(head_revisions()))}: "
-            f"{exc} (was it migrated by a newer stanch?)"
+            f"cannot migrate the store to revision {_heads()}: {exc} "
+            "(was it migrated by a newer stanch?)"
         ) from exc
+    except SQLAlchemyError as exc:
+        raise SchemaError(
+            f"migrating the store to revision {_heads()} failed, nothing was changed: {exc}"
+        ) from exc
+
+
+def _heads() -> str:
+    return ", ".join(sorted(head_revisions()))
 
 
 def _baseline_module(config: Config) -> Any:
