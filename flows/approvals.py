@@ -15,15 +15,15 @@ import asyncio
 import hashlib
 import hmac
 import json
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
-from prefect.flow_runs import apause_flow_run, aresume_flow_run
+from prefect.flow_runs import apause_flow_run, aresume_flow_run, asuspend_flow_run
 from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
@@ -124,19 +124,51 @@ class ApprovalGate(Protocol):
     async def request(self, request: ApprovalRequest, store: Store) -> ApprovalOutcome: ...
 
 
+SUSPEND_GRACE_SECONDS = 3600
+"""How long past its deadline a suspended run stays resumable, so the sweeper's signed
+expiry (sent at the deadline) always lands before Prefect's own timeout (notes/prefect.md:
+a run whose pause timed out can no longer be resumed)."""
+
+
 class PrefectPauseGate:
-    """Pause the flow run for a signed :class:`ApprovalDecision`.
+    """Wait for a signed :class:`ApprovalDecision` by pausing or suspending the flow run.
+
+    A run started from a deployment whose wait may be long is *suspended*: its process
+    exits, and once resumed a worker runs the flow again from the start; completed actions
+    replay from the store and the same approval (same deterministic id and pause key) hands
+    back the decision. Any other run is *paused* in place, polling for the resume.
 
     Args:
         key: the approval HMAC key.
         timeout_seconds: how long to wait; silence means deny.
         poll_seconds: how often the paused run checks for a resume.
+        suspend_after_seconds: suspend (rather than pause) deployed runs whose timeout is
+            at least this long; ``None`` never suspends.
     """
 
-    def __init__(self, key: bytes, *, timeout_seconds: int, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        timeout_seconds: int,
+        poll_seconds: float,
+        suspend_after_seconds: int | None = None,
+    ) -> None:
         self._key = key
         self._timeout = timeout_seconds
         self._poll = max(1, round(poll_seconds))
+        self._suspend_after = suspend_after_seconds
+
+    def suspends(self) -> bool:
+        """Whether this run would be suspended: it has a deployment and may wait long."""
+        context = FlowRunContext.get()
+        return (
+            self._suspend_after is not None
+            and self._timeout >= self._suspend_after
+            and context is not None
+            and context.flow_run is not None
+            and context.flow_run.deployment_id is not None
+        )
 
     async def request(self, request: ApprovalRequest, store: Store) -> ApprovalOutcome:
         """Store the request, announce it, wait for the verified decision, record it."""
@@ -154,24 +186,26 @@ class PrefectPauseGate:
 
     async def _decide(self, request: ApprovalRequest, store: Store) -> ApprovalOutcome:
         logger = get_run_logger()
-        await store.create_approval(
-            ApprovalRow(
-                id=request.id,
-                incident_id=request.incident_id,
-                tenant=request.tenant,
-                flow_run_id=request.flow_run_id,
-                requester=request.requester,
-                plans={
-                    "plans": [p.model_dump(mode="json") for p in request.plans],
-                    "sha256s": request.sha256s,
-                    "reasons": request.reasons,
-                    "required_approvals": request.required_approvals,
-                },
-                status="pending",
-                requested_at=utcnow(),
-                deadline=request.deadline,
+        existing = await store.get_approval(request.id)
+        if existing is None:
+            await store.create_approval(_pending_row(request))
+        elif existing.flow_run_id == request.flow_run_id:
+            # This run again, re-executed after a suspend: the same pause key hands back
+            # the decision it was resumed with (verified again below).
+            pass
+        elif existing.status == "pending":
+            # The run that asked first is gone; the decision must resume this one.
+            await store.rebind_approval(request.id, request.flow_run_id)
+        elif existing.status == "approved":
+            # Approved for an earlier run of this incident (a re-run after a crash): the
+            # verified decision on exactly these plans stands; nothing is asked twice.
+            logger.info("Approval %s: already approved by %s", request.id, existing.decided_by)
+            return _recorded_outcome(request, existing)
+        else:
+            # Denied, expired or rejected for an earlier run: ask again, as a new request.
+            return await self._decide(
+                request.model_copy(update={"id": _next_id(request.id)}), store
             )
-        )
         logger.info(
             "Approval %s for %d action(s) on %s is waiting; decide with "
             "`stanch approve %s` or `stanch deny %s --reason ...`",
@@ -181,20 +215,30 @@ class PrefectPauseGate:
             request.id,
             request.id,
         )
-        await self._announce(request, store)
+        if existing is None:
+            await self._announce(request, store)
+        # Prefect input keys allow only lowercase letters, digits and dashes.
+        pause_key = f"approval-{request.id.lower()}"
         try:
-            decision = await apause_flow_run(
-                wait_for_input=ApprovalDecision,
-                timeout=self._timeout,
-                poll_interval=self._poll,
-                # Prefect input keys allow only lowercase letters, digits and dashes.
-                key=f"approval-{request.id.lower()}",
-            )
+            if self.suspends():
+                # Raises Pause: this process ends here and the run resumes in a new one.
+                decision = await asuspend_flow_run(
+                    wait_for_input=ApprovalDecision,
+                    timeout=self._timeout + SUSPEND_GRACE_SECONDS,
+                    key=pause_key,
+                )
+            else:
+                decision = await apause_flow_run(
+                    wait_for_input=ApprovalDecision,
+                    timeout=self._timeout,
+                    poll_interval=self._poll,
+                    key=pause_key,
+                )
         except FlowPauseTimeout:
-            await store.decide_approval(
+            if await store.decide_approval(
                 request.id, status="expired", decided_by="stanch:timeout", reason="no decision"
-            )
-            await self._record(store, request, "expired", [], "no decision before the deadline")
+            ):
+                await self._record(store, request, "expired", [], "no decision before the deadline")
             return ApprovalOutcome(
                 approval_id=request.id,
                 status="expired",
@@ -207,15 +251,15 @@ class PrefectPauseGate:
         problem = self._problem(decision, request)
         if problem is not None:
             logger.warning("Approval %s: decision refused: %s", request.id, problem)
-            await store.decide_approval(
+            if await store.decide_approval(
                 request.id,
                 status="rejected",
                 decided_by=f"unverified:{decision.approver}",
                 reason=problem,
-            )
-            await self._record(
-                store, request, "rejected", [f"unverified:{decision.approver}"], problem
-            )
+            ):
+                await self._record(
+                    store, request, "rejected", [f"unverified:{decision.approver}"], problem
+                )
             return ApprovalOutcome(
                 approval_id=request.id,
                 status="rejected",
@@ -236,11 +280,12 @@ class PrefectPauseGate:
         # A two-person decision names its approvers comma-separated, in voting order.
         approvers = [f"{decision.channel}:{a}" for a in decision.approver.split(",") if a]
         approver = ",".join(approvers)
-        await store.decide_approval(
+        if await store.decide_approval(
             request.id, status=status, decided_by=approver, reason=decision.reason
-        )
-        await self._record(store, request, status, approvers, decision.reason)
-        logger.info("Approval %s: %s by %s", request.id, status, approver)
+        ):
+            # Once: a run re-executed after a suspend concludes the same decision again.
+            await self._record(store, request, status, approvers, decision.reason)
+            logger.info("Approval %s: %s by %s", request.id, status, approver)
         return ApprovalOutcome(
             approval_id=request.id,
             status=status,
@@ -288,12 +333,62 @@ class PrefectPauseGate:
         return None
 
 
+def _pending_row(request: ApprovalRequest) -> ApprovalRow:
+    return ApprovalRow(
+        id=request.id,
+        incident_id=request.incident_id,
+        tenant=request.tenant,
+        flow_run_id=request.flow_run_id,
+        requester=request.requester,
+        plans={
+            "plans": [p.model_dump(mode="json") for p in request.plans],
+            "sha256s": request.sha256s,
+            "reasons": request.reasons,
+            "required_approvals": request.required_approvals,
+        },
+        status="pending",
+        requested_at=utcnow(),
+        deadline=request.deadline,
+    )
+
+
+def _recorded_outcome(request: ApprovalRequest, row: ApprovalRow) -> ApprovalOutcome:
+    """The outcome of an approval decided in an earlier run, as that run acted on it."""
+    approvers = [a for a in (row.decided_by or "").split(",") if a]
+    return ApprovalOutcome(
+        approval_id=row.id,
+        status="approved",
+        approved=list(request.sha256s),
+        approvers=approvers,
+        channel=approvers[0].split(":", 1)[0] if approvers else None,
+        reason=row.reason or "",
+        decided_at=row.decided_at or utcnow(),
+    )
+
+
+def _next_id(approval_id: str) -> str:
+    """``APR-x`` → ``APR-x-2`` → ``APR-x-3``: a new request for the same plans."""
+    base, _, attempt = approval_id.partition("-r")
+    return f"{base}-r{int(attempt) + 1 if attempt.isdigit() else 2}"
+
+
+def approval_id_for(incident_id: str, stage: str, sha256s: list[str]) -> str:
+    """The id of the request for these plans of this incident's stage.
+
+    Deterministic, so that a run re-executed after a suspend (or re-run after a crash)
+    finds the same request, the same pause key and the decision already given to it.
+    """
+    digest = hashlib.sha256("\n".join([incident_id, stage, *sorted(sha256s)]).encode()).hexdigest()
+    return f"APR-{digest[:10]}"
+
+
 def new_approval_request(
     *,
     incident_id: str,
     tenant: str,
     flow_run_id: str | None,
     plans: list[ActionPlan],
+    stage: str = "contain",
     reasons: dict[str, str],
     timeout_seconds: int,
     incident_title: str = "",
@@ -302,9 +397,9 @@ def new_approval_request(
     approver_group: str | None = None,
     allow_prefect_ui: bool = False,
 ) -> ApprovalRequest:
-    """A fresh request with a short random id and its deadline."""
+    """A request for ``plans`` with its deterministic id (:func:`approval_id_for`) and deadline."""
     return ApprovalRequest(
-        id=f"APR-{uuid.uuid4().hex[:10]}",
+        id=approval_id_for(incident_id, stage, [p.sha256 for p in plans]),
         incident_id=incident_id,
         tenant=tenant,
         flow_run_id=flow_run_id,

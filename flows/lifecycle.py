@@ -6,8 +6,6 @@ remediation go through policy and, where policy says so, an analyst's approval; 
 action is recorded in the store under its idempotency key.
 """
 
-from __future__ import annotations
-
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +14,7 @@ from typing import Any
 
 from prefect import flow, tags, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import Pause
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
@@ -103,6 +102,11 @@ class Lifecycle:
         notes: list[str] = []
         try:
             yield notes
+        except Pause:
+            # Suspended for an approval: this process ends; the resumed run starts the
+            # stage again, and the clocks see the gap.
+            await self.store.record_stage(self.incident.id, stage, "suspended")
+            raise
         except Exception as exc:
             finished = await self.store.record_stage(self.incident.id, stage, "failed")
             self.stages.append(
@@ -309,6 +313,7 @@ class Lifecycle:
                 tenant=self.incident.tenant,
                 flow_run_id=self.flow_run_id,
                 plans=needs_approval,
+                stage=stage.value,
                 reasons={p.sha256: verdicts[p.sha256].reason for p in needs_approval},
                 timeout_seconds=self.settings.approval_timeout_seconds,
                 incident_title=self.incident.title,
@@ -424,14 +429,19 @@ def default_gate(settings: StanchSettings) -> ApprovalGate:
             poll_seconds=settings.approval_poll_seconds,
             approver_ids=tuple(settings.slack_approver_ids),
             approver_group=settings.slack_approver_group,
+            suspend_after_seconds=settings.approval_suspend_after_seconds,
         )
     return PrefectPauseGate(
         settings.approval_key(),
         timeout_seconds=settings.approval_timeout_seconds,
         poll_seconds=settings.approval_poll_seconds,
+        suspend_after_seconds=settings.approval_suspend_after_seconds,
     )
 
 
+# No ``from __future__ import annotations`` in this module: a worker imports it from its
+# file path, and Prefect validates the flow's parameters against the real ``Incident``
+# class, which a string annotation would not resolve to (the deployed run then fails).
 @flow(name="handle-incident", flow_run_name="{incident.id} {incident.title}", log_prints=False)
 async def handle_incident(incident: Incident) -> IncidentOutcome:
     """Run one incident through detect, investigate, contain, remediate and report.

@@ -28,6 +28,9 @@ class StanchSettings(BaseSettings):
         tenant: the tenant an alert belongs to when its payload does not say.
         approval_secret: HMAC key for approval outcomes; generated into ``home`` when unset.
         approval_timeout_seconds: how long the flow waits for a decision (then: deny).
+        approval_suspend_after_seconds: a run started from a deployment whose approval
+            may wait at least this long is suspended (its process exits; a worker resumes
+            it) instead of paused in place; ``0`` suspends every deployed run's wait.
         reports_dir: where Markdown and HTML reports are written.
         database_url: the incident store; SQLite under ``home`` by default.
         policies_dir: the rules of engagement (``<tenant>.yaml``, ``default.yaml``); by
@@ -67,6 +70,7 @@ class StanchSettings(BaseSettings):
     approval_secret: SecretStr | None = None
     approval_timeout_seconds: int = Field(default=3600, ge=5)
     approval_poll_seconds: float = Field(default=1.0, ge=0.2, le=10)
+    approval_suspend_after_seconds: int | None = Field(default=600, ge=0)
     reports_dir: Path = Path("reports")
     database_url: str | None = None
     policies_dir: Path | None = None

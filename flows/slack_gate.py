@@ -103,6 +103,7 @@ class SlackPauseGate(PrefectPauseGate):
         approver_ids, approver_group: who may decide when the policy names no Slack
             approvers.
         grace_seconds: the extra time the pause waits beyond the deadline.
+        suspend_after_seconds: see :class:`flows.approvals.PrefectPauseGate`.
     """
 
     def __init__(
@@ -115,9 +116,13 @@ class SlackPauseGate(PrefectPauseGate):
         approver_ids: tuple[str, ...] = (),
         approver_group: str | None = None,
         grace_seconds: int = DEFAULT_GRACE_SECONDS,
+        suspend_after_seconds: int | None = None,
     ) -> None:
         super().__init__(
-            key, timeout_seconds=timeout_seconds + grace_seconds, poll_seconds=poll_seconds
+            key,
+            timeout_seconds=timeout_seconds + grace_seconds,
+            poll_seconds=poll_seconds,
+            suspend_after_seconds=suspend_after_seconds,
         )
         self._chat = chat
         self._approver_ids = approver_ids
