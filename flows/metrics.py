@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 
@@ -22,6 +22,10 @@ from flows.store import ActionRow, ApprovalRow, IncidentRow, StageEventRow, Stor
 
 CLOCKS = ("detect", "acknowledge", "contain", "resolve", "approval_wait")
 HUMAN_OUTCOMES = ("approved", "denied", "partial")
+BUILT_IN = "(built-in)"
+"""How incidents no playbook handled (``incidents.playbook`` is NULL) are labelled."""
+
+GroupBy = Literal["tenant", "playbook"]
 
 
 def _aware(at: datetime) -> datetime:
@@ -39,6 +43,12 @@ class IncidentClocks:
     created_at: datetime
     clocks: dict[str, float | None]
     approver_latency: dict[str, list[float]] = field(default_factory=dict)
+    playbook: str | None = None
+
+    @property
+    def playbook_label(self) -> str:
+        """The playbook's id, or :data:`BUILT_IN`."""
+        return BUILT_IN if self.playbook is None else self.playbook
 
 
 def _seconds(start: datetime, end: datetime | None) -> float | None:
@@ -49,8 +59,14 @@ def clocks_of(
     incident: Incident,
     events: Sequence[StageEventRow],
     approvals: Sequence[ApprovalRow],
+    *,
+    playbook: str | None = None,
 ) -> IncidentClocks:
-    """The clocks of one incident from its stage transitions and approval records."""
+    """The clocks of one incident from its stage transitions and approval records.
+
+    ``playbook`` is the id of the playbook that handled it (``None``: the built-in
+    response), carried along for grouping.
+    """
     origin = incident.first_seen
 
     def completed(stage: Stage) -> datetime | None:
@@ -83,6 +99,7 @@ def clocks_of(
             "approval_wait": round(sum(waits), 3) if waits else None,
         },
         approver_latency=dict(latency),
+        playbook=playbook,
     )
 
 
@@ -119,6 +136,7 @@ async def incident_clocks(
             Incident.model_validate(row.document),
             by_incident_events[row.id],
             by_incident_approvals[row.id],
+            playbook=row.playbook,
         )
         for row in incidents
     ]
@@ -135,13 +153,22 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "p90": percentile(values, 0.9), "n": len(values)}
 
 
-def summarise(clocks: Iterable[IncidentClocks]) -> dict[str, dict[str, Any]]:
-    """Per tenant: incident count, median and p90 of each clock, approver latencies."""
+def summarise(
+    clocks: Iterable[IncidentClocks], *, by: GroupBy = "tenant"
+) -> dict[str, dict[str, Any]]:
+    """Per tenant, or per playbook: incident count, median and p90 of each clock,
+    approver latencies.
+
+    Args:
+        clocks: the incidents' clocks.
+        by: ``tenant``, or ``playbook`` (the playbook's id; :data:`BUILT_IN` for
+            incidents the built-in response handled).
+    """
     groups: dict[str, list[IncidentClocks]] = defaultdict(list)
     for item in clocks:
-        groups[item.tenant].append(item)
+        groups[item.tenant if by == "tenant" else item.playbook_label].append(item)
     summary: dict[str, dict[str, Any]] = {}
-    for tenant, items in sorted(groups.items()):
+    for key, items in sorted(groups.items()):
         entry: dict[str, Any] = {"incidents": len(items)}
         for name in CLOCKS:
             values = [v for c in items if (v := c.clocks[name]) is not None]
@@ -151,7 +178,7 @@ def summarise(clocks: Iterable[IncidentClocks]) -> dict[str, dict[str, Any]]:
             for who, latencies in item.approver_latency.items():
                 approvers[who].extend(latencies)
         entry["approvers"] = {who: _stats(v) for who, v in sorted(approvers.items())}
-        summary[tenant] = entry
+        summary[key] = entry
     return summary
 
 
@@ -164,8 +191,10 @@ async def period_report(store: Store, *, tenant: str, since: datetime) -> dict[s
             await conn.execute(select(ActionRow).where(ActionRow.incident_id.in_(ids)))
         ).all()
     by_severity: dict[str, int] = defaultdict(int)
+    by_playbook: dict[str, int] = defaultdict(int)
     for item in clocks:
         by_severity[item.severity] += 1
+        by_playbook[item.playbook_label] += 1
     taken: dict[str, int] = defaultdict(int)
     refused: dict[str, int] = defaultdict(int)
     for action in actions:
@@ -183,8 +212,7 @@ async def period_report(store: Store, *, tenant: str, since: datetime) -> dict[s
         "since": since.isoformat(),
         "incidents": len(clocks),
         "by_severity": dict(sorted(by_severity.items())),
-        # Until incidents record the playbook that handled them, all ran the built-in response.
-        "by_playbook": {"built-in": len(clocks)} if clocks else {},
+        "by_playbook": dict(sorted(by_playbook.items())),
         "clocks": summarise(clocks).get(tenant, {}),
         "actions_taken": dict(sorted(taken.items())),
         "actions_refused": dict(sorted(refused.items())),

@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from flows.metrics import clocks_of, incident_clocks, percentile, period_report, summarise
+from flows.metrics import (
+    BUILT_IN,
+    clocks_of,
+    incident_clocks,
+    percentile,
+    period_report,
+    summarise,
+)
 from flows.models import ActionResult, ActionStatus, Stage, Verdict
-from flows.store import ApprovalRow, StageEventRow, Store, open_store
+from flows.store import ApprovalRow, StageEventRow, Store
 from tests.flows.factories import incident, plan
+from tests.postgres import BACKENDS, backend_store
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -65,9 +73,10 @@ def test_clocks_come_from_stage_transitions_and_decisions() -> None:
     assert clocks.clocks["detect"] == round((inc.created_at - t0).total_seconds(), 3)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with open_store(f"sqlite+aiosqlite:///{tmp_path / 'stanch.db'}") as opened:
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store on SQLite, and on PostgreSQL when one is reachable."""
+    async with backend_store(request.param, tmp_path) as opened:
         yield opened
 
 
@@ -103,4 +112,36 @@ async def test_summary_and_period_report_per_tenant(store: Store) -> None:
     assert report["by_severity"] == {"critical": 2}
     assert report["actions_taken"] == {"edr.contain_host": 1, "edr.release_host": 1}
     assert report["actions_undone"] == 1
+    assert report["by_playbook"] == {BUILT_IN: 2}
     assert (await incident_clocks(store, tenant="other")) == []
+
+
+async def test_metrics_and_report_group_incidents_by_playbook(store: Store) -> None:
+    """Given three incidents of tenant demo, two handled by the ransomware playbook (one of
+    them contained) and one by the built-in response, and one of tenant acme by phishing,
+    When summarised by playbook and reported for demo,
+    Then each playbook is a row with its own counts and clocks, the built-in response is
+    labelled "(built-in)", and the report counts incidents per playbook."""
+    handled = {1: "ransomware", 2: "ransomware", 3: None}
+    for n, playbook in handled.items():
+        await store.save_incident(incident(n))
+        await store.set_incident_playbook(incident(n).id, playbook)
+    await store.record_stage(incident(1).id, Stage.CONTAIN, "completed")
+    other = incident(4, tenant="acme")
+    await store.save_incident(other)
+    await store.set_incident_playbook(other.id, "phishing")
+
+    clocks = await incident_clocks(store)
+    assert {c.incident_id: c.playbook for c in clocks} == {
+        **{incident(n).id: p for n, p in handled.items()},
+        other.id: "phishing",
+    }
+    by_playbook = summarise(clocks, by="playbook")
+    assert list(by_playbook) == [BUILT_IN, "phishing", "ransomware"]
+    assert [by_playbook[k]["incidents"] for k in by_playbook] == [1, 1, 2]
+    assert by_playbook["ransomware"]["contain"]["n"] == 1
+    assert by_playbook[BUILT_IN]["contain"] is None
+    assert {k: v["incidents"] for k, v in summarise(clocks).items()} == {"acme": 1, "demo": 3}
+
+    report = await period_report(store, tenant="demo", since=datetime.now(UTC) - timedelta(days=7))
+    assert report["by_playbook"] == {BUILT_IN: 1, "ransomware": 2}

@@ -1,4 +1,4 @@
-"""`stanch metrics` and `stanch report period` against a store with one incident."""
+"""`stanch metrics` and `stanch report period` against a store with two incidents."""
 
 from __future__ import annotations
 
@@ -33,26 +33,49 @@ def _seed(home: Path) -> None:
             inc = incident(1)
             await store.save_incident(inc)
             await store.record_stage(inc.id, Stage.CONTAIN, "completed")
+            await store.set_incident_playbook(inc.id, "ransomware")
+            await store.save_incident(incident(2))  # the built-in response handled it
 
     asyncio.run(seed())
 
 
 def test_metrics_and_period_report(tmp_path: Path) -> None:
-    """Given a store with one contained incident of tenant demo,
-    When `stanch metrics --json` and `stanch report period` run,
-    Then both count it, and a bad --since is refused."""
+    """Given a store with two incidents of tenant demo, one contained by the ransomware
+    playbook and one handled by the built-in response,
+    When `stanch metrics` runs per tenant and per playbook, and `stanch report period`,
+    Then they count them per tenant, per playbook ("(built-in)" for the built-in response)
+    and in the report; a bad --since or --by is refused."""
     _seed(tmp_path)
     metrics = _stanch("metrics", "--json", home=tmp_path)
     assert metrics.returncode == 0, metrics.stderr
     summary = json.loads(metrics.stdout)
-    assert summary["demo"]["incidents"] == 1
+    assert summary["demo"]["incidents"] == 2
     assert summary["demo"]["contain"]["n"] == 1
+
+    per_playbook = _stanch("metrics", "--by", "playbook", "--json", home=tmp_path)
+    assert per_playbook.returncode == 0, per_playbook.stderr
+    by_playbook = json.loads(per_playbook.stdout)
+    assert {k: v["incidents"] for k, v in by_playbook.items()} == {
+        "(built-in)": 1,
+        "ransomware": 1,
+    }
+    assert by_playbook["ransomware"]["contain"]["n"] == 1
+    assert by_playbook["(built-in)"]["contain"] is None
+
+    table = _stanch("metrics", "--by", "playbook", home=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "playbook" in table.stdout and "ransomware" in table.stdout
+    assert "(built-in)" in table.stdout
 
     report = _stanch("report", "period", "--tenant", "demo", "--since", "7d", home=tmp_path)
     assert report.returncode == 0, report.stderr
-    assert "# demo: 1 incident(s)" in report.stdout
-    assert "- critical: 1" in report.stdout
+    assert "# demo: 2 incident(s)" in report.stdout
+    assert "- critical: 2" in report.stdout
+    assert "## Playbooks\n\n- (built-in): 1\n- ransomware: 1\n" in report.stdout
 
     bad = _stanch("metrics", "--since", "a week", home=tmp_path)
     assert bad.returncode == 2
     assert "--since" in bad.stderr
+    bad_by = _stanch("metrics", "--by", "vendor", home=tmp_path)
+    assert bad_by.returncode != 0
+    assert "--by" in bad_by.stdout + bad_by.stderr
