@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -191,6 +192,30 @@ async def test_duplicates_are_stored_once_within_and_across_batches_and_restarts
     assert await count(store, AlertRow) == 1
     assert await count(store, IncidentRow) == 1
     assert len(starts.incidents) == 1
+
+
+async def test_two_intakes_sharing_a_store_race_without_loss_or_double_ids(
+    store: Store,
+) -> None:
+    """Given two intakes on one store (two `stanch serve` replicas), each handed a batch at
+    the same moment with one alert in common and one of its own, on hosts unrelated
+    to each other,
+    When both ingest, Then the shared alert is stored once (accepted by one, a duplicate
+    for the other), every alert is kept, and the incidents get distinct ids that are all
+    stored, whichever intake lost the race for the first id."""
+    first, second = Starts(), Starts()
+    a = Intake(store, start_incident=first, refresh_seconds=0)
+    b = Intake(store, start_incident=second, refresh_seconds=0)
+    ra, rb = await asyncio.gather(
+        a.ingest("acme", "ocsf", [alert("R-1", host="WS-1"), alert("R-2", host="WS-9")]),
+        b.ingest("acme", "ocsf", [alert("R-1", host="WS-1"), alert("R-3", host="WS-5")]),
+    )
+    assert await count(store, AlertRow) == 3
+    assert (ra.accepted + rb.accepted, ra.duplicates + rb.duplicates) == (3, 1)
+    ids = first.ids + second.ids
+    assert len(ids) == len(set(ids)) == 3
+    for incident_id in ids:
+        assert await store.get_incident(incident_id) is not None
 
 
 async def test_the_same_uid_in_two_tenants_is_two_alerts(intake: Intake, store: Store) -> None:
