@@ -8,6 +8,7 @@ store at ``-x url=<sqlalchemy url>`` or, by default, the one stanch's settings n
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from alembic import context
 from sqlalchemy import pool
@@ -22,12 +23,19 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def _ours(name: str | None, type_: str, _parents: Any) -> bool:
+    # The database may be shared (the Prefect server's tables beside the store's):
+    # autogenerate must not propose dropping tables stanch does not declare.
+    return type_ != "table" or name in target_metadata.tables
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         version_table=VERSION_TABLE,
         compare_type=True,
+        include_name=_ours,
     )
     with context.begin_transaction():
         context.run_migrations()

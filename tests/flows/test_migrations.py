@@ -345,3 +345,38 @@ async def test_set_incident_playbook_refuses_unknown_incidents_and_long_ids(
             await store.set_incident_playbook("INC-none", "phishing")
         with pytest.raises(ValueError, match="81 characters"):
             await store.set_incident_playbook(incident(1).id, "p" * 81)
+
+
+# The alembic command, for writing revisions -----------------------------------------------
+def test_the_alembic_command_sees_no_change_and_ignores_foreign_tables(tmp_path: Path) -> None:
+    """Given a SQLite store upgraded by `alembic upgrade head` from the checkout (pyproject's
+    [tool.alembic], -x url=…), sharing its file with a table stanch does not declare (as
+    it shares PostgreSQL with the Prefect server),
+    When `alembic check` runs, Then it finds the models and the revisions in agreement and
+    proposes no drop of the foreign table; after the playbook column is dropped by hand,
+    check reports the difference."""
+    path = tmp_path / "stanch.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE flow_run (id INTEGER PRIMARY KEY)")
+    root = Path(__file__).parents[2]
+
+    def alembic(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "alembic", "-x", f"url=sqlite+aiosqlite:///{path}", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    upgraded = alembic("upgrade", "head")
+    assert upgraded.returncode == 0, upgraded.stderr
+    check = alembic("check")
+    assert check.returncode == 0, check.stderr
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("ALTER TABLE incidents DROP COLUMN playbook")
+    lagging = alembic("check")
+    assert lagging.returncode != 0
+    assert "playbook" in lagging.stdout + lagging.stderr
