@@ -30,6 +30,7 @@ app.command("stanch.serve_cli:serve", help="Alert intake service (webhooks → i
 app.command("stanch.metrics_cli:metrics", help="MDR clocks per tenant: median and p90.")
 app.command("stanch.metrics_cli:report_app", name="report", help="Reports over a period.")
 app.command("stanch.undo_cli:undo", help="Undo what an incident still has in effect.")
+app.command("stanch.rerun_cli:rerun", help="Run a stored incident through the lifecycle again.")
 app.command(
     "stanch.playbook_cli:app", name="playbook", help="Validate, plan, test and route playbooks."
 )
