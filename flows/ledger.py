@@ -581,8 +581,9 @@ class Ledger:
         """The incident's executed, reversible actions not undone since, oldest first.
 
         An executed action whose inverse is in effect on the same target cancels it (a
-        release after a contain) and is not itself in effect. ``already_done`` outcomes
-        are left out: stanch did not cause that state, so undoing it is not stanch's call.
+        release after a contain) and is not itself in effect; so does an inverse the vendor
+        reports ``already_done``. An action reported ``already_done`` is never in effect:
+        stanch did not cause that state, so undoing it is not stanch's call.
         """
         # Which parameters each verb takes lives with the executor; imported here so that
         # reading the ledger (the CLI) does not import Prefect.
@@ -590,7 +591,7 @@ class Ledger:
 
         live: dict[tuple[str, str], LedgerEntry] = {}
         for entry in await self.entries(incident_id):
-            if entry.kind != EntryKind.ACTION or entry.status != ActionStatus.EXECUTED.value:
+            if entry.kind != EntryKind.ACTION or entry.status not in _ONCE_STATUSES:
                 continue
             if entry.capability is None or entry.verb is None or entry.target is None:
                 continue
@@ -600,8 +601,10 @@ class Ledger:
             key = (entry.capability, entry.target)
             undone = live.get(key)
             if undone is not None and undone.verb == inverse:
+                # Undone, by stanch or (already_done) by the vendor itself: a firewall
+                # lifts an expired block on its own before the sweeper's unblock arrives.
                 del live[key]
-            else:
+            elif entry.status == ActionStatus.EXECUTED.value:
                 live[key] = entry
         effects: list[InEffect] = []
         for entry in sorted(live.values(), key=lambda e: e.seq):

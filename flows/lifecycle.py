@@ -20,6 +20,7 @@ from prefect.runtime import flow_run
 
 from flows import wiring
 from flows.approvals import ApprovalGate, PrefectPauseGate, new_approval_request
+from flows.joins import joined_alerts
 from flows.ledger import Ledger
 from flows.metrics import clocks_of
 from flows.models import (
@@ -49,6 +50,7 @@ from flows.report import publish_report
 from flows.response import assess, containment_plans, remediation_plans
 from flows.roe import RoeDecision, RulesOfEngagement, count_recent_actions, policy_for_tenant
 from flows.settings import StanchSettings, load_settings
+from flows.slack_summary import post_incident_summary, slack_chat
 from flows.store import Store, open_store
 from flows.tasks import execute_action, find_host, find_user
 
@@ -160,34 +162,54 @@ class Lifecycle:
                 await record_incident(self.incident, self.store, self.flow_run_id)
             notes.append(f"{len(self.incident.alerts)} alert(s) from {', '.join(vendors)}")
             chosen = self.route.chosen if self.route else None
+            await self.store.set_incident_playbook(self.incident.id, chosen.id if chosen else None)
             notes.append(f"playbook {chosen.id}" if chosen else "built-in response")
 
     async def investigate(self) -> None:
         """Look up every host and user the alerts name, then score the incident."""
         async with self.stage(Stage.INVESTIGATE) as notes:
-            edr, idp = self.integrations.edr, self.integrations.identity
-            with tags(*self._tags(Stage.INVESTIGATE, edr.vendor)):
-                hosts = await asyncio.gather(
-                    *(find_host(edr, name) for name in self.incident.hostnames)
-                )
-            with tags(*self._tags(Stage.INVESTIGATE, idp.vendor)):
-                users = await asyncio.gather(
-                    *(find_user(idp, login) for login in self.incident.users)
-                )
-            self.investigation = assess(
-                self.incident,
-                dict(zip(self.incident.hostnames, hosts, strict=True)),
-                dict(zip(self.incident.users, users, strict=True)),
+            notes.extend(await self._look_up_and_plan())
+
+    async def _look_up_and_plan(self) -> list[str]:
+        """Ask the vendors about the alerts' hosts and users, assess, plan the playbook."""
+        notes: list[str] = []
+        edr, idp = self.integrations.edr, self.integrations.identity
+        with tags(*self._tags(Stage.INVESTIGATE, edr.vendor)):
+            hosts = await asyncio.gather(
+                *(find_host(edr, name) for name in self.incident.hostnames)
             )
+        with tags(*self._tags(Stage.INVESTIGATE, idp.vendor)):
+            users = await asyncio.gather(*(find_user(idp, login) for login in self.incident.users))
+        self.investigation = assess(
+            self.incident,
+            dict(zip(self.incident.hostnames, hosts, strict=True)),
+            dict(zip(self.incident.users, users, strict=True)),
+        )
+        notes.append(f"verdict {self.investigation.verdict}, risk {self.investigation.risk_score}")
+        if self.route is not None and self.route.chosen is not None:
+            self.plan = await self._plan_playbook(self.route.chosen, hosts, users)
             notes.append(
-                f"verdict {self.investigation.verdict}, risk {self.investigation.risk_score}"
+                f"playbook {self.plan.playbook} v{self.plan.version} planned "
+                f"{len(self.plan.actions)} action(s)"
             )
-            if self.route is not None and self.route.chosen is not None:
-                self.plan = await self._plan_playbook(self.route.chosen, hosts, users)
-                notes.append(
-                    f"playbook {self.plan.playbook} v{self.plan.version} planned "
-                    f"{len(self.plan.actions)} action(s)"
-                )
+        return notes
+
+    async def _learn_joined_alerts(self) -> list[str]:
+        """Take in alerts the intake joined to this incident since the run began.
+
+        Re-read before each stage that acts: the new alerts' hosts and users are looked
+        up and the plan is made again, so the stage acts on the incident as it is now.
+        The playbook stays the one chosen at detect.
+        """
+        joined = await joined_alerts(self.store, self.incident)
+        if not joined:
+            return []
+        self.incident = self.incident.model_copy(
+            update={"alerts": [*self.incident.alerts, *joined]}
+        )
+        await self.store.save_incident(self.incident)
+        notes = [f"{len(joined)} alert(s) joined the incident; planned again"]
+        return notes + await self._look_up_and_plan()
 
     async def _plan_playbook(
         self, playbook: LoadedPlaybook, hosts: Sequence[Any], users: Sequence[Any]
@@ -214,6 +236,7 @@ class Lifecycle:
     async def contain(self) -> None:
         """Plan containment, get authority for it, execute what was authorised."""
         async with self.stage(Stage.CONTAIN) as notes:
+            notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.CONTAIN)
             notes.extend(await self.authorise_and_execute(Stage.CONTAIN, planned))
             if any(
@@ -224,6 +247,7 @@ class Lifecycle:
     async def remediate(self) -> None:
         """Remove what the attacker left: block the file hash, expire the password."""
         async with self.stage(Stage.REMEDIATE) as notes:
+            notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.REMEDIATE)
             notes.extend(await self.authorise_and_execute(Stage.REMEDIATE, planned))
 
@@ -276,6 +300,10 @@ class Lifecycle:
                 outcome.report_paths = await publish_report(outcome, self.settings.reports_dir)
             await self.store.set_incident_status(self.incident.id, "resolved")
         outcome.stages = list(self.stages)
+        chat = slack_chat(self.settings)
+        if chat is not None:
+            # Best effort: a Slack failure is logged and never fails the incident.
+            await post_incident_summary(outcome, self.store, chat)
         return outcome
 
     async def authorise_and_execute(
@@ -408,23 +436,16 @@ def _approvers_of(decisions: list[RoeDecision]) -> dict[str, Any]:
 def default_gate(settings: StanchSettings) -> ApprovalGate:
     """The approval channel the settings choose: Slack, or the CLI-resumed pause."""
     if settings.approval_channel == "slack":
-        from slack_sdk import WebClient
-
         from flows.slack_gate import SlackPauseGate
-        from integrations.slack import SlackChat
 
-        if settings.slack_bot_token is None or settings.slack_channel is None:
+        chat = slack_chat(settings)
+        if chat is None:
             raise ValueError(
                 "approval_channel=slack needs STANCH_SLACK_BOT_TOKEN and STANCH_SLACK_CHANNEL"
             )
-        client = WebClient(
-            token=settings.slack_bot_token.get_secret_value(),
-            base_url=settings.slack_base_url,
-            timeout=10,
-        )
         return SlackPauseGate(
             settings.approval_key(),
-            SlackChat(client, channel=settings.slack_channel),
+            chat,
             timeout_seconds=settings.approval_timeout_seconds,
             poll_seconds=settings.approval_poll_seconds,
             approver_ids=tuple(settings.slack_approver_ids),

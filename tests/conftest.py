@@ -21,9 +21,13 @@ STANCH_HOME = RUN_DIR / "stanch"
 
 
 def _pick_port() -> int:
+    # Anywhere in a wide range: two test runs on one machine (developers, agents) must not
+    # both settle on the first free port above a fixed one and share a server.
+    import random
+
     from stanch.prefect_server import _free_port
 
-    return _free_port(4299)
+    return _free_port(random.randint(20_000, 40_000))
 
 
 PORT = _pick_port()

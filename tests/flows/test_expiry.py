@@ -290,11 +290,6 @@ async def test_a_block_the_device_already_lifted_is_recorded_and_not_retried(
     assert len(device.sim.requests) == requests
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ledger.in_effect counts only an executed inverse as undoing; an already_done "
-    "unblock (the device lifted the block itself) leaves the block listed",
-)
 async def test_in_effect_drops_a_block_whose_unblock_was_already_done(
     store: Store, settings: StanchSettings, device: Device
 ) -> None:
