@@ -153,41 +153,29 @@ async def _slack_side(store: Any) -> Any:
     if settings.approval_channel != "slack":
         yield None
         return
-    from slack_sdk import WebClient
-
-    from flows.approval_service import ApprovalService, run_sweeper
-    from integrations.slack import SlackChat, SlackRequestVerifier
+    from flows.approval_service import run_sweeper
+    from flows.errors import ConfigurationError
+    from flows.sweeper import slack_approval_service
+    from integrations.slack import SlackRequestVerifier
     from stanch.slack_listener import SlackInteractions
 
-    if settings.slack_bot_token is None or settings.slack_channel is None:
-        raise SystemExit("Slack approvals need STANCH_SLACK_BOT_TOKEN and STANCH_SLACK_CHANNEL")
-    if settings.slack_team_id is None:
-        raise SystemExit("Slack approvals need STANCH_SLACK_TEAM_ID (clicks from it only)")
+    try:
+        # The same builder as the sweep flow's; it names every missing bot token, channel
+        # and team id (clicks are accepted from that workspace only).
+        service = slack_approval_service(store, settings)
+    except ConfigurationError as exc:
+        raise SystemExit(str(exc)) from exc
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         raise SystemExit(
             "Slack approvals need STANCH_SLACK_APP_TOKEN (Socket Mode) or "
             "STANCH_SLACK_SIGNING_SECRET (HTTP request URL)"
         )
-    client = WebClient(
-        token=settings.slack_bot_token.get_secret_value(),
-        base_url=settings.slack_base_url,
-        timeout=10,
-    )
-    service = ApprovalService(
-        store,
-        SlackChat(client, channel=settings.slack_channel),
-        settings.approval_key(),
-        team_id=settings.slack_team_id,
-        escalation_group=settings.slack_escalation_group,
-        reminder_every=timedelta(seconds=settings.slack_reminder_seconds),
-        escalate_after=timedelta(seconds=settings.slack_escalate_after_seconds),
-    )
     listener = None
     if settings.slack_signing_secret is not None:
         listener = SlackInteractions(
             service.handle,
             SlackRequestVerifier(settings.slack_signing_secret),
-            team_id=settings.slack_team_id,
+            team_id=service.team_id,
         )
     socket = None
     if settings.slack_app_token is not None:
@@ -197,11 +185,12 @@ async def _slack_side(store: Any) -> Any:
 
         socket = SocketModeRunner(
             SocketModeClient(
-                app_token=settings.slack_app_token.get_secret_value(), web_client=client
+                app_token=settings.slack_app_token.get_secret_value(),
+                web_client=service.chat.client,
             ),
             service.handle,
             asyncio.get_running_loop(),
-            team_id=settings.slack_team_id,
+            team_id=service.team_id,
         )
         await asyncio.to_thread(socket.connect)
     log.info("Slack approvals: %s", "socket mode" if socket else "HTTP /slack/interactions")

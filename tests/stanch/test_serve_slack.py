@@ -90,3 +90,22 @@ async def test_serve_refuses_half_configured_slack(
     with pytest.raises(SystemExit, match=r"STANCH_SLACK_APP_TOKEN .* STANCH_SLACK_SIGNING_SECRET"):
         async with _slack_side(store):
             pass
+
+
+async def test_serve_names_every_missing_slack_setting(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given Slack approvals with a signing secret but no bot token and no team id,
+    When the service starts, Then it stops with the shared builder's message naming both
+    (and not the channel, which is set)."""
+    monkeypatch.setenv("STANCH_APPROVAL_CHANNEL", "slack")
+    monkeypatch.setenv("STANCH_SLACK_CHANNEL", "C0APPROVALS")
+    monkeypatch.setenv("STANCH_SLACK_SIGNING_SECRET", SECRET)
+    monkeypatch.delenv("STANCH_SLACK_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("STANCH_SLACK_TEAM_ID", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        async with _slack_side(store):
+            pass
+    message = str(stopped.value)
+    assert "STANCH_SLACK_BOT_TOKEN" in message and "STANCH_SLACK_TEAM_ID" in message
+    assert "STANCH_SLACK_CHANNEL" not in message
