@@ -1,4 +1,6 @@
-"""``stanch serve``: the detection intake service under uvicorn."""
+"""``stanch serve``: the detection intake service under uvicorn and, on a one-host
+install, the Prefect runners of stanch's deployments in the same event loop.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +8,14 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
 
 import uvicorn
 from pydantic import TypeAdapter, ValidationError
@@ -18,6 +24,11 @@ from flows.intake import Intake, StartIncident, TriagePolicy
 from flows.models import Incident
 from flows.store import open_store
 from stanch.service import ServiceSettings, SourceAuth, create_app
+
+if TYPE_CHECKING:
+    from prefect import Flow
+    from prefect.client.schemas.objects import State
+    from prefect.runner import Runner
 
 log = logging.getLogger("stanch.serve")
 
@@ -99,6 +110,280 @@ class FlowStarter:
         await asyncio.gather(*self._running, return_exceptions=True)
 
 
+# Deployments served on a one-host install ----------------------------------------------------
+# Named apart from prefect.yaml's (``prefect deploy --all``), so that `stanch serve` and a
+# work pool's worker never overwrite each other's deployment on the same Prefect server.
+SERVED_SUFFIX = "serve"
+HANDLE_INCIDENT_SERVED = f"handle-incident/handle-incident-{SERVED_SUFFIX}"
+EVERY_MINUTE = timedelta(seconds=60)  # prefect.yaml's interval for the sweep and the pollers
+
+
+@dataclass(frozen=True)
+class ServedDeployment:
+    """One deployment ``stanch serve`` runs, as prefect.yaml describes its namesake.
+
+    Attributes:
+        flow: the flow's name (``handle-incident``, ``sweep`` or ``poll-alerts``).
+        name: prefect.yaml's deployment name with ``-serve`` appended.
+        parameters: the default parameters of its runs.
+        interval: how often a run is scheduled; ``None`` for runs started on demand.
+        concurrency_limit: its runs at a time, enforced by the Prefect server.
+        tags: as in prefect.yaml.
+        description: as in prefect.yaml.
+    """
+
+    flow: Literal["handle-incident", "sweep", "poll-alerts"]
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    interval: timedelta | None = None
+    concurrency_limit: int | None = None
+    tags: tuple[str, ...] = ()
+    description: str = ""
+
+
+def alert_sources() -> list[str]:
+    """The vendors whose alerts a poller can pull (prefect.yaml's ``poll-<source>``)."""
+    from integrations.capabilities import Capability
+    from integrations.plugin import available_plugins
+
+    return [p.name for p in available_plugins() if Capability.ALERTS in p.adapters]
+
+
+def parse_poll(text: str) -> list[str]:
+    """The comma-separated ``--poll`` value as source names, each an alert source.
+
+    Raises:
+        ValueError: a name is not an alert source (the message lists those that are).
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = alert_sources()
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(
+            f"--poll: {', '.join(unknown)} is not an alert source; choose from {', '.join(known)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def served_deployments(poll: Sequence[str] = ()) -> list[ServedDeployment]:
+    """``handle-incident``, the ``sweep`` and a poller per source in ``poll``.
+
+    The sweep runs with ``approvals: false``: ``stanch serve`` sweeps Slack approvals
+    itself every few seconds, so the deployment only expires containment past its TTL.
+    Pollers start their incidents through the served ``handle-incident``.
+    """
+    served = [
+        ServedDeployment(
+            "handle-incident",
+            f"handle-incident-{SERVED_SUFFIX}",
+            tags=("stanch", "lifecycle"),
+            description="One incident through detect, investigate, contain, remediate and report.",
+        ),
+        ServedDeployment(
+            "sweep",
+            f"sweep-{SERVED_SUFFIX}",
+            parameters={"approvals": False},
+            interval=EVERY_MINUTE,
+            concurrency_limit=1,
+            tags=("stanch", "sweeper"),
+            description="Undo containment whose TTL has passed.",
+        ),
+    ]
+    served.extend(
+        ServedDeployment(
+            "poll-alerts",
+            f"poll-{source}-{SERVED_SUFFIX}",
+            parameters={"source": source, "incident_deployment": HANDLE_INCIDENT_SERVED},
+            interval=EVERY_MINUTE,
+            concurrency_limit=1,
+            tags=("stanch", "detect", "poller"),
+            description=f"Pull {source} alerts into intake.",
+        )
+        for source in poll
+    )
+    return served
+
+
+def _flows() -> dict[str, Flow[Any, Any]]:
+    # Imported here: Prefect must read PREFECT_API_URL after serve() has set it.
+    from flows.lifecycle import handle_incident
+    from flows.pollers import poll_alerts
+    from flows.sweeper import sweep
+
+    return {"handle-incident": handle_incident, "sweep": sweep, "poll-alerts": poll_alerts}
+
+
+def pollers_take_incident_deployment() -> bool:
+    """Whether ``poll-alerts`` can be told which ``handle-incident`` deployment to start."""
+    return "incident_deployment" in _flows()["poll-alerts"].parameters.properties
+
+
+class ServedRunners:
+    """Prefect runners serving ``stanch serve``'s deployments in the running event loop.
+
+    Two runners, so that neither kind of work can starve the other: one runs incidents,
+    at most ``concurrent_flows`` processes (a run paused for a short approval keeps its
+    process, a suspended one gives it back), the other the scheduled passes (sweep and
+    pollers), one process each. ``stopped`` is set when a runner ends by itself.
+    """
+
+    def __init__(self, deployments: Sequence[ServedDeployment], *, concurrent_flows: int) -> None:
+        on_demand = [d for d in deployments if d.interval is None]
+        scheduled = [d for d in deployments if d.interval is not None]
+        self._groups = [
+            (f"stanch-{SERVED_SUFFIX}-incidents", on_demand, concurrent_flows),
+            (f"stanch-{SERVED_SUFFIX}-schedules", scheduled, len(scheduled)),
+        ]
+        self.stopped = asyncio.Event()
+        self._runners: list[tuple[Runner, asyncio.Task[None]]] = []
+        self._stopping = False
+
+    async def __aenter__(self) -> ServedRunners:
+        from prefect.runner import Runner
+
+        flows = _flows()
+        try:
+            for name, group, limit in self._groups:
+                if not group:
+                    continue
+                runner = Runner(name=name, limit=limit)
+                for served in group:
+                    # aadd_flow (rather than to_deployment + aadd_deployment) also hands
+                    # the runner the flow object: runs start from it, not from a file path.
+                    await runner.aadd_flow(
+                        flows[served.flow],
+                        name=served.name,
+                        interval=served.interval,
+                        parameters=served.parameters,
+                        concurrency_limit=served.concurrency_limit,
+                        tags=list(served.tags),
+                        description=served.description,
+                    )
+                self._runners.append((runner, self._start(runner)))
+                log.info("%s serves %s", name, ", ".join(f"{d.flow}/{d.name}" for d in group))
+        except BaseException:
+            await self.__aexit__()  # a runner already started must not outlive the refusal
+            raise
+        return self
+
+    def _start(self, runner: Runner) -> asyncio.Task[None]:
+        previous = signal.getsignal(signal.SIGTERM)
+        task = asyncio.create_task(runner.start(), name=f"prefect runner {runner.name}")
+        task.add_done_callback(self._ended)
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            # Runner.start() begins by installing a SIGTERM handler that cancels every run
+            # and exits on the spot; this process stops on its own terms (uvicorn, then the
+            # drain). Scheduled after the task's first step, this puts the old one back.
+            asyncio.get_running_loop().call_soon(signal.signal, signal.SIGTERM, previous)
+        return task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not self._stopping:
+            error = None if task.cancelled() else task.exception()
+            log.error("%s stopped by itself: %r", task.get_name(), error)
+        self.stopped.set()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error a runner that already ended raised (``None`` while they all run)."""
+        for _, task in self._runners:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
+
+    async def __aexit__(self, *_: object) -> None:
+        self._stopping = True
+        for runner, task in self._runners:
+            if runner.started and not task.done():
+                # Cancels what the runner still runs (a sweep or poll pass, which redo
+                # themselves next minute); the drain has already waited for incidents.
+                await runner.astop()
+            else:
+                task.cancel()
+        await asyncio.gather(*(task for _, task in self._runners), return_exceptions=True)
+
+
+class DeploymentStarter:
+    """Start callback that starts one run of the served ``handle-incident`` per incident.
+
+    The runner serving the deployment executes it, at most its limit at a time; further
+    runs wait as ``Scheduled``. The incident's id and creation time make the run's
+    idempotency key, so a start retried after an error never makes a second run.
+    """
+
+    def __init__(self, deployment: str = HANDLE_INCIDENT_SERVED, *, every: float = 1.0) -> None:
+        self.deployment = deployment
+        self._every = every
+        self._runs: set[UUID] = set()
+        self._prune_at = _PRUNE_EVERY
+
+    async def __call__(self, incident: Incident) -> None:
+        from prefect.deployments.flow_runs import arun_deployment
+
+        run = await arun_deployment(
+            self.deployment,
+            parameters={"incident": incident.model_dump(mode="json")},
+            timeout=0,
+            # Not the id alone: ids restart with a new store, Prefect's runs do not.
+            idempotency_key=f"{incident.id}@{incident.created_at.isoformat()}",
+        )
+        self._runs.add(run.id)
+        log.info("incident %s: flow run %s scheduled on %s", incident.id, run.id, self.deployment)
+        if len(self._runs) >= self._prune_at:
+            try:
+                self._runs = await self._in_flight(self._runs)
+            except Exception:  # the run is started; forgetting old ones can wait
+                log.warning("could not check which incident runs ended", exc_info=True)
+            self._prune_at = len(self._runs) + _PRUNE_EVERY
+
+    async def drain(self, abandon: asyncio.Event | None = None) -> None:
+        """Wait until every run started here has ended or been suspended (process gone).
+
+        Args:
+            abandon: stop waiting once it is set (the runner executing them has stopped).
+        """
+        while self._runs and not (abandon is not None and abandon.is_set()):
+            self._runs = await self._in_flight(self._runs)
+            if self._runs:
+                log.info("waiting for %d incident flow run(s) to end", len(self._runs))
+                await _wait(abandon, self._every)
+
+    @staticmethod
+    async def _in_flight(ids: set[UUID]) -> set[UUID]:
+        """The runs of ``ids`` that still have (or wait for) a process."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        listed = list(ids)
+        chunks = [listed[i : i + _PAGE] for i in range(0, len(listed), _PAGE)]
+        left: set[UUID] = set()
+        async with get_client() as client:
+            for chunk in chunks:
+                runs = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=_PAGE
+                )
+                left.update(r.id for r in runs if not _let_go(r.state))
+        return left
+
+
+_PRUNE_EVERY = 100  # forget ended runs after this many starts, not to grow without bound
+_PAGE = 200  # the Prefect API's largest page of flow runs
+
+
+def _let_go(state: State[Any] | None) -> bool:
+    # A suspended run's process has exited; whoever serves the deployment re-runs it
+    # once it is resumed, so a shutdown need not wait for the analyst.
+    return state is not None and (state.is_final() or state.name == "Suspended")
+
+
+async def _wait(event: asyncio.Event | None, seconds: float) -> None:
+    if event is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, but a stop signal ends ``serve()`` with a plain return.
 
@@ -127,8 +412,9 @@ async def run_service(
     settings: ServiceSettings | None = None,
     log_level: str = "info",
     access_log: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Open the store and serve the intake app until SIGINT or SIGTERM.
+    """Open the store and serve the intake app until SIGINT or SIGTERM (or ``stop``).
 
     With ``STANCH_APPROVAL_CHANNEL=slack`` the same process receives Slack clicks (HTTP
     request URL when a signing secret is set, Socket Mode when an app token is set) and
@@ -141,7 +427,18 @@ async def run_service(
             config = uvicorn.Config(
                 app, host=host, port=port, log_level=log_level, access_log=access_log
             )
-            await _Server(config).serve()
+            server = _Server(config)
+            watcher = asyncio.create_task(_exit_on(stop, server)) if stop is not None else None
+            try:
+                await server.serve()
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+
+
+async def _exit_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
+    await stop.wait()
+    server.should_exit = True  # what uvicorn's own signal handler does
 
 
 @contextlib.asynccontextmanager
@@ -217,8 +514,10 @@ def serve(
     log_level: str = "info",
     run_flows: bool = True,
     concurrent_flows: int = 4,
+    deployments: bool = True,
+    poll: str = "",
 ) -> int:
-    """Receive vendor alerts over HTTP and correlate them into incidents.
+    """Receive vendor alerts over HTTP, correlate them into incidents and run their flows.
 
     Alerts go to ``POST /v1/alerts/<source>`` (one object or an array); ``GET /healthz``
     and ``GET /readyz`` answer probes. Sources are a JSON object read from
@@ -230,9 +529,18 @@ def serve(
 
     Optional ``STANCH_TRIAGE`` sets per-tenant triage, e.g.
     ``{"acme": {"threshold": 40, "asset_criticality": {"dc-*": 30}}}``. The store is
-    ``STANCH_DATABASE_URL`` (SQLite under ``STANCH_HOME`` by default). Each new incident
-    above its tenant's triage threshold starts one ``handle-incident`` flow run in this
-    process, on ``PREFECT_API_URL`` or the embedded Prefect server.
+    ``STANCH_DATABASE_URL`` (SQLite under ``STANCH_HOME`` by default); flow runs go to
+    ``PREFECT_API_URL`` or the embedded Prefect server.
+
+    By default this process also serves, with Prefect runners in the same event loop,
+    the deployments prefect.yaml defines, under names of their own so that they never
+    collide with ``prefect deploy --all``'s: ``handle-incident/handle-incident-serve``
+    (each new incident above its tenant's triage threshold becomes one run of it, at
+    most ``--concurrent-flows`` at a time; a run that waits long for an approval is
+    suspended and re-run here once decided), ``sweep/sweep-serve`` every minute (TTL
+    expiry; Slack approvals are swept in-process) and, for each source named by
+    ``--poll``, ``poll-alerts/poll-<source>-serve`` every minute. SIGTERM stops intake,
+    waits for the incident runs started here to end or suspend, then stops the runners.
 
     Args:
         host: address to listen on; keep loopback unless a proxy terminates TLS in front.
@@ -242,14 +550,28 @@ def serve(
         max_body_mb: request bodies above this get 413.
         log_level: uvicorn log level.
         run_flows: start a flow run per new incident (``--no-run-flows`` only records).
-        concurrent_flows: flow runs at a time; further incidents wait their turn.
+        concurrent_flows: incident flow runs at a time; further incidents wait their turn.
+        deployments: serve the deployments (``--no-deployments`` runs each incident's
+            flow inside this process instead, with no sweep and no pollers; approvals
+            then never suspend, and a long one holds its slot).
+        poll: comma-separated alert sources to poll every minute (``crowdstrike``,
+            ``defender``, ``sentinelone``, ``okta``, ``entra``), each with its
+            ``STANCH_<VENDOR>_*`` credentials; none by default (alerts come by webhook).
     """
     from flows.settings import load_settings
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if log_level.lower() != "debug":
+        # httpx logs every Prefect API call at INFO, and the runners poll every few seconds.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         sources = load_sources(os.environ, sources_file)
         triage = load_triage(os.environ)
+        polled = parse_poll(poll)
+        if polled and not (run_flows and deployments):
+            raise ValueError(
+                "--poll needs the served deployments (no --no-run-flows/--no-deployments)"
+            )
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
@@ -257,6 +579,7 @@ def serve(
     log.info("sources: %s", ", ".join(f"{n} ({s.tenant}, {s.format})" for n, s in sources.items()))
     service = ServiceSettings(max_body_bytes=int(max_body_mb * 1024 * 1024))
     start: StartIncident = log_incident
+    served: list[ServedDeployment] = []
     server = None
     if run_flows:
         from stanch.prefect_server import ensure_server, use_server
@@ -264,13 +587,23 @@ def serve(
         server = ensure_server(store_settings.home)
         use_server(server, store_settings.home)
         log.info("flow runs go to %s", server.api_url)
-        start = FlowStarter(concurrent_flows)
+        if deployments:
+            if polled and not pollers_take_incident_deployment():
+                log.error("--poll: this poll-alerts flow cannot start a served handle-incident")
+                server.stop()
+                return 2
+            served = served_deployments(polled)
+            start = DeploymentStarter()
+        else:
+            start = FlowStarter(concurrent_flows)
     try:
         asyncio.run(
             _serve_and_drain(
                 start,
                 store_settings.store_url,
                 sources,
+                served=served,
+                concurrent_flows=concurrent_flows,
                 host=host,
                 port=port,
                 window=timedelta(minutes=window_minutes),
@@ -286,11 +619,38 @@ def serve(
 
 
 async def _serve_and_drain(
-    start: StartIncident, store_url: str, sources: dict[str, SourceAuth], **options: Any
+    start: StartIncident,
+    store_url: str,
+    sources: dict[str, SourceAuth],
+    *,
+    served: Sequence[ServedDeployment] = (),
+    concurrent_flows: int = 4,
+    **options: Any,
 ) -> None:
-    await run_service(store_url, sources, start_incident=start, **options)
-    if isinstance(start, FlowStarter):
-        await start.drain()
+    if not served:
+        await run_service(store_url, sources, start_incident=start, **options)
+        if isinstance(start, FlowStarter):
+            await start.drain()
+        return
+    async with ServedRunners(served, concurrent_flows=concurrent_flows) as runners:
+        await run_service(store_url, sources, start_incident=start, stop=runners.stopped, **options)
+        if isinstance(start, DeploymentStarter):
+            await start.drain(abandon=runners.stopped)
+        if runners.error is not None:
+            raise RuntimeError("a Prefect runner of stanch serve stopped") from runners.error
 
 
-__all__ = ["FlowStarter", "load_sources", "load_triage", "log_incident", "run_service", "serve"]
+__all__ = [
+    "HANDLE_INCIDENT_SERVED",
+    "DeploymentStarter",
+    "FlowStarter",
+    "ServedDeployment",
+    "ServedRunners",
+    "load_sources",
+    "load_triage",
+    "log_incident",
+    "parse_poll",
+    "run_service",
+    "serve",
+    "served_deployments",
+]
