@@ -14,7 +14,7 @@ import json
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
@@ -183,26 +183,20 @@ async def unfinished_runs(
 
 async def supersede(
     client: PrefectClient,
-    store: Store,
-    incident_id: str,
     runs: Sequence[PreviousRun],
     *,
+    incident_id: str,
     now: datetime,
     operator: str,
-    forced: bool,
+    stale_after: float,
 ) -> list[Superseded]:
-    """Mark each run Crashed and expire the approval requests it was waiting on.
-
-    A paused run's request would otherwise stay pending: `stanch approvals` would list
-    it and a decision would try to resume a run that no longer exists.
-    """
+    """Mark each run Crashed, saying why it was judged gone (or that it was forced)."""
     from prefect.states import Crashed
-
-    from flows.ledger import Ledger
 
     done: list[Superseded] = []
     for run in runs:
         silent = run.silent_for(now)
+        forced = silent < stale_after
         why = (
             f"forced by {operator}, last sign of life {silent:.0f}s ago"
             if forced
@@ -210,27 +204,41 @@ async def supersede(
         )
         message = (
             f"Marked Crashed by `stanch rerun {incident_id}` ({why}); "
-            f"the incident is handled again in a new flow run"
+            "the incident is handled again in a new flow run"
         )
         await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
-        for approval in await store.approvals(incident_id=incident_id, status="pending"):
-            if approval.flow_run_id != str(run.id):
-                continue
-            reason = f"flow run {run.id} crashed; superseded by `stanch rerun {incident_id}`"
-            if await store.decide_approval(
-                approval.id, status="expired", decided_by="stanch:rerun", reason=reason
-            ):
-                await Ledger(store).append_decision(
-                    approval_id=approval.id,
-                    incident_id=incident_id,
-                    tenant=approval.tenant,
-                    status="expired",
-                    approvers=[],
-                    plan_sha256s=list(approval.plans.get("sha256s", [])),
-                    reason=reason,
-                )
         done.append(Superseded(str(run.id), run.name, run.state, round(silent, 1), forced))
     return done
+
+
+async def expire_pending_approvals(store: Store, incident_id: str) -> list[str]:
+    """Expire the incident's pending approval requests (store and ledger); return their ids.
+
+    Called once no earlier run is left to answer them: a paused run's request would
+    otherwise stay pending, `stanch approvals` would list it, and a decision would try
+    to resume a run that is gone. The rerun asks again for what it still needs.
+    """
+    from flows.ledger import Ledger
+
+    expired: list[str] = []
+    for approval in await store.approvals(incident_id=incident_id, status="pending"):
+        reason = (
+            f"flow run {approval.flow_run_id} is gone; superseded by `stanch rerun {incident_id}`"
+        )
+        if await store.decide_approval(
+            approval.id, status="expired", decided_by="stanch:rerun", reason=reason
+        ):
+            await Ledger(store).append_decision(
+                approval_id=approval.id,
+                incident_id=incident_id,
+                tenant=approval.tenant,
+                status="expired",
+                approvers=[],
+                plan_sha256s=list(approval.plans.get("sha256s", [])),
+                reason=reason,
+            )
+            expired.append(approval.id)
+    return expired
 
 
 @dataclass
@@ -241,6 +249,7 @@ class RerunOutcome:
     flow_run_id: str | None
     state: str
     superseded: list[Superseded]
+    expired_approvals: list[str]
     summary: dict[str, Any] | None
     error: BaseException | None
     report: dict[str, str]
@@ -323,8 +332,14 @@ async def rerun_incident(
                 "or pass --force if you know its process is dead"
             )
         superseded = await supersede(
-            client, store, incident.id, previous, now=now, operator=operator, forced=bool(live)
+            client,
+            previous,
+            incident_id=incident.id,
+            now=now,
+            operator=operator,
+            stale_after=stale_after,
         )
+        expired = await expire_pending_approvals(store, incident.id)
         if settings.mode == "lab":
             provision_lab(default_lab(), settings, incident)
         stop = asyncio.Event()
@@ -354,15 +369,17 @@ async def rerun_incident(
             flow_run_id=flow_run_id,
             state=state.name or str(state.type.value),
             superseded=superseded,
+            expired_approvals=expired,
             summary=None,
             error=result if isinstance(result, BaseException) else None,
-            report=_reports_written(settings, incident.id, started),
+            report=await asyncio.to_thread(_reports_written, settings, incident.id, started),
         )
     return RerunOutcome(
         incident_id=incident.id,
         flow_run_id=flow_run_id,
         state=state.name or str(state.type.value),
         superseded=superseded,
+        expired_approvals=expired,
         summary=summary(result, flow_run_id, elapsed=time.time() - started, ui_url=None),
         error=None,
         report=dict(result.report_paths),
@@ -380,7 +397,8 @@ def _print(outcome: RerunOutcome, *, json_output: bool) -> None:
             flow_run_id=outcome.flow_run_id,
             state=outcome.state,
             report=outcome.report,
-            superseded=[s.__dict__ for s in outcome.superseded],
+            superseded=[asdict(s) for s in outcome.superseded],
+            expired_approvals=outcome.expired_approvals,
             error=None if outcome.error is None else f"{outcome.error}",
         )
         print(json.dumps(document, indent=2))
@@ -388,6 +406,8 @@ def _print(outcome: RerunOutcome, *, json_output: bool) -> None:
     for s in outcome.superseded:
         how = "forced" if s.forced else f"silent for {s.silent_seconds:.0f}s"
         out.print(f"superseded {s.id} ({s.name}): {s.state} → Crashed ({how})")
+    for approval_id in outcome.expired_approvals:
+        out.print(f"expired {approval_id}: its flow run is gone")
     out.print(f"{outcome.incident_id}: re-run in flow run {outcome.flow_run_id}: {outcome.state}")
     if outcome.report:
         out.print(f"Report: {', '.join(outcome.report.values())}")
@@ -472,6 +492,7 @@ __all__ = [
     "Superseded",
     "alive",
     "default_stale_after",
+    "expire_pending_approvals",
     "load_incident",
     "rerun",
     "rerun_incident",

@@ -436,6 +436,7 @@ def test_a_run_killed_mid_containment_reruns_without_firing_any_action_twice(
         asyncio.run(runs_named(incident)),
     )
     assert summary["superseded"][0]["forced"] is True
+    assert summary["expired_approvals"] == []  # nothing was waiting on a human
     state, crash_message = asyncio.run(prefect_run(killed_run))
     assert state == "CRASHED"
     assert f"stanch rerun {incident}" in crash_message

@@ -220,6 +220,7 @@ async def test_a_silent_run_is_crashed_and_the_incident_is_handled_again(
     assert new.state is not None and new.state.type.value == "COMPLETED"
     assert "stanch-rerun" in new.tags
 
+    assert outcome.expired_approvals == [approval_id]
     approval = await store.get_approval(approval_id)
     assert approval is not None and approval.status == "expired"
     assert approval.decided_by == "stanch:rerun"
