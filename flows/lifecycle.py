@@ -10,16 +10,18 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, tags, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import Pause
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
+from prefect.transactions import AsyncTransaction, atransaction
 
 from flows import wiring
 from flows.approvals import ApprovalGate, PrefectPauseGate, new_approval_request
+from flows.expiry import inverse_plan
 from flows.joins import joined_alerts
 from flows.ledger import Ledger
 from flows.metrics import clocks_of
@@ -52,11 +54,19 @@ from flows.roe import RoeDecision, RulesOfEngagement, count_recent_actions, poli
 from flows.settings import StanchSettings, load_settings
 from flows.slack_summary import post_incident_summary, slack_chat
 from flows.store import Store, open_store
-from flows.tasks import execute_action, find_host, find_user
+from flows.tasks import contain_action, execute_action, find_host, find_user
 
 
 class IncidentIncomplete(Exception):
     """Raised after the report when a stage failed, so the flow run ends Failed."""
+
+
+class ContainmentRolledBack(Exception):
+    """A containment step failed, so the stage's completed steps were undone."""
+
+
+ROLLBACK_AUTHORITY = "policy:rollback"
+"""Who authorised a compensating action: the failed stage's own transaction."""
 
 
 @task(name="record-incident", task_run_name="record {incident.id}", cache_policy=NO_CACHE)
@@ -93,6 +103,12 @@ class Lifecycle:
         self.investigation = Investigation()
         self.route = route(incident, playbooks) if playbooks else None
         self.plan: PlaybookPlan | None = None
+        # Containment steps run in one transaction; this lifecycle's copy of the step task
+        # carries the rollback hook that undoes a step when the stage fails half-way.
+        self._contain_step = contain_action.with_options()
+        # Prefect awaits a coroutine hook inside an async transaction; its annotation
+        # names only the synchronous kind.
+        self._contain_step.on_rollback_hooks = [cast(Any, self._compensate)]
 
     def _tags(self, stage: Stage, vendor: str) -> list[str]:
         return [f"stage:{stage.value}", f"vendor:{vendor}", f"tenant:{self.incident.tenant}"]
@@ -360,23 +376,103 @@ class Lifecycle:
                         ActionStatus.DENIED,
                         f"{outcome.status}: {outcome.reason}",
                     )
-        results = await asyncio.gather(
-            *(self._execute(stage, plan, verdict, by) for plan, verdict, by in authorised)
-        )
+        if stage == Stage.CONTAIN:
+            results = await self._execute_all_or_none(stage, authorised)
+        else:
+            results = await asyncio.gather(
+                *(self._execute(stage, plan, verdict, by) for plan, verdict, by in authorised)
+            )
         failed = [r for r in results if r.status == ActionStatus.FAILED]
         if failed:
             notes.append(f"failed: {', '.join(r.plan.action for r in failed)}")
         notes.append(f"{sum(r.status != ActionStatus.FAILED for r in results)} action(s) done")
         return notes
 
+    async def _execute_all_or_none(
+        self, stage: Stage, authorised: Sequence[tuple[ActionPlan, Verdict, list[str]]]
+    ) -> list[ActionResult]:
+        """Run the containment steps in one Prefect transaction: all hold, or none does.
+
+        The steps run concurrently and never fail as tasks (see ``contain_action``), so
+        the transaction rolls back only here, once every step has finished: then each
+        step that contained something is undone by its rollback hook, and recorded.
+
+        Raises:
+            ContainmentRolledBack: a step failed and the others were rolled back.
+        """
+        async with atransaction():
+            results = list(
+                await asyncio.gather(
+                    *(
+                        self._execute(stage, plan, verdict, by, step=self._contain_step)
+                        for plan, verdict, by in authorised
+                    )
+                )
+            )
+            failed = [r for r in results if r.status == ActionStatus.FAILED]
+            if failed:
+                raise ContainmentRolledBack(
+                    f"{', '.join(f'{r.plan.action} {r.plan.target_label}' for r in failed)} "
+                    f"failed; the stage's other containment was rolled back"
+                )
+        return results
+
+    async def _compensate(self, transaction: AsyncTransaction) -> None:
+        """Rollback hook of one containment step: undo what it changed. Never raises.
+
+        Only a step that changed something (``executed``) is undone; the inverse runs
+        through the same executor (idempotent, recorded in the store and the ledger) on
+        the authority of the failed stage's transaction.
+        """
+        result = transaction.get("result", None)
+        if not isinstance(result, ActionResult) or result.status != ActionStatus.EXECUTED:
+            return
+        logger = get_run_logger()
+        plan = result.plan
+        try:
+            for effect in await Ledger(self.store).in_effect(self.incident.id):
+                entry = effect.entry
+                if (entry.capability, entry.verb, entry.target) != (
+                    plan.capability.value,
+                    plan.verb,
+                    plan.target,
+                ):
+                    continue
+                inverse = inverse_plan(effect)
+                undone = await execute_action.fn(
+                    inverse,
+                    inverse.sha256,
+                    self.integrations.adapter(inverse.capability),
+                    self.store,
+                    verdict=Verdict.UNATTENDED,
+                    approved_by=[ROLLBACK_AUTHORITY],
+                )
+                self.actions.append(undone)
+                logger.warning("Rolled back %s: %s", plan.action, undone.status)
+        except Exception as exc:  # a hook must not raise (notes/prefect.md §4a)
+            logger.error(
+                "Could not roll back %s %s (%s: %s); it stays in effect: `stanch undo %s` lists it",
+                plan.action,
+                plan.target_label,
+                type(exc).__name__,
+                exc,
+                self.incident.id,
+            )
+
     async def _execute(
-        self, stage: Stage, plan: ActionPlan, verdict: Verdict, approved_by: list[str]
+        self,
+        stage: Stage,
+        plan: ActionPlan,
+        verdict: Verdict,
+        approved_by: list[str],
+        *,
+        step: Any = execute_action,
     ) -> ActionResult:
         adapter = self.integrations.adapter(plan.capability)
         started = utcnow()
         try:
             with tags(*self._tags(stage, adapter.vendor)):
-                result = await execute_action(
+                result: ActionResult = await step(
                     plan,
                     plan.sha256,
                     adapter,

@@ -9,12 +9,14 @@ retried task or a re-run flow does not fire the same action twice.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
+from prefect.transactions import get_transaction
 
 from flows.errors import PlanMismatch
 from flows.ledger import Ledger
@@ -164,6 +166,85 @@ async def execute_action(
     await store.finish_action(result)
     await ledger.append_action(result)
     return result
+
+
+@task(
+    name="contain-action", task_run_name="{plan.action} {plan.target_label}", cache_policy=NO_CACHE
+)
+async def contain_action(
+    plan: ActionPlan,
+    approved_sha256: str,
+    adapter: Any,
+    store: Store,
+    *,
+    verdict: Verdict,
+    approved_by: list[str],
+) -> ActionResult:
+    """:func:`execute_action` for a step of a containment transaction.
+
+    Inside a Prefect transaction a task's failed attempt rolls the whole transaction back
+    at once, even if a retry then succeeds (notes/prefect.md §4a). So this task has no
+    Prefect retries and never fails: transient faults are retried here, with the same
+    backoff, and a step that still fails comes back as a ``failed`` result (recorded in
+    the store and ledger) for the stage to decide on. The result is also left in the
+    step's transaction, where the stage's rollback hook reads it.
+    """
+    started = utcnow()
+    attempt = 0
+    while True:
+        try:
+            result = await execute_action.fn(
+                plan, approved_sha256, adapter, store, verdict=verdict, approved_by=approved_by
+            )
+        except TransientError as error:
+            # execute_action already waited out a 429's own delay.
+            if attempt < RETRIES:
+                await asyncio.sleep(2**attempt)
+                attempt += 1
+                continue
+            result = await _record_failure(plan, verdict, approved_by, error, started, store)
+        except Exception as error:  # recorded by execute_action when it was the vendor's
+            result = ActionResult(
+                plan=plan,
+                plan_sha256=plan.sha256,
+                verdict=verdict,
+                status=ActionStatus.FAILED,
+                approved_by=approved_by,
+                vendor=getattr(error, "vendor", None) or getattr(adapter, "vendor", None),
+                error=f"{type(error).__name__}: {error}",
+                started_at=started,
+                finished_at=utcnow(),
+            )
+        break
+    transaction = get_transaction()
+    if transaction is not None:
+        transaction.set("result", result)
+    return result
+
+
+async def _record_failure(
+    plan: ActionPlan,
+    verdict: Verdict,
+    approved_by: list[str],
+    error: IntegrationError,
+    started: datetime,
+    store: Store,
+) -> ActionResult:
+    """Record a step whose transient faults outlasted its retries as failed."""
+    failed = ActionResult(
+        plan=plan,
+        plan_sha256=plan.sha256,
+        verdict=verdict,
+        status=ActionStatus.FAILED,
+        approved_by=approved_by,
+        vendor=error.vendor,
+        error=str(error),
+        started_at=started,
+        finished_at=utcnow(),
+    )
+    await store.finish_action(failed)
+    await Ledger(store).append_action(failed)
+    return failed
 
 
 async def _call(plan: ActionPlan, adapter: Any) -> ActionReceipt:

@@ -258,6 +258,43 @@ async def test_permanent_vendor_fault_is_not_retried_and_fails_the_run(store: St
     assert (settings.reports_dir / f"{incident.id}.md").exists()
 
 
+async def test_a_contain_stage_that_fails_half_way_rolls_its_containment_back(
+    store: Store,
+) -> None:
+    """Given FortiGate refusing every block (a permanent fault) while the EDR and the IdP
+    accept their containment,
+    When the contain stage runs in its transaction,
+    Then the failed blocks roll the stage back: the host is released and the user
+    unsuspended by the rollback hooks, each compensation is recorded in the store and the
+    ledger on the transaction's authority, nothing is left in effect, remediation does not
+    run, and the run ends Failed with its report written."""
+    incident = new_incident()
+    fw = default_lab().simulator("fortigate")
+    fw.fail_next(10, status=429, path_prefix="/api/v2/monitor/user/banned")
+    outcome, _ = await run(incident, store, approve)
+    assert isinstance(outcome, IncidentIncomplete)
+
+    rows = {r.action: r for r in await store.actions(incident.id)}
+    assert rows["edr.contain_host"].status == "executed"
+    assert rows["identity.suspend_user"].status == "executed"
+    for undone in ("edr.release_host", "identity.unsuspend_user"):
+        assert rows[undone].status == "executed", undone
+        assert rows[undone].result is not None
+        assert rows[undone].result["approved_by"] == ["policy:rollback"]
+    assert not {"edr.block_hash", "identity.expire_password"} & set(rows), "remediation ran"
+    ledger = Ledger(store)
+    assert await ledger.in_effect(incident.id) == []
+    assert (await ledger.verify()).ok
+
+    async with connect(load_settings()) as live:
+        host = await live.edr.find_host("WS-0042")
+        user = await live.identity.find_user("jdoe@acme.example")
+    assert host is not None and host.containment == Containment.NORMAL
+    assert user is not None and user.status == "active"
+    events = [(e.stage, e.event) for e in await store.stage_events(incident.id)]
+    assert ("contain", "failed") in events and ("remediate", "started") not in events
+
+
 async def test_rerunning_an_incident_does_not_repeat_vendor_actions(store: Store) -> None:
     """Given an incident already handled,
     When handle-incident runs again for the same incident,
