@@ -121,8 +121,8 @@ async def test_a_slack_click_resumes_the_flow_and_the_approved_actions_run(
     """Given approval_channel=slack and Alice in the policy's approver group,
     When the flow asks for approval and Alice clicks Approve on the posted message,
     Then the message was posted before the pause with its binding stored, the flow
-    resumes, every containment action runs approved by slack:UALICE, and the message
-    shows the decision without buttons."""
+    resumes, every containment action runs approved by slack:UALICE, the message
+    shows the decision without buttons, and the summary is posted in its thread."""
     incident = factories.incident(next(_numbers))
     outcome, handled = await run(incident, service, click_approve)
 
@@ -136,8 +136,12 @@ async def test_a_slack_click_resumes_the_flow_and_the_approved_actions_run(
     binding = await service.store.slack_approval(row.id)
     assert binding is not None and binding.channel == CHANNEL
     posted = [m for m in fake.history if m["method"] == "chat.postMessage"]
-    assert [m["ts"] for m in posted] == [binding.ts]
-    assert any(b["type"] == "actions" for b in posted[0]["blocks"])
+    roots = [m for m in posted if not m.get("thread_ts")]
+    assert [m["ts"] for m in roots] == [binding.ts]
+    assert any(b["type"] == "actions" for b in roots[0]["blocks"])
+    # The incident's summary closes its thread: the approval message's.
+    [summary] = [m for m in posted if m.get("thread_ts") == binding.ts]
+    assert incident.id in summary["text"]
     final = message_of(fake, binding.channel, binding.ts)
     assert not any(b["type"] == "actions" for b in final["blocks"])
     assert "*Approved* by <@UALICE>" in final["blocks"][-1]["text"]["text"]
