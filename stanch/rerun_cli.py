@@ -30,8 +30,9 @@ if TYPE_CHECKING:
     from flows.settings import StanchSettings
     from flows.store import Store
 
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+# No markup: run names carry incident titles, which come from attacker-controlled alerts.
+out = Console(soft_wrap=True, highlight=False, markup=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 
 FLOW_NAME = "handle-incident"
 HEARTBEATS_BEFORE_GONE = 3
@@ -311,6 +312,7 @@ async def rerun_incident(
     """
     from prefect import tags
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import State
 
     from flows.lifecycle import handle_incident
     from flows.store import open_store
@@ -352,13 +354,27 @@ async def rerun_incident(
             if analyst_delay is not None
             else None
         )
-        started = time.time()
-        try:
+
+        async def run_flow() -> State[Any]:
             with tags(RERUN_TAG):
-                state = await handle_incident(incident, return_state=True)
+                state: State[Any] = await handle_incident(incident, return_state=True)
+            return state
+
+        started = time.time()
+        flow_task = asyncio.create_task(run_flow())
+        try:
+            if helper is not None:
+                # A failed analyst would leave the flow paused until its deadline: stop
+                # the flow and surface the analyst's error instead.
+                await asyncio.wait({flow_task, helper}, return_when=asyncio.FIRST_COMPLETED)
+                if helper.done() and helper.exception() is not None:
+                    flow_task.cancel()
+                    await asyncio.gather(flow_task, return_exceptions=True)
+                    await helper
+            state = await flow_task
         finally:
             stop.set()
-            if helper is not None:
+            if helper is not None and not helper.done():
                 await helper
     await drain_prefect_clients()
     result = await state.aresult(raise_on_failure=False)
@@ -443,6 +459,7 @@ def rerun(
             mode only).
         json_output: print the run's summary as one JSON object.
     """
+    from flows.errors import ApprovalError
     from flows.settings import load_settings
     from stanch.prefect_server import ensure_server, use_server
 
@@ -476,6 +493,9 @@ def rerun(
     except RerunRefused as exc:
         err.print(f"stanch rerun: {exc}")
         return 2
+    except ApprovalError as exc:
+        err.print(f"stanch rerun: the simulated analyst failed, the run was stopped: {exc}")
+        return 1
     finally:
         server.stop()
     _print(outcome, json_output=json_output)

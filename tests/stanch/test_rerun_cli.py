@@ -21,7 +21,10 @@ from flows.store import ApprovalRow, Store, open_store
 from flows.wiring import default_lab
 from stanch.rerun_cli import (
     PreviousRun,
+    RerunOutcome,
     RerunRefused,
+    Superseded,
+    _print,
     alive,
     default_stale_after,
     rerun_incident,
@@ -72,6 +75,32 @@ def test_gone_means_three_missed_heartbeats() -> None:
     """Given Prefect's flow-run heartbeat every 60 s, Then a run is gone after 180 s."""
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}):
         assert default_stale_after() == 180
+
+
+def test_the_summary_says_what_was_superseded_and_where_the_report_went(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Given a rerun that superseded a run whose title looks like Rich markup,
+    When it is printed for a human, Then the title is printed as it is, with the report."""
+    title = "INC-20261121-0001 [bold red]ransomware[/bold red]"
+    outcome = RerunOutcome(
+        incident_id="INC-20261121-0001",
+        flow_run_id="new-run",
+        state="Completed",
+        superseded=[Superseded("old-run", title, "Running", 612.0, forced=False)],
+        expired_approvals=["APR-0123456789"],
+        summary=None,
+        error=None,
+        report={"markdown": "reports/INC-20261121-0001.md"},
+    )
+
+    _print(outcome, json_output=False)
+
+    printed = capsys.readouterr().out
+    assert f"superseded old-run ({title}): Running → Crashed (silent for 612s)" in printed
+    assert "expired APR-0123456789" in printed
+    assert "re-run in flow run new-run: Completed" in printed
+    assert "Report: reports/INC-20261121-0001.md" in printed
 
 
 @pytest.fixture
