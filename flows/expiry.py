@@ -21,11 +21,11 @@ from sqlalchemy.orm import aliased
 from flows import wiring
 from flows.errors import ConfigurationError
 from flows.ledger import EntryKind, InEffect, Ledger, LedgerEntryRow
-from flows.models import ActionPlan, ActionResult, ActionStatus, Stage, Verdict, utcnow
+from flows.models import ActionStatus, Verdict, utcnow
 from flows.settings import StanchSettings
 from flows.store import Store
-from flows.tasks import ACTION_VERBS, execute_action
-from integrations.capabilities import INVERSE_VERBS, Capability
+from flows.tasks import ACTION_VERBS, execute_action, record_failure
+from integrations.capabilities import INVERSE_VERBS
 from integrations.errors import IntegrationError, TransientError
 
 log = logging.getLogger("stanch.expiry")
@@ -163,22 +163,6 @@ async def expiring(store: Store, *, tenant: str | None = None) -> list[Expiring]
     )
 
 
-def inverse_plan(effect: InEffect) -> ActionPlan:
-    """The plan that undoes ``effect``: the same plan ``undo-incident`` builds for it, so
-    both share one idempotency key and neither can undo it twice."""
-    entry = effect.entry
-    return ActionPlan(
-        tenant=entry.tenant,
-        incident_id=entry.incident_id,
-        capability=Capability(effect.inverse.capability),
-        verb=effect.inverse.verb,
-        target=effect.inverse.target,
-        target_label=effect.inverse.target_label,
-        parameters=effect.inverse.parameters,
-        stage=Stage.REMEDIATE,
-    )
-
-
 async def expire_due(
     store: Store,
     settings: StanchSettings,
@@ -229,7 +213,7 @@ async def expire_due(
 
 
 async def _undo(store: Store, integrations: wiring.Integrations, item: Expiring) -> Expiry:
-    plan = inverse_plan(item.effect)
+    plan = item.effect.inverse_plan()
     adapter = integrations.adapter(plan.capability)
     started = utcnow()
     labels = (f"stage:{plan.stage.value}", f"vendor:{adapter.vendor}", f"tenant:{plan.tenant}")
@@ -248,25 +232,20 @@ async def _undo(store: Store, integrations: wiring.Integrations, item: Expiring)
         if isinstance(exc, TransientError):
             # execute_action records only permanent failures (a transient one is retried
             # first); once its retries are spent, this pass's failure is recorded here.
-            failed = ActionResult(
-                plan=plan,
-                plan_sha256=plan.sha256,
+            await record_failure(
+                store,
+                plan,
                 verdict=Verdict.UNATTENDED,
-                status=ActionStatus.FAILED,
                 approved_by=[EXPIRY_AUTHORITY],
-                vendor=exc.vendor,
-                error=str(exc),
-                started_at=started,
-                finished_at=utcnow(),
+                error=exc,
+                started=started,
             )
-            await store.finish_action(failed)
-            await Ledger(store).append_action(failed)
         return _expiry(item, ActionStatus.FAILED, str(exc))
     return _expiry(item, result.status, result.error)
 
 
 def _expiry(item: Expiring, status: ActionStatus, error: str | None) -> Expiry:
-    plan = inverse_plan(item.effect)
+    plan = item.effect.inverse_plan()
     assert item.expires_at is not None  # only due items are undone
     return Expiry(
         incident_id=plan.incident_id,
@@ -287,5 +266,4 @@ __all__ = [
     "Expiry",
     "expire_due",
     "expiring",
-    "inverse_plan",
 ]

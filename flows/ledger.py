@@ -34,9 +34,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
-from flows.models import ActionResult, ActionStatus, utcnow
+from flows.models import ActionPlan, ActionResult, ActionStatus, Stage, utcnow
 from flows.store import Base, Store
-from integrations.capabilities import INVERSE_VERBS
+from integrations.capabilities import INVERSE_VERBS, Capability
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first entry."""
@@ -380,6 +380,20 @@ class InEffect(BaseModel):
 
     entry: LedgerEntry
     inverse: InverseAction
+
+    def inverse_plan(self) -> ActionPlan:
+        """The plan that undoes this action. Undo, TTL expiry and a containment rollback
+        all build it here, so they share one idempotency key and none undoes it twice."""
+        return ActionPlan(
+            tenant=self.entry.tenant,
+            incident_id=self.entry.incident_id,
+            capability=Capability(self.inverse.capability),
+            verb=self.inverse.verb,
+            target=self.inverse.target,
+            target_label=self.inverse.target_label,
+            parameters=self.inverse.parameters,
+            stage=Stage.REMEDIATE,
+        )
 
 
 # The ledger -------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from prefect.transactions import AsyncTransaction, atransaction
 
 from flows import wiring
 from flows.approvals import ApprovalGate, PrefectPauseGate, new_approval_request
-from flows.expiry import inverse_plan
 from flows.joins import joined_alerts
 from flows.ledger import Ledger
 from flows.metrics import clocks_of
@@ -54,7 +53,7 @@ from flows.roe import RoeDecision, RulesOfEngagement, count_recent_actions, poli
 from flows.settings import StanchSettings, load_settings
 from flows.slack_summary import post_incident_summary, slack_chat
 from flows.store import Store, open_store
-from flows.tasks import contain_action, execute_action, find_host, find_user
+from flows.tasks import contain_action, execute_action, failed_result, find_host, find_user
 
 
 class IncidentIncomplete(Exception):
@@ -438,7 +437,7 @@ class Lifecycle:
                     plan.target,
                 ):
                     continue
-                inverse = inverse_plan(effect)
+                inverse = effect.inverse_plan()
                 undone = await execute_action.fn(
                     inverse,
                     inverse.sha256,
@@ -482,16 +481,13 @@ class Lifecycle:
                 )
         except Exception as exc:
             # Recorded, not swallowed: the stage is marked failed and the run ends Failed.
-            result = ActionResult(
-                plan=plan,
-                plan_sha256=plan.sha256,
+            result = failed_result(
+                plan,
                 verdict=verdict,
-                status=ActionStatus.FAILED,
                 approved_by=approved_by,
                 vendor=adapter.vendor,
                 error=f"{type(exc).__name__}: {exc}",
-                started_at=started,
-                finished_at=utcnow(),
+                started=started,
             )
         self.actions.append(result)
         return result

@@ -103,6 +103,52 @@ async def find_user(identity: IdentityProvider, login: str) -> UserAccount | Non
         raise
 
 
+def failed_result(
+    plan: ActionPlan,
+    *,
+    verdict: Verdict,
+    approved_by: list[str],
+    vendor: str | None,
+    error: str,
+    started: datetime,
+) -> ActionResult:
+    """The result of an authorised plan that could not be carried out."""
+    return ActionResult(
+        plan=plan,
+        plan_sha256=plan.sha256,
+        verdict=verdict,
+        status=ActionStatus.FAILED,
+        approved_by=approved_by,
+        vendor=vendor,
+        error=error,
+        started_at=started,
+        finished_at=utcnow(),
+    )
+
+
+async def record_failure(
+    store: Store,
+    plan: ActionPlan,
+    *,
+    verdict: Verdict,
+    approved_by: list[str],
+    error: IntegrationError,
+    started: datetime,
+) -> ActionResult:
+    """Record (store and ledger) a plan the vendor refused or never answered, as failed."""
+    failed = failed_result(
+        plan,
+        verdict=verdict,
+        approved_by=approved_by,
+        vendor=error.vendor,
+        error=str(error),
+        started=started,
+    )
+    await store.finish_action(failed)
+    await Ledger(store).append_action(failed)
+    return failed
+
+
 @task(name="execute-action", task_run_name="{plan.action} {plan.target_label}", **RETRYING)
 async def execute_action(
     plan: ActionPlan,
@@ -138,19 +184,9 @@ async def execute_action(
         raise
     except IntegrationError as error:
         if not isinstance(error, TransientError):
-            failed = ActionResult(
-                plan=plan,
-                plan_sha256=plan.sha256,
-                verdict=verdict,
-                status=ActionStatus.FAILED,
-                approved_by=approved_by,
-                vendor=error.vendor,
-                error=str(error),
-                started_at=started,
-                finished_at=utcnow(),
+            await record_failure(
+                store, plan, verdict=verdict, approved_by=approved_by, error=error, started=started
             )
-            await store.finish_action(failed)
-            await ledger.append_action(failed)
         raise
     result = ActionResult(
         plan=plan,
@@ -202,49 +238,23 @@ async def contain_action(
                 await asyncio.sleep(2**attempt)
                 attempt += 1
                 continue
-            result = await _record_failure(plan, verdict, approved_by, error, started, store)
+            result = await record_failure(
+                store, plan, verdict=verdict, approved_by=approved_by, error=error, started=started
+            )
         except Exception as error:  # recorded by execute_action when it was the vendor's
-            result = ActionResult(
-                plan=plan,
-                plan_sha256=plan.sha256,
+            result = failed_result(
+                plan,
                 verdict=verdict,
-                status=ActionStatus.FAILED,
                 approved_by=approved_by,
                 vendor=getattr(error, "vendor", None) or getattr(adapter, "vendor", None),
                 error=f"{type(error).__name__}: {error}",
-                started_at=started,
-                finished_at=utcnow(),
+                started=started,
             )
         break
     transaction = get_transaction()
     if transaction is not None:
         transaction.set("result", result)
     return result
-
-
-async def _record_failure(
-    plan: ActionPlan,
-    verdict: Verdict,
-    approved_by: list[str],
-    error: IntegrationError,
-    started: datetime,
-    store: Store,
-) -> ActionResult:
-    """Record a step whose transient faults outlasted its retries as failed."""
-    failed = ActionResult(
-        plan=plan,
-        plan_sha256=plan.sha256,
-        verdict=verdict,
-        status=ActionStatus.FAILED,
-        approved_by=approved_by,
-        vendor=error.vendor,
-        error=str(error),
-        started_at=started,
-        finished_at=utcnow(),
-    )
-    await store.finish_action(failed)
-    await Ledger(store).append_action(failed)
-    return failed
 
 
 async def _call(plan: ActionPlan, adapter: Any) -> ActionReceipt:

@@ -21,24 +21,11 @@ from flows.policy import policy_directory
 from flows.roe import policy_for_tenant
 from flows.settings import load_settings
 from flows.store import Store, open_store
-from integrations.capabilities import Capability
 
 
 async def inverse_plans(store: Store, incident: Incident) -> list[ActionPlan]:
     """The plans that undo what the incident's response still has in effect."""
-    return [
-        ActionPlan(
-            tenant=incident.tenant,
-            incident_id=incident.id,
-            capability=Capability(effect.inverse.capability),
-            verb=effect.inverse.verb,
-            target=effect.inverse.target,
-            target_label=effect.inverse.target_label,
-            parameters=effect.inverse.parameters,
-            stage=Stage.REMEDIATE,
-        )
-        for effect in await Ledger(store).in_effect(incident.id)
-    ]
+    return [effect.inverse_plan() for effect in await Ledger(store).in_effect(incident.id)]
 
 
 @flow(name="undo-incident", flow_run_name="undo {incident_id}", log_prints=False)

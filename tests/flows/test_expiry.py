@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from prefect import flow
 
-from flows.expiry import EXPIRY_AUTHORITY, Expiry, expire_due, expiring, inverse_plan
+from flows.expiry import EXPIRY_AUTHORITY, Expiry, expire_due, expiring
 from flows.ledger import Ledger
 from flows.models import ActionPlan, ActionResult, ActionStatus, Stage, Verdict, utcnow
 from flows.settings import StanchSettings, load_settings
@@ -405,5 +405,5 @@ async def test_the_expiry_plan_is_the_plan_undo_would_build(
 
     [undo_plan] = await inverse_plans(store, factories.incident(number))
 
-    assert inverse_plan(item.effect) == undo_plan
-    assert inverse_plan(item.effect).sha256 == undo_plan.sha256
+    assert item.effect.inverse_plan() == undo_plan
+    assert item.effect.inverse_plan().sha256 == undo_plan.sha256
