@@ -330,10 +330,19 @@ class Lifecycle:
         Forbidden and denied plans are recorded (store and ledger) as refused; authorised
         ones run concurrently as tasks. Returns notes for the stage record.
         """
-        plans = [p.plan for p in planned]
         notes: list[str] = []
-        # Budgets count what already ran for the tenant; a day covers any budget window.
-        recent = await self.store.recent_actions(self.incident.tenant, utcnow() - timedelta(days=1))
+        planned = await self._replay_done(planned, notes)
+        plans = [p.plan for p in planned]
+        # Budgets count what already ran for the tenant (a day covers any budget window),
+        # but not these very plans: a row a killed run left behind is not spent budget.
+        keys = {p.idempotency_key for p in plans}
+        recent = [
+            row
+            for row in await self.store.recent_actions(
+                self.incident.tenant, utcnow() - timedelta(days=1)
+            )
+            if row.idempotency_key not in keys
+        ]
 
         def counter(tenant: str, action: str, window: timedelta) -> int:
             return count_recent_actions(recent, tenant=tenant, action=action, window=window)
@@ -386,6 +395,35 @@ class Lifecycle:
             notes.append(f"failed: {', '.join(r.plan.action for r in failed)}")
         notes.append(f"{sum(r.status != ActionStatus.FAILED for r in results)} action(s) done")
         return notes
+
+    async def _replay_done(
+        self, planned: Sequence[PlannedAction], notes: list[str]
+    ) -> list[PlannedAction]:
+        """Take out the plans an earlier run of this incident already carried out.
+
+        A re-run (after a crash, or ``stanch rerun``) replays their recorded results: they
+        are not put to policy or approval again, whose answer may have changed since (a
+        budget now spent by the action itself). Returns the plans still to decide.
+        """
+        done = {
+            row.idempotency_key: row
+            for row in await self.store.actions(self.incident.id)
+            if row.status in (ActionStatus.EXECUTED.value, ActionStatus.ALREADY_DONE.value)
+            and row.result is not None
+        }
+        remaining: list[PlannedAction] = []
+        for item in planned:
+            row = done.get(item.plan.idempotency_key)
+            if row is None or row.plan_sha256 != item.plan.sha256:
+                remaining.append(item)
+                continue
+            result = ActionResult.model_validate(row.result)
+            # Idempotent: restores the entry if a crash fell between store and ledger.
+            await Ledger(self.store).append_action(result)
+            self.actions.append(result)
+        if len(remaining) < len(planned):
+            notes.append(f"{len(planned) - len(remaining)} action(s) already done, replayed")
+        return remaining
 
     async def _execute_all_or_none(
         self, stage: Stage, authorised: Sequence[tuple[ActionPlan, Verdict, list[str]]]
@@ -504,8 +542,8 @@ class Lifecycle:
             started_at=utcnow(),
             finished_at=utcnow(),
         )
-        await self.store.finish_action(result)
-        await Ledger(self.store).append_action(result)
+        if await self.store.finish_action(result):
+            await Ledger(self.store).append_action(result)
         self.actions.append(result)
 
 

@@ -264,13 +264,19 @@ class Store:
                 row.started_at = now
         return None
 
-    async def finish_action(self, result: ActionResult) -> None:
-        """Store the outcome of a claimed (or refused) action."""
+    async def finish_action(self, result: ActionResult) -> bool:
+        """Store the outcome of a claimed (or refused) action.
+
+        Returns ``False``, storing nothing, when the action is already done: an executed
+        action stays executed whatever a later run decides about the same plan.
+        """
         key = result.plan.idempotency_key
         async with self._session.begin() as session:
             row = (
                 await session.scalars(select(ActionRow).where(ActionRow.idempotency_key == key))
             ).one_or_none()
+            if row is not None and row.status in _DONE and result.status.value not in _DONE:
+                return False
             if row is None:
                 row = ActionRow(
                     idempotency_key=key,
@@ -287,6 +293,7 @@ class Store:
             row.status = result.status.value
             row.result = result.model_dump(mode="json")
             row.finished_at = result.finished_at or utcnow()
+            return True
 
     async def actions(self, incident_id: str) -> Sequence[ActionRow]:
         """Every action row of an incident, oldest first."""

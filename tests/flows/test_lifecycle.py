@@ -369,6 +369,50 @@ async def test_undo_reverses_what_is_in_effect_through_approval(store: Store) ->
 
 
 @pytest.fixture
+def budget_of_one_policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The default policy, but containment runs unattended within a budget of one an hour."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    default = (Path(__file__).resolve().parents[2] / "policies" / "default.yaml").read_text()
+    rule = "  edr.contain_host:\n    approvals: 1\n"
+    assert rule in default
+    budgeted = (
+        "  edr.contain_host:\n    unattended_from: informational\n"
+        "    budget: {max: 1, per: 1h}\n"
+    )
+    (policies / "default.yaml").write_text(default.replace(rule, budgeted))
+    monkeypatch.setenv("STANCH_POLICIES_DIR", str(policies))
+    return policies
+
+
+@pytest.mark.usefixtures("budget_of_one_policies")
+async def test_a_rerun_replays_done_actions_without_asking_policy_again(store: Store) -> None:
+    """Given a tenant whose budget allows one unattended host containment an hour, and an
+    incident whose run used it,
+    When the incident runs again,
+    Then what ran is replayed, not put to policy again: the containment does not count
+    against its own budget, nobody is asked, the store keeps it executed and the ledger
+    gains no refusal."""
+    # A tenant of its own: other tests' containments must not spend this budget.
+    incident = factories.incident(next(_numbers), tenant="budget-of-one")
+    first, answered_first = await run(incident, store, approve)
+    assert isinstance(first, IncidentOutcome), first
+    [host] = [a for a in first.actions if a.plan.verb == "contain_host"]
+    assert host.approved_by == ["policy:unattended"]
+    requests_before = len(await store.approvals(incident_id=incident.id))
+
+    second, answered_second = await run(incident, store, approve)
+    assert isinstance(second, IncidentOutcome), second
+    assert answered_second == []
+    assert len(await store.approvals(incident_id=incident.id)) == requests_before
+    rows = await store.actions(incident.id)
+    assert {r.status for r in rows} == {"executed"}
+    entries = await Ledger(store).entries(incident.id)
+    assert not [e for e in entries if e.status in ("denied", "forbidden")]
+    assert answered_first, "the first run asked about the rest of the containment"
+
+
+@pytest.fixture
 def ui_enabled_policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The default policy with the Prefect UI approval channel switched on."""
     policies = tmp_path / "policies"
