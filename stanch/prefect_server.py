@@ -162,6 +162,11 @@ def start_server(stanch_home: Path, *, port: int = 4200) -> PrefectServer:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"Prefect server did not start (log {log_path}):\n{tail}")
         time.sleep(0.2)
+    if process.poll() is not None:
+        # Healthy, but not ours: another server took the port between the check and the
+        # bind, and ours exited. Using it would mix two installs' histories.
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"port {port} was taken by another server (log {log_path}):\n{tail}")
     _state_file(home).write_text(json.dumps({"api_url": api_url, "pid": process.pid}))
     return server
 
