@@ -224,7 +224,12 @@ class ServedRunners:
     Two runners, so that neither kind of work can starve the other: one runs incidents,
     at most ``concurrent_flows`` processes (a run paused for a short approval keeps its
     process, a suspended one gives it back), the other the scheduled passes (sweep and
-    pollers), one process each. ``stopped`` is set when a runner ends by itself.
+    pollers), one process each.
+
+    Attributes:
+        ended: set when a runner ends while still needed (``failure`` says why); nothing
+            would run the incidents any more, so the service should stop.
+        failure: the error that runner raised (a ``RuntimeError`` if it raised none).
     """
 
     def __init__(self, deployments: Sequence[ServedDeployment], *, concurrent_flows: int) -> None:
@@ -234,7 +239,8 @@ class ServedRunners:
             (f"stanch-{SERVED_SUFFIX}-incidents", on_demand, concurrent_flows),
             (f"stanch-{SERVED_SUFFIX}-schedules", scheduled, len(scheduled)),
         ]
-        self.stopped = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.failure: BaseException | None = None
         self._runners: list[tuple[Runner, asyncio.Task[None]]] = []
         self._stopping = False
 
@@ -264,6 +270,7 @@ class ServedRunners:
         except BaseException:
             await self.__aexit__()  # a runner already started must not outlive the refusal
             raise
+        await asyncio.sleep(0)  # lets the runners' first steps, and _start's repairs, run
         return self
 
     def _start(self, runner: Runner) -> asyncio.Task[None]:
@@ -278,29 +285,28 @@ class ServedRunners:
         return task
 
     def _ended(self, task: asyncio.Task[None]) -> None:
-        if not self._stopping:
-            error = None if task.cancelled() else task.exception()
-            log.error("%s stopped by itself: %r", task.get_name(), error)
-        self.stopped.set()
+        if self._stopping:
+            return
+        error = None if task.cancelled() else task.exception()
+        log.error("%s stopped while still needed: %r", task.get_name(), error)
+        self.failure = error or RuntimeError(f"{task.get_name()} stopped")
+        self.ended.set()
 
     @property
-    def error(self) -> BaseException | None:
-        """The error a runner that already ended raised (``None`` while they all run)."""
-        for _, task in self._runners:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                return task.exception()
-        return None
+    def runners(self) -> list[Runner]:
+        """The runners started, incidents' first."""
+        return [runner for runner, _ in self._runners]
 
     async def __aexit__(self, *_: object) -> None:
+        # Cancelling start() ends the polling and pauses the schedules, then the runner
+        # waits for the processes it still has (a sweep or poll pass, a run just ending).
+        # Not Runner.astop(): that kills them, and forces Cancelled even over a run that
+        # has just Completed while its process was exiting.
         self._stopping = True
-        for runner, task in self._runners:
-            if runner.started and not task.done():
-                # Cancels what the runner still runs (a sweep or poll pass, which redo
-                # themselves next minute); the drain has already waited for incidents.
-                await runner.astop()
-            else:
-                task.cancel()
-        await asyncio.gather(*(task for _, task in self._runners), return_exceptions=True)
+        tasks = [task for _runner, task in self._runners]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class DeploymentStarter:
@@ -342,10 +348,13 @@ class DeploymentStarter:
         Args:
             abandon: stop waiting once it is set (the runner executing them has stopped).
         """
+        reported = 0
         while self._runs and not (abandon is not None and abandon.is_set()):
             self._runs = await self._in_flight(self._runs)
             if self._runs:
-                log.info("waiting for %d incident flow run(s) to end", len(self._runs))
+                if len(self._runs) != reported:
+                    reported = len(self._runs)
+                    log.info("waiting for %d incident flow run(s) to end or suspend", reported)
                 await _wait(abandon, self._every)
 
     @staticmethod
@@ -540,7 +549,8 @@ def serve(
     suspended and re-run here once decided), ``sweep/sweep-serve`` every minute (TTL
     expiry; Slack approvals are swept in-process) and, for each source named by
     ``--poll``, ``poll-alerts/poll-<source>-serve`` every minute. SIGTERM stops intake,
-    waits for the incident runs started here to end or suspend, then stops the runners.
+    waits for the incident runs started here to end or suspend, then stops the runners:
+    they pause the schedules and let the runs they still execute end (none is killed).
 
     Args:
         host: address to listen on; keep loopback unless a proxy terminates TLS in front.
@@ -633,11 +643,11 @@ async def _serve_and_drain(
             await start.drain()
         return
     async with ServedRunners(served, concurrent_flows=concurrent_flows) as runners:
-        await run_service(store_url, sources, start_incident=start, stop=runners.stopped, **options)
+        await run_service(store_url, sources, start_incident=start, stop=runners.ended, **options)
         if isinstance(start, DeploymentStarter):
-            await start.drain(abandon=runners.stopped)
-        if runners.error is not None:
-            raise RuntimeError("a Prefect runner of stanch serve stopped") from runners.error
+            await start.drain(abandon=runners.ended)
+        if runners.failure is not None:
+            raise RuntimeError("a Prefect runner stopped: no flow runs") from runners.failure
 
 
 __all__ = [

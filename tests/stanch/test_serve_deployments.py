@@ -200,14 +200,14 @@ async def _poll(check: Any, what: str, within: float, served: Served) -> Any:
     raise AssertionError(f"timed out waiting for {what}\n{served.tail()}")
 
 
-async def test_an_incident_runs_through_the_served_deployment_and_sigterm_stops_cleanly(
+async def test_an_incident_runs_through_the_served_deployment_and_sigterm_waits_for_it(
     served: Served,
 ) -> None:
-    """Given `stanch serve` with its deployments, When one alert batch opens an incident,
+    """Given `stanch serve` with its deployments, When one alert batch opens an incident
+    and a SIGTERM arrives while its flow run is under way,
     Then the served deployments exist (the sweep every minute, without Slack approvals),
-    the incident's flow run belongs to the served handle-incident deployment and reaches
-    Completed, and a SIGTERM stops the process with exit 0 within a few seconds, pausing
-    the deployments' schedules."""
+    the run belongs to the served handle-incident deployment and reaches Completed, and
+    the process exits 0 within a few seconds of the run's end, pausing the schedules."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
@@ -229,28 +229,130 @@ async def test_an_incident_runs_through_the_served_deployment_and_sigterm_stops_
     assert response.json()["new_incidents"] == 1
     [incident_id] = response.json()["started"]
 
-    async def finished() -> Any:
+    async def run_of_incident() -> Any:
         async with get_client() as client:
             runs = await client.read_flow_runs(
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[handle.id]))
             )
         mine = [r for r in runs if r.parameters["incident"]["id"] == incident_id]
         assert len(mine) <= 1, "one flow run per incident"
-        if mine and mine[0].state is not None and mine[0].state.is_final():
-            return mine[0]
-        return None
+        return mine[0] if mine else None
 
-    run = await _poll(finished, "the incident's flow run to finish", 60, served)
+    async def under_way() -> Any:
+        run = await run_of_incident()
+        if run is None or run.state is None:
+            return None
+        return run if run.state.is_running() or run.state.is_final() else None
+
+    run = await _poll(under_way, "the incident's flow run to start", 60, served)
     assert run.deployment_id == handle.id
-    assert run.state.name == "Completed", f"{run.state.message}\n{served.tail()}"
+    assert run.state.is_running(), f"ended before the test could stop serve: {run.state.name}"
 
-    stopped_at = time.monotonic()
+    # SIGTERM while the run is under way: the intake stops, the process waits for the run
+    # (which the runner must not cancel), then stops the runners and exits.
     served.process.send_signal(signal.SIGTERM)
     try:
-        code = await asyncio.to_thread(served.process.wait, 15)
+        code = await asyncio.to_thread(served.process.wait, 90)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"serve did not stop within 15 s of SIGTERM\n{served.tail()}")
+        pytest.fail(f"serve did not stop within 90 s of SIGTERM\n{served.tail()}")
+    exited = datetime.now(UTC)
     assert code == 0, served.tail()
-    assert time.monotonic() - stopped_at < 10
+    run = await run_of_incident()
+    assert run.state.name == "Completed", f"{run.state.message}\n{served.tail()}"
+    assert run.end_time is not None and exited - run.end_time < timedelta(seconds=10)
     async with get_client() as client:
         assert (await client.read_deployment(sweep.id)).paused
+
+
+async def test_a_runner_that_stops_while_needed_stops_the_intake(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    """Given the intake serving next to a runner of handle-incident,
+    When that runner stops while the service still needs it,
+    Then the failure is recorded and the intake shuts down rather than accept incidents
+    nothing would run; the SIGTERM handler Prefect's runner installs was put back."""
+    from stanch.serve_cli import ServedDeployment, ServedRunners, run_service
+
+    before = signal.getsignal(signal.SIGTERM)
+    port = _free_port(18800)
+    deployments = [ServedDeployment("handle-incident", "handle-incident-fault-test")]
+    async with ServedRunners(deployments, concurrent_flows=1) as runners:
+        assert signal.getsignal(signal.SIGTERM) == before
+        service = asyncio.create_task(
+            run_service(
+                f"sqlite+aiosqlite:///{tmp_path / 'stanch.db'}",
+                {},
+                port=port,
+                stop=runners.ended,
+                log_level="warning",
+                access_log=False,
+            )
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(100):
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the intake did not become ready")
+        assert runners.failure is None and not service.done()
+
+        [runner] = runners.runners
+        await runner.astop()  # as if the Prefect API had gone for good
+        await asyncio.wait_for(service, timeout=15)
+
+        assert runners.ended.is_set()
+        assert isinstance(runners.failure, RuntimeError)
+
+
+async def test_stopping_the_runners_waits_for_a_run_they_are_executing(
+    prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a handle-incident run under way in the served runner, that the drain does not
+    track (as one a poller started, or one resumed after a suspension),
+    When the runners stop, Then they wait for its process: the run ends Completed, not
+    Cancelled or Crashed, and only then are the runners gone."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments.flow_runs import arun_deployment
+    from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
+
+    from stanch.serve_cli import ServedDeployment, ServedRunners
+    from tests.flows.factories import incident
+
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "demo.yaml").write_text(POLICY)
+    for name, value in {
+        "STANCH_MODE": "lab",
+        "STANCH_HOME": str(tmp_path / "stanch"),
+        "STANCH_REPORTS_DIR": str(tmp_path / "reports"),
+        "STANCH_POLICIES_DIR": str(policies),
+        "STANCH_APPROVAL_SECRET": "serve-deployments-approval-key",
+    }.items():
+        monkeypatch.setenv(name, value)  # the run's process inherits this environment
+
+    deployments = [ServedDeployment("handle-incident", "handle-incident-stop-test")]
+    with temporary_settings({PREFECT_RUNNER_POLL_FREQUENCY: 1}):
+        async with ServedRunners(deployments, concurrent_flows=1) as runners:
+            run = await arun_deployment(
+                "handle-incident/handle-incident-stop-test",
+                parameters={"incident": incident(tenant="demo").model_dump(mode="json")},
+                timeout=0,
+            )
+
+            async def running() -> bool:
+                async with get_client() as client:
+                    state = (await client.read_flow_run(run.id)).state
+                assert state is not None and not state.is_final(), state
+                return state.is_running()
+
+            deadline = time.monotonic() + 60
+            while not await running():
+                assert time.monotonic() < deadline, "the run did not start in 60 s"
+                await asyncio.sleep(0.2)
+    async with get_client() as client:
+        ended = await client.read_flow_run(run.id)
+    assert ended.state is not None and ended.state.name == "Completed", ended.state
+    assert runners.failure is None
