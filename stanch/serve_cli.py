@@ -116,6 +116,9 @@ class FlowStarter:
 SERVED_SUFFIX = "serve"
 HANDLE_INCIDENT_SERVED = f"handle-incident/handle-incident-{SERVED_SUFFIX}"
 EVERY_MINUTE = timedelta(seconds=60)  # prefect.yaml's interval for the sweep and the pollers
+# How often the incidents' runner asks for new runs, at most: Prefect's default (10 s)
+# would add up to that much to every incident's time to contain.
+INCIDENT_POLL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -223,8 +226,9 @@ class ServedRunners:
 
     Two runners, so that neither kind of work can starve the other: one runs incidents,
     at most ``concurrent_flows`` processes (a run paused for a short approval keeps its
-    process, a suspended one gives it back), the other the scheduled passes (sweep and
-    pollers), one process each.
+    process, a suspended one gives it back) and polling every ``INCIDENT_POLL_SECONDS``
+    (or ``PREFECT_RUNNER_POLL_FREQUENCY`` if lower), the other the scheduled passes (sweep
+    and pollers), one process each.
 
     Attributes:
         ended: set when a runner ends while still needed (``failure`` says why); nothing
@@ -235,9 +239,15 @@ class ServedRunners:
     def __init__(self, deployments: Sequence[ServedDeployment], *, concurrent_flows: int) -> None:
         on_demand = [d for d in deployments if d.interval is None]
         scheduled = [d for d in deployments if d.interval is not None]
+        # (name, deployments, process limit, fastest poll in seconds)
         self._groups = [
-            (f"stanch-{SERVED_SUFFIX}-incidents", on_demand, concurrent_flows),
-            (f"stanch-{SERVED_SUFFIX}-schedules", scheduled, len(scheduled)),
+            (
+                f"stanch-{SERVED_SUFFIX}-incidents",
+                on_demand,
+                concurrent_flows,
+                INCIDENT_POLL_SECONDS,
+            ),
+            (f"stanch-{SERVED_SUFFIX}-schedules", scheduled, len(scheduled), None),
         ]
         self.ended = asyncio.Event()
         self.failure: BaseException | None = None
@@ -246,13 +256,15 @@ class ServedRunners:
 
     async def __aenter__(self) -> ServedRunners:
         from prefect.runner import Runner
+        from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY
 
         flows = _flows()
         try:
-            for name, group, limit in self._groups:
+            for name, group, limit, fastest in self._groups:
                 if not group:
                     continue
-                runner = Runner(name=name, limit=limit)
+                poll = PREFECT_RUNNER_POLL_FREQUENCY.value()
+                runner = Runner(name=name, limit=limit, query_seconds=min(poll, fastest or poll))
                 for served in group:
                     # aadd_flow (rather than to_deployment + aadd_deployment) also hands
                     # the runner the flow object: runs start from it, not from a file path.
@@ -599,7 +611,11 @@ def serve(
         log.info("flow runs go to %s", server.api_url)
         if deployments:
             if polled and not pollers_take_incident_deployment():
-                log.error("--poll: this poll-alerts flow cannot start a served handle-incident")
+                log.error(
+                    "--poll: this version's poll-alerts flow has no incident_deployment "
+                    "parameter, so its incidents could not start %s",
+                    HANDLE_INCIDENT_SERVED,
+                )
                 server.stop()
                 return 2
             served = served_deployments(polled)
