@@ -239,15 +239,11 @@ class ServedRunners:
     def __init__(self, deployments: Sequence[ServedDeployment], *, concurrent_flows: int) -> None:
         on_demand = [d for d in deployments if d.interval is None]
         scheduled = [d for d in deployments if d.interval is not None]
-        # (name, deployments, process limit, fastest poll in seconds)
+        prefix = f"stanch-{SERVED_SUFFIX}"
+        # (runner name, deployments, process limit, fastest poll in seconds)
         self._groups = [
-            (
-                f"stanch-{SERVED_SUFFIX}-incidents",
-                on_demand,
-                concurrent_flows,
-                INCIDENT_POLL_SECONDS,
-            ),
-            (f"stanch-{SERVED_SUFFIX}-schedules", scheduled, len(scheduled), None),
+            (f"{prefix}-incidents", on_demand, concurrent_flows, INCIDENT_POLL_SECONDS),
+            (f"{prefix}-schedules", scheduled, len(scheduled), None),
         ]
         self.ended = asyncio.Event()
         self.failure: BaseException | None = None
@@ -259,11 +255,11 @@ class ServedRunners:
         from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY
 
         flows = _flows()
+        poll = PREFECT_RUNNER_POLL_FREQUENCY.value()
         try:
             for name, group, limit, fastest in self._groups:
                 if not group:
                     continue
-                poll = PREFECT_RUNNER_POLL_FREQUENCY.value()
                 runner = Runner(name=name, limit=limit, query_seconds=min(poll, fastest or poll))
                 for served in group:
                     # aadd_flow (rather than to_deployment + aadd_deployment) also hands
