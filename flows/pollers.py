@@ -11,6 +11,7 @@ ingested twice.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 from prefect import flow, task
@@ -40,11 +41,11 @@ async def fetch_alerts(
     return await adapter.fetch_alerts(since)
 
 
-async def _start_by_deployment(incident: Incident) -> None:
+async def _start_by_deployment(incident: Incident, deployment: str) -> None:
     # The poller runs on a worker; each incident becomes its own deployment run so a
     # long approval wait never holds up the next poll.
     await arun_deployment(
-        HANDLE_INCIDENT_DEPLOYMENT,
+        deployment,
         parameters={"incident": incident.model_dump(mode="json")},
         timeout=0,
     )
@@ -61,6 +62,7 @@ async def poll_alerts(
     *,
     start: Literal["deployment", "none"] = "deployment",
     first_lookback_minutes: int = 60,
+    incident_deployment: str = HANDLE_INCIDENT_DEPLOYMENT,
 ) -> dict[str, Any]:
     """Pull one source's new alerts into the intake pipeline.
 
@@ -70,6 +72,8 @@ async def poll_alerts(
         start: ``deployment`` starts a ``handle-incident`` deployment run per new
             incident; ``none`` only records incidents.
         first_lookback_minutes: how far back the very first poll of a source reaches.
+        incident_deployment: the ``handle-incident`` deployment new incidents start
+            (``stanch serve`` names the one it serves).
 
     Returns:
         The intake's counts and the new cursor.
@@ -79,7 +83,11 @@ async def poll_alerts(
     plugin = load_plugin(source)
     if Capability.ALERTS not in plugin.adapters:
         raise ConfigurationError(f"{source} is not an alert source")
-    starter: StartIncident = _start_by_deployment if start == "deployment" else _record_only
+    starter: StartIncident = (
+        partial(_start_by_deployment, deployment=incident_deployment)
+        if start == "deployment"
+        else _record_only
+    )
     polled_at = utcnow()
     async with open_store(settings.store_url) as store:
         intake = Intake(store, start_incident=starter)

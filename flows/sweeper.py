@@ -2,7 +2,8 @@
 
 TTL expiry of containment (:mod:`flows.expiry`) and, when approvals go through Slack,
 the approval sweep (reminders, escalation, expiry at the deadline). Deployed on an
-interval; ``stanch serve`` runs the expiry part itself.
+interval; ``stanch serve`` sweeps Slack approvals in its own process and serves this
+flow every minute with ``approvals=False`` for the TTL expiry.
 """
 
 from __future__ import annotations

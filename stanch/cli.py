@@ -26,7 +26,10 @@ app.command(approvals_app)
 # Registered by import path so that `stanch --help` imports none of them.
 app.command("stanch.policy_cli:app", name="policy", help="Per-tenant rules of engagement.")
 app.command("stanch.ledger_cli:app", name="ledger", help="Verify and read the action ledger.")
-app.command("stanch.serve_cli:serve", help="Alert intake service (webhooks → incidents → flows).")
+app.command(
+    "stanch.serve_cli:serve",
+    help="Alert intake service; on one host also serves the deployments (incidents, sweep).",
+)
 app.command("stanch.metrics_cli:metrics", help="MDR clocks per tenant or playbook: median and p90.")
 app.command("stanch.metrics_cli:report_app", name="report", help="Reports over a period.")
 app.command("stanch.undo_cli:undo", help="Undo what an incident still has in effect.")

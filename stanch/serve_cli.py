@@ -216,11 +216,6 @@ def _flows() -> dict[str, Flow[Any, Any]]:
     return {"handle-incident": handle_incident, "sweep": sweep, "poll-alerts": poll_alerts}
 
 
-def pollers_take_incident_deployment() -> bool:
-    """Whether ``poll-alerts`` can be told which ``handle-incident`` deployment to start."""
-    return "incident_deployment" in _flows()["poll-alerts"].parameters.properties
-
-
 class ServedRunners:
     """Prefect runners serving ``stanch serve``'s deployments in the running event loop.
 
@@ -606,14 +601,6 @@ def serve(
         use_server(server, store_settings.home)
         log.info("flow runs go to %s", server.api_url)
         if deployments:
-            if polled and not pollers_take_incident_deployment():
-                log.error(
-                    "--poll: this version's poll-alerts flow has no incident_deployment "
-                    "parameter, so its incidents could not start %s",
-                    HANDLE_INCIDENT_SERVED,
-                )
-                server.stop()
-                return 2
             served = served_deployments(polled)
             start = DeploymentStarter()
         else:

@@ -377,8 +377,7 @@ def budget_of_one_policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> P
     rule = "  edr.contain_host:\n    approvals: 1\n"
     assert rule in default
     budgeted = (
-        "  edr.contain_host:\n    unattended_from: informational\n"
-        "    budget: {max: 1, per: 1h}\n"
+        "  edr.contain_host:\n    unattended_from: informational\n    budget: {max: 1, per: 1h}\n"
     )
     (policies / "default.yaml").write_text(default.replace(rule, budgeted))
     monkeypatch.setenv("STANCH_POLICIES_DIR", str(policies))
