@@ -39,29 +39,10 @@ from integrations.okta.sim import OktaSimulator
 from integrations.simkit import Simulator
 from stanch.demo import C2_IP, HOSTNAME, RANSOMWARE_SHA256, SIGNIN_IP, USER, scenario_alerts
 from stanch.lab import lab_environment
+from tests.stanch.policies import UNATTENDED_POLICIES
 
 REPO = Path(__file__).resolve().parents[2]
 HANG_SECONDS = 40.0
-
-# Every containment and remediation verb runs unattended for tenant `demo`, so neither
-# run waits for a human and containment fans out to five concurrent actions.
-POLICY = """\
-version: 1
-tenant: demo
-approvers:
-  cli: true
-approval:
-  approvals: 1
-  timeout: 15m
-  on_timeout: deny
-actions:
-  edr.contain_host: {unattended_from: informational}
-  identity.suspend_user: {unattended_from: informational}
-  identity.revoke_sessions: {unattended_from: informational}
-  firewall.block_ip: {unattended_from: informational}
-  edr.block_hash: {unattended_from: informational}
-  identity.expire_password: {unattended_from: informational}
-"""
 
 
 @dataclass
@@ -219,9 +200,7 @@ def stanch(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPr
 
 def live_env(tmp_path: Path, lab: Lab) -> dict[str, str]:
     """Live mode against the lab, with this test's own stanch home, policy and reports."""
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "demo.yaml").write_text(POLICY)
+    policies = UNATTENDED_POLICIES
     (tmp_path / "playbooks").mkdir()  # none: the built-in response plans containment
     env = {k: v for k, v in os.environ.items() if not k.startswith("STANCH_")}
     env.update(lab.env)

@@ -31,24 +31,8 @@ from stanch.rerun_cli import (
     unfinished_runs,
 )
 from tests.flows import factories
+from tests.stanch.policies import UNATTENDED_POLICIES
 
-UNATTENDED_POLICY = """\
-version: 1
-tenant: demo
-approvers:
-  cli: true
-approval:
-  approvals: 1
-  timeout: 15m
-  on_timeout: deny
-actions:
-  edr.contain_host: {unattended_from: informational}
-  identity.suspend_user: {unattended_from: informational}
-  identity.revoke_sessions: {unattended_from: informational}
-  firewall.block_ip: {unattended_from: informational}
-  edr.block_hash: {unattended_from: informational}
-  identity.expire_password: {unattended_from: informational}
-"""
 """Every verb of the built-in response runs unattended for tenant ``demo``."""
 
 _numbers = iter(range(8100, 9000))
@@ -106,9 +90,7 @@ def test_the_summary_says_what_was_superseded_and_where_the_report_went(
 @pytest.fixture
 def rerun_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Lab mode with this test's own stanch home, reports and an unattended policy."""
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "demo.yaml").write_text(UNATTENDED_POLICY)
+    policies = UNATTENDED_POLICIES
     (tmp_path / "playbooks").mkdir()
     monkeypatch.setenv("STANCH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STANCH_REPORTS_DIR", str(tmp_path / "reports"))

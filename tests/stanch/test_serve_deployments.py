@@ -32,29 +32,10 @@ from stanch.serve_cli import (
     serve,
     served_deployments,
 )
+from tests.stanch.policies import UNATTENDED_POLICIES
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "serve-deployments-bearer-0123456789"
-
-# Every containment and remediation verb runs unattended for tenant `demo`, so the run
-# completes without a human.
-POLICY = """\
-version: 1
-tenant: demo
-approvers:
-  cli: true
-approval:
-  approvals: 1
-  timeout: 15m
-  on_timeout: deny
-actions:
-  edr.contain_host: {unattended_from: informational}
-  identity.suspend_user: {unattended_from: informational}
-  identity.revoke_sessions: {unattended_from: informational}
-  firewall.block_ip: {unattended_from: informational}
-  edr.block_hash: {unattended_from: informational}
-  identity.expire_password: {unattended_from: informational}
-"""
 
 
 # What is served, checked against prefect.yaml -------------------------------------------------
@@ -140,9 +121,7 @@ class Served:
 @pytest.fixture
 def served(prefect_server: str, tmp_path: Path) -> Iterator[Served]:
     """`stanch serve` (deployments on, lab mode) on a loopback port until the test ends."""
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "demo.yaml").write_text(POLICY)
+    policies = UNATTENDED_POLICIES
     sources = tmp_path / "sources.json"
     sources.write_text(
         json.dumps({"siem": {"tenant": "demo", "format": "ocsf", "bearer_token": TOKEN}})
@@ -321,9 +300,7 @@ async def test_stopping_the_runners_waits_for_a_run_they_are_executing(
     from stanch.serve_cli import ServedDeployment, ServedRunners
     from tests.flows.factories import incident
 
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "demo.yaml").write_text(POLICY)
+    policies = UNATTENDED_POLICIES
     for name, value in {
         "STANCH_MODE": "lab",
         "STANCH_HOME": str(tmp_path / "stanch"),
