@@ -266,13 +266,24 @@ async def _call(plan: ActionPlan, adapter: Any) -> ActionReceipt:
         raise PlanMismatch(f"{plan.action} takes no parameter {sorted(unexpected)}")
     method = getattr(adapter, plan.verb)
     receipt: ActionReceipt = await method(plan.target, **plan.parameters)
-    if plan.verb == "contain_host" and receipt.state != Containment.CONTAINED:
-        receipt = await _await_containment(adapter, plan.target, receipt)
+    settled = _SETTLED_STATE.get(plan.verb)
+    if settled is not None and receipt.state != settled:
+        receipt = await _await_containment(adapter, plan.target, receipt, settled)
     return receipt
 
 
+# A host's network containment changes asynchronously in every EDR: the verb is done
+# only when the host reports this state.
+_SETTLED_STATE = {"contain_host": Containment.CONTAINED, "release_host": Containment.NORMAL}
+
+
 async def _await_containment(
-    edr: EDR, host_id: str, receipt: ActionReceipt, *, within: float = 60.0
+    edr: EDR,
+    host_id: str,
+    receipt: ActionReceipt,
+    settled: Containment,
+    *,
+    within: float = 60.0,
 ) -> ActionReceipt:
     # EDRs answer "pending" and contain asynchronously; containment is only done when the
     # host reports it, so poll within the same task rather than claim success early.
@@ -283,8 +294,8 @@ async def _await_containment(
             host = await edr.get_host(host_id)
         except NotFoundError:
             raise
-        if host.containment == Containment.CONTAINED:
-            return receipt.model_copy(update={"state": Containment.CONTAINED.value})
+        if host.containment == settled:
+            return receipt.model_copy(update={"state": settled.value})
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
     return receipt
