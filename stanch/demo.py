@@ -21,11 +21,12 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from prefect import tags
 from prefect.client.schemas.objects import State
 from pydantic import SecretStr
 from slack_sdk import WebClient
@@ -348,6 +349,39 @@ async def run_incident_via_slack(
             return await run_incident(settings, alerts, analyst_delay=None, analyst=analyst)
 
 
+async def run_beside_analyst(
+    incident: Incident,
+    analyst: asyncio.Task[list[str]] | None,
+    stop: asyncio.Event,
+    *,
+    flow_tags: Sequence[str] = (),
+) -> State[Any]:
+    """Run ``handle-incident`` while ``analyst`` answers its approvals; stop the analyst after.
+
+    If the analyst fails, the flow would sit paused until its approval deadline: the flow
+    is cancelled and the analyst's error raised instead.
+    """
+
+    async def run_flow() -> State[Any]:
+        with tags(*flow_tags):
+            state: State[Any] = await handle_incident(incident, return_state=True)
+        return state
+
+    flow_task = asyncio.create_task(run_flow())
+    try:
+        if analyst is not None:
+            await asyncio.wait({flow_task, analyst}, return_when=asyncio.FIRST_COMPLETED)
+            if analyst.done() and analyst.exception() is not None:
+                flow_task.cancel()
+                await asyncio.gather(flow_task, return_exceptions=True)
+                await analyst
+        return await flow_task
+    finally:
+        stop.set()
+        if analyst is not None and not analyst.done():
+            await analyst
+
+
 async def run_incident(
     settings: StanchSettings,
     alerts: list[DetectionFinding],
@@ -387,26 +421,7 @@ async def run_incident(
                     store, settings.approval_key(), incident.id, delay=analyst_delay, stop=stop
                 )
             )
-
-        async def run_flow() -> State[Any]:
-            state: State[Any] = await handle_incident(incident, return_state=True)
-            return state
-
-        flow_task = asyncio.create_task(run_flow())
-        try:
-            if helper is not None:
-                # If the analyst fails, the flow would sit paused until its approval
-                # deadline: stop it and surface the analyst's error instead.
-                await asyncio.wait({flow_task, helper}, return_when=asyncio.FIRST_COMPLETED)
-                if helper.done() and helper.exception() is not None:
-                    flow_task.cancel()
-                    await asyncio.gather(flow_task, return_exceptions=True)
-                    await helper
-            state = await flow_task
-        finally:
-            stop.set()
-            if helper is not None and not helper.done():
-                await helper
+        state = await run_beside_analyst(incident, helper, stop)
         await drain_prefect_clients()
         result = await state.aresult(raise_on_failure=False)
         flow_run_id = str(state.state_details.flow_run_id)

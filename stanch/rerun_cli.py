@@ -310,14 +310,11 @@ async def rerun_incident(
         RerunRefused: an earlier run showed a sign of life within ``stale_after`` seconds
             and ``force`` is not set.
     """
-    from prefect import tags
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import State
 
-    from flows.lifecycle import handle_incident
     from flows.store import open_store
     from flows.wiring import default_lab
-    from stanch.demo import provision_lab, simulated_analyst, summary
+    from stanch.demo import provision_lab, run_beside_analyst, simulated_analyst, summary
     from stanch.prefect_server import drain_prefect_clients
 
     async with open_store(settings.store_url) as store, get_client() as client:
@@ -355,27 +352,8 @@ async def rerun_incident(
             else None
         )
 
-        async def run_flow() -> State[Any]:
-            with tags(RERUN_TAG):
-                state: State[Any] = await handle_incident(incident, return_state=True)
-            return state
-
         started = time.time()
-        flow_task = asyncio.create_task(run_flow())
-        try:
-            if helper is not None:
-                # A failed analyst would leave the flow paused until its deadline: stop
-                # the flow and surface the analyst's error instead.
-                await asyncio.wait({flow_task, helper}, return_when=asyncio.FIRST_COMPLETED)
-                if helper.done() and helper.exception() is not None:
-                    flow_task.cancel()
-                    await asyncio.gather(flow_task, return_exceptions=True)
-                    await helper
-            state = await flow_task
-        finally:
-            stop.set()
-            if helper is not None and not helper.done():
-                await helper
+        state = await run_beside_analyst(incident, helper, stop, flow_tags=(RERUN_TAG,))
     await drain_prefect_clients()
     result = await state.aresult(raise_on_failure=False)
     flow_run_id = str(state.state_details.flow_run_id)
