@@ -188,7 +188,7 @@ class PrefectPauseGate:
         logger = get_run_logger()
         existing = await store.get_approval(request.id)
         if existing is None:
-            await store.create_approval(_pending_row(request))
+            await store.create_approval(pending_row(request))
         elif existing.flow_run_id == request.flow_run_id:
             # This run again, re-executed after a suspend: the same pause key hands back
             # the decision it was resumed with (verified again below).
@@ -333,7 +333,8 @@ class PrefectPauseGate:
         return None
 
 
-def _pending_row(request: ApprovalRequest) -> ApprovalRow:
+def pending_row(request: ApprovalRequest) -> ApprovalRow:
+    """The store's row for a new request, waiting for its decision."""
     return ApprovalRow(
         id=request.id,
         incident_id=request.incident_id,

@@ -18,11 +18,11 @@ import pytest
 from slack_sdk import WebClient
 
 from flows.approval_service import ApprovalService
-from flows.approvals import ApprovalRequest, new_approval_request
+from flows.approvals import ApprovalRequest, new_approval_request, pending_row
 from flows.errors import ApprovalError
 from flows.models import utcnow
 from flows.slack_gate import post_and_bind
-from flows.store import ApprovalRow, Store, open_store
+from flows.store import Store, open_store
 from integrations.slack import (
     APPROVE_ACTION_ID,
     DENY_ACTION_ID,
@@ -107,19 +107,7 @@ class World:
             incident_title="ransomware on WS-0042",
             required_approvals=required,
         ).model_copy(update={"requester": requester})
-        await self.store.create_approval(
-            ApprovalRow(
-                id=request.id,
-                incident_id=request.incident_id,
-                tenant=request.tenant,
-                flow_run_id=None,
-                requester=request.requester,
-                plans={"plans": [], "sha256s": request.sha256s, "reasons": {}},
-                status="pending",
-                requested_at=utcnow(),
-                deadline=request.deadline,
-            )
-        )
+        await self.store.create_approval(pending_row(request))
         await post_and_bind(
             self.chat, self.store, request, {"user_ids": list(approver_ids), "group": group}
         )

@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 from slack_sdk import WebClient
 
-from flows.approvals import new_approval_request
+from flows.approvals import new_approval_request, pending_row
 from flows.models import (
     ActionResult,
     ActionStatus,
@@ -32,7 +32,7 @@ from flows.models import (
 from flows.settings import StanchSettings
 from flows.slack_gate import post_and_bind
 from flows.slack_summary import post_incident_summary, slack_chat, summary_view
-from flows.store import ApprovalRow, Store, open_store
+from flows.store import Store, open_store
 from integrations.slack import MessageRef, SlackChat, incident_summary
 from integrations.slack.fake import FakeSlack, iter_text
 from tests.flows import factories
@@ -105,19 +105,10 @@ async def ask_in_slack(
         timeout_seconds=600,
         incident_title=incident.title,
     )
-    await store.create_approval(
-        ApprovalRow(
-            id=request.id,
-            incident_id=request.incident_id,
-            tenant=request.tenant,
-            flow_run_id=None,
-            requester=request.requester,
-            plans={"plans": [], "sha256s": request.sha256s, "reasons": {}},
-            status="approved",
-            requested_at=utcnow() - timedelta(minutes=minutes_ago),
-            deadline=request.deadline,
-        )
-    )
+    row = pending_row(request)
+    row.status = "approved"
+    row.requested_at = utcnow() - timedelta(minutes=minutes_ago)
+    await store.create_approval(row)
     return await post_and_bind(chat, store, request, {"user_ids": ["UALICE"], "group": None})
 
 

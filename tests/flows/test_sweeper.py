@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from slack_sdk import WebClient
 
-from flows.approvals import ApprovalRequest, new_approval_request
+from flows.approvals import ApprovalRequest, new_approval_request, pending_row
 from flows.errors import ConfigurationError
 from flows.ledger import Ledger
 from flows.models import ActionPlan, ActionStatus, Stage, Verdict, utcnow
 from flows.settings import load_settings
 from flows.slack_gate import post_and_bind
-from flows.store import ApprovalRow, Store, open_store
+from flows.store import Store, open_store
 from flows.sweeper import SweepSummary, SweptApproval, slack_approval_service, sweep
 from flows.tasks import execute_action
 from flows.wiring import connect, default_lab
@@ -111,19 +111,7 @@ async def posted_approval(store: Store, fake: FakeSlack, *, overdue: bool) -> Ap
     )
     if overdue:
         request = request.model_copy(update={"deadline": utcnow() - timedelta(seconds=1)})
-    await store.create_approval(
-        ApprovalRow(
-            id=request.id,
-            incident_id=request.incident_id,
-            tenant=request.tenant,
-            flow_run_id=None,
-            requester=request.requester,
-            plans={"plans": [], "sha256s": request.sha256s, "reasons": {}},
-            status="pending",
-            requested_at=utcnow(),
-            deadline=request.deadline,
-        )
-    )
+    await store.create_approval(pending_row(request))
     chat = SlackChat(WebClient(token=fake.token, base_url=fake.base_url), channel=CHANNEL)
     await post_and_bind(chat, store, request, {"user_ids": ["UALICE"], "group": None})
     return request
