@@ -70,8 +70,10 @@ def clocks_of(
     origin = incident.first_seen
 
     def completed(stage: Stage) -> datetime | None:
+        # The first completion: a re-run of the incident completes the stage again by
+        # replaying what was already done, which must not move the clock.
         done = [e.at for e in events if e.stage == stage.value and e.event == "completed"]
-        return done[-1] if done else None
+        return min(done, key=_aware) if done else None
 
     decided = [a for a in approvals if a.status in HUMAN_OUTCOMES and a.decided_at is not None]
     first_decision = min((a.decided_at for a in decided if a.decided_at), default=None)

@@ -73,6 +73,21 @@ def test_clocks_come_from_stage_transitions_and_decisions() -> None:
     assert clocks.clocks["detect"] == round((inc.created_at - t0).total_seconds(), 3)
 
 
+def test_a_rerun_completing_a_stage_again_does_not_move_its_clock() -> None:
+    """Given an incident contained at T0+50 s and re-run later (contain completes again,
+    replaying, at T0+500 s),
+    When its clocks are computed, Then time to contain is still 50 s."""
+    inc = incident()
+    t0 = inc.first_seen
+    events = [
+        StageEventRow(
+            incident_id=inc.id, stage=Stage.CONTAIN, event="completed", at=t0 + timedelta(seconds=s)
+        )
+        for s in (50, 500)
+    ]
+    assert clocks_of(inc, events, []).clocks["contain"] == 50.0
+
+
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """A fresh store on SQLite, and on PostgreSQL when one is reachable."""
