@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
@@ -109,19 +110,31 @@ async def post_incident_summary(
 
     Slack API: ``chat.postMessage`` with ``thread_ts`` (the first approval message's ``ts``)
     when the incident asked for approval in Slack; otherwise without, in ``chat.channel``,
-    so the summary starts the incident's thread. Unfurling is off.
+    so the summary starts the incident's thread. Unfurling is off. An incident whose
+    summary was posted before (a re-run) gets that message updated (``chat.update``), so
+    it has one summary, and it is current.
 
     Returns:
         The posted message's ``ts``, or ``None`` when Slack refused or could not be
         reached (logged; the incident is not failed for it).
     """
     incident_id = outcome.incident.id
-    thread = await incident_thread(store, incident_id)
     text, blocks = incident_summary(summary_view(outcome))
-    try:
-        response = await asyncio.to_thread(
+    earlier = await store.incident_summary(incident_id)
+    if earlier is not None:
+        # A re-run reached the report again: the one summary is brought up to date.
+        method = "chat.update"
+        channel = earlier.channel
+        call = partial(
+            chat.client.chat_update, channel=channel, ts=earlier.ts, text=text, blocks=blocks
+        )
+    else:
+        method = "chat.postMessage"
+        thread = await incident_thread(store, incident_id)
+        channel = thread.channel if thread else chat.channel
+        call = partial(
             chat.client.chat_postMessage,
-            channel=thread.channel if thread else chat.channel,
+            channel=channel,
             # slack_sdk drops None arguments: no thread_ts makes a new root message.
             thread_ts=thread.ts if thread else None,
             text=text,
@@ -129,9 +142,11 @@ async def post_incident_summary(
             unfurl_links=False,
             unfurl_media=False,
         )
+    try:
+        response = await asyncio.to_thread(call)
     except SlackApiError as exc:
         # classify() keeps the status and Slack's error code, nothing from the request.
-        error = classify(exc, method="chat.postMessage")
+        error = classify(exc, method=method)
         _logger().warning("Incident %s: Slack summary not posted: %s", incident_id, error)
         return None
     except (SlackClientError, OSError) as exc:  # urllib: refused, reset, timed out
@@ -139,4 +154,6 @@ async def post_incident_summary(
             "Incident %s: Slack summary not posted: %s", incident_id, type(exc).__name__
         )
         return None
-    return str(response["ts"])
+    ts = str(response["ts"])
+    await store.record_incident_summary(incident_id, channel, ts)
+    return ts

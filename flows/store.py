@@ -143,6 +143,18 @@ class StageEventRow(Base):
     at: Mapped[datetime]
 
 
+class IncidentSummaryRow(Base):
+    """Where an incident's Slack summary is, so a re-run updates it instead of posting again."""
+
+    __tablename__ = "incident_summaries"
+
+    incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    ts: Mapped[str] = mapped_column(String(40))
+    posted_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 class DeadLetterRow(Base):
     """An alert payload that was rejected, kept with the reason for inspection."""
 
@@ -457,6 +469,30 @@ class Store:
             )
 
     # Dead letters ---------------------------------------------------------------------
+    # Slack summaries ------------------------------------------------------------------
+    async def incident_summary(self, incident_id: str) -> IncidentSummaryRow | None:
+        """Where the incident's Slack summary was posted, if it was."""
+        async with self._session() as session:
+            return await session.get(IncidentSummaryRow, incident_id)
+
+    async def record_incident_summary(self, incident_id: str, channel: str, ts: str) -> None:
+        """Remember (or refresh) where the incident's Slack summary is."""
+        now = utcnow()
+        async with self._session.begin() as session:
+            row = await session.get(IncidentSummaryRow, incident_id)
+            if row is None:
+                session.add(
+                    IncidentSummaryRow(
+                        incident_id=incident_id,
+                        channel=channel,
+                        ts=ts,
+                        posted_at=now,
+                        updated_at=now,
+                    )
+                )
+            else:
+                row.channel, row.ts, row.updated_at = channel, ts, now
+
     async def dead_letter(self, *, source: str, field: str, reason: str, payload: str) -> int:
         """Keep a rejected payload with why it was rejected; returns its id."""
         async with self._session.begin() as session:
@@ -553,6 +589,7 @@ __all__ = [
     "ApprovalVoteRow",
     "DeadLetterRow",
     "IncidentRow",
+    "IncidentSummaryRow",
     "SlackApprovalRow",
     "StageEventRow",
     "Store",

@@ -35,7 +35,7 @@ from flows.store import Base, IncidentRow, Store, open_store, register_tables
 from tests.flows.factories import incident
 from tests.postgres import BACKENDS, PG_URL, pg_schema
 
-HEAD = "0002_incident_playbook"
+HEAD = "0003_incident_summaries"
 VERSIONS = table(VERSION_TABLE, column("version_num"))
 STORE_TABLES = {
     "incidents",
@@ -53,6 +53,7 @@ INTAKE_AND_LEDGER_TABLES = {
     "incident_triage",
     "cursors",
 }
+LATER_TABLES = {"incident_summaries"}  # created by revisions after the baseline
 
 
 @dataclass
@@ -133,16 +134,19 @@ async def test_head_revision_matches_the_models(target: Target) -> None:
 
 
 async def test_differences_are_found_when_the_schema_lags_the_models(target: Target) -> None:
-    """Given a store left at the baseline (no playbook column),
-    When compared with the models, Then the missing column is reported: the comparison
+    """Given a store left at the baseline (no playbook column, no summaries table),
+    When compared with the models, Then what is missing is reported: the comparison
     above can fail."""
 
     def baseline(connection: Connection) -> None:
         command.upgrade(alembic_config(connection), BASELINE)
 
     await run(target, baseline)
-    [(op, _schema, table, column)] = await run(target, differences)
-    assert (op, table, column.name) == ("add_column", "incidents", "playbook")
+    found = {
+        (d[0], d[2], d[3].name) if d[0] == "add_column" else (d[0], d[1].name)
+        for d in await run(target, differences)
+    }
+    assert found == {("add_column", "incidents", "playbook"), ("add_table", "incident_summaries")}
 
 
 async def test_the_version_table_is_stanchs_own_and_in_the_stores_schema(
@@ -166,7 +170,7 @@ async def test_the_version_table_is_stanchs_own_and_in_the_stores_schema(
 
     present, schema = await run(target, where)
     assert VERSION_TABLE in present and "alembic_version" not in present
-    assert present == STORE_TABLES | INTAKE_AND_LEDGER_TABLES | {VERSION_TABLE}
+    assert present == STORE_TABLES | INTAKE_AND_LEDGER_TABLES | LATER_TABLES | {VERSION_TABLE}
     if target.backend == "postgresql":
         assert schema is not None and schema.startswith("stanch_migrations_")
 
@@ -242,7 +246,7 @@ async def test_a_store_from_a_newer_stanch_is_refused_by_name(target: Target) ->
     async with target.store():
         pass
     await run(target, lambda c: c.execute(update(VERSIONS).values(version_num="0099_x")))
-    with pytest.raises(SchemaError, match=r"0002_incident_playbook.*0099_x"):
+    with pytest.raises(SchemaError, match=rf"{HEAD}.*0099_x"):
         async with target.store():
             pass
 

@@ -160,6 +160,27 @@ async def test_without_a_slack_approval_the_summary_starts_the_thread(
     assert root["blocks"][1]["fields"][0]["text"] == f"*Incident*\n`{incident.id}`"
 
 
+async def test_a_rerun_updates_the_one_summary_instead_of_posting_another(
+    fake: FakeSlack, chat: SlackChat, store: Store
+) -> None:
+    """Given an incident whose summary was posted,
+    When a re-run reaches the report again with another outcome,
+    Then the same message is updated (chat.update, same ts) and nothing new is posted."""
+    incident = factories.incident(4)
+    first = await post_incident_summary(outcome_of(incident), store, chat)
+    posts = len(posted_params(fake))
+
+    again = await post_incident_summary(
+        outcome_of(incident, target_label="WS-0042-rerun"), store, chat
+    )
+
+    assert again == first is not None
+    assert len(posted_params(fake)) == posts
+    [update] = [c.params for c in fake.calls_to("chat.update")]
+    assert (update["channel"], update["ts"]) == (CHANNEL, first)
+    assert "WS-0042-rerun" in json.dumps(fake.messages[(CHANNEL, first)]["blocks"])
+
+
 async def test_hostile_alert_text_reaches_slack_only_as_text(
     fake: FakeSlack, chat: SlackChat, store: Store
 ) -> None:
