@@ -390,6 +390,30 @@ class CrowdStrikeSimulator(Simulator):
             raise FQLError(f"invalid sort {sort!r}")
         return sorted(records, key=lambda r: str(r.get(field, "")), reverse=direction == "desc")
 
+    def _query_ids(
+        self,
+        request: Request,
+        records: list[dict[str, Any]],
+        *,
+        maximum: int,
+        id_field: str,
+        sort_separator: str,
+        powered_by: str,
+    ) -> Response:
+        """A ``queries`` endpoint: FQL ``filter``, ``sort``, ``limit``/``offset``; ids only."""
+        limit, offset = self._page(request, default=100, maximum=maximum)
+        text = request.query_params.get("filter")
+        if text:
+            terms = parse_fql(text)
+            records = [r for r in records if _matches(r, terms)]
+        records = self._sorted(records, request.query_params.get("sort"), sort_separator)
+        page = records[offset : offset + limit]
+        return self._envelope(
+            [r[id_field] for r in page],
+            pagination={"offset": offset, "limit": limit, "total": len(records)},
+            powered_by=powered_by,
+        )
+
     # OAuth2 ----------------------------------------------------------------------------
     async def _token(self, request: Request) -> Response:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
@@ -419,17 +443,12 @@ class CrowdStrikeSimulator(Simulator):
 
     # Hosts -----------------------------------------------------------------------------
     async def _query_devices(self, request: Request) -> Response:
-        limit, offset = self._page(request, default=100, maximum=5000)
-        records = list(self.hosts.values())
-        text = request.query_params.get("filter")
-        if text:
-            terms = parse_fql(text)
-            records = [r for r in records if _matches(r, terms)]
-        records = self._sorted(records, request.query_params.get("sort"), ".")
-        page = records[offset : offset + limit]
-        return self._envelope(
-            [r["device_id"] for r in page],
-            pagination={"offset": offset, "limit": limit, "total": len(records)},
+        return self._query_ids(
+            request,
+            list(self.hosts.values()),
+            maximum=5000,
+            id_field="device_id",
+            sort_separator=".",
             powered_by="device-api",
         )
 
@@ -538,17 +557,12 @@ class CrowdStrikeSimulator(Simulator):
         )
 
     async def _query_iocs(self, request: Request) -> Response:
-        limit, offset = self._page(request, default=100, maximum=2000)
-        records = list(self.iocs.values())
-        text = request.query_params.get("filter")
-        if text:
-            terms = parse_fql(text)
-            records = [r for r in records if _matches(r, terms)]
-        records = self._sorted(records, request.query_params.get("sort"), ".")
-        page = records[offset : offset + limit]
-        return self._envelope(
-            [r["id"] for r in page],
-            pagination={"offset": offset, "limit": limit, "total": len(records)},
+        return self._query_ids(
+            request,
+            list(self.iocs.values()),
+            maximum=2000,
+            id_field="id",
+            sort_separator=".",
             powered_by="ioc-manager",
         )
 
@@ -577,18 +591,13 @@ class CrowdStrikeSimulator(Simulator):
 
     # Alerts ----------------------------------------------------------------------------
     async def _query_alerts(self, request: Request) -> Response:
-        limit, offset = self._page(request, default=100, maximum=10000)
-        records = list(self.alerts.values())
-        text = request.query_params.get("filter")
-        if text:
-            terms = parse_fql(text)
-            records = [r for r in records if _matches(r, terms)]
         # Alerts sort with a pipe: created_timestamp|asc.
-        records = self._sorted(records, request.query_params.get("sort"), "|")
-        page = records[offset : offset + limit]
-        return self._envelope(
-            [r["composite_id"] for r in page],
-            pagination={"offset": offset, "limit": limit, "total": len(records)},
+        return self._query_ids(
+            request,
+            list(self.alerts.values()),
+            maximum=10000,
+            id_field="composite_id",
+            sort_separator="|",
             powered_by="detectsapi",
         )
 
