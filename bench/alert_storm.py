@@ -228,8 +228,7 @@ async def _post_all(
 async def _stored_counts(db: str) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from flows.intake import AlertRow, IncidentTriageRow
-    from flows.store import IncidentRow, open_store
+    from flows.record import AlertRow, IncidentRow, IncidentTriageRow, open_store
 
     async with open_store(db) as store, store.engine.connect() as conn:
         return {

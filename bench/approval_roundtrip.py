@@ -3,7 +3,7 @@
 ``python -m bench.approval_roundtrip [--runs N] [--poll 1.0]`` starts a Prefect server under
 a temporary stanch home (unless ``PREFECT_API_URL`` is set), a loopback FakeSlack, and the
 stanch service's Slack route in-process. Each run starts a small flow that asks for approval
-through the real :class:`flows.slack_gate.SlackPauseGate` (posts the Block Kit message,
+through the real :class:`flows.approval.SlackPauseGate` (posts the Block Kit message,
 pauses with ``poll_interval=--poll``) and then runs one task. The "analyst" sends a signed
 ``block_actions`` click to ``POST /slack/interactions``; the service authorises it and
 resumes the run with a signed decision. The latency is the task run's ``start_time`` read
@@ -56,12 +56,15 @@ async def _bench(runs: int, poll: float) -> dict[str, Any]:
     from pydantic import SecretStr
     from slack_sdk import WebClient
 
-    from flows.approval_service import ApprovalService
-    from flows.approvals import new_approval_request, wait_until_paused
-    from flows.intake import Intake
+    from flows.approval import (
+        ApprovalService,
+        SlackPauseGate,
+        new_approval_request,
+        wait_until_paused,
+    )
+    from flows.detect import Intake
     from flows.models import ActionPlan, Incident, Stage
-    from flows.slack_gate import SlackPauseGate
-    from flows.store import open_store
+    from flows.record import open_store
     from integrations.capabilities import Capability
     from integrations.slack import APPROVE_ACTION_ID, SlackChat, SlackRequestVerifier
     from integrations.slack.fake import FakeSlack, block_actions_payload, signed_interaction

@@ -3,7 +3,7 @@
 Everything runs on loopback in one process, as ``stanch serve`` with flow runs would on a
 one-host install: the crowdstrike, okta and fortigate simulators under uvicorn, live mode
 pointed at them with :func:`stanch.lab.lab_environment`, the intake service
-(:func:`stanch.serve_cli.run_service`) with a :class:`~stanch.serve_cli.FlowStarter` and
+(:func:`stanch.serve_cli.run_service`) with a :class:`~stanch.runners.FlowStarter` and
 a bearer-token source, and a Prefect server under a temporary ``STANCH_HOME`` (or the one
 ``PREFECT_API_URL`` names). Policy is ``bench/policies/default.yaml``: every action
 unattended, so no run waits for a human.
@@ -135,7 +135,7 @@ def free_port() -> int:
 # Policy ------------------------------------------------------------------------------------
 def write_policy_dir(root: Path) -> Path:
     """Copy the all-unattended benchmark policy into ``root/policies`` and validate it."""
-    from flows.roe import load_policy
+    from flows.policy import load_policy
 
     directory = root / "policies"
     directory.mkdir(parents=True, exist_ok=True)
@@ -423,7 +423,8 @@ class Service:
 @contextlib.asynccontextmanager
 async def serve_intake(prepared: Prepared, *, flow_limit: int) -> AsyncIterator[Service]:
     """Run ``run_service`` with a ``FlowStarter`` on a loopback port until the block ends."""
-    from stanch.serve_cli import FlowStarter, run_service
+    from stanch.runners import FlowStarter
+    from stanch.serve_cli import run_service
     from stanch.service import SourceAuth
 
     starter = FlowStarter(flow_limit)

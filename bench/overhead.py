@@ -57,9 +57,9 @@ async def _call(plan: Any, adapter: Any) -> Any:
 
 async def baseline_once(payloads: list[dict[str, Any]], number: int, reports: Path) -> float:
     """The same vendor calls as the playbook, with plain adapters; seconds end to end."""
-    from flows.intake import normalise
+    from flows.detect import normalise
     from flows.models import Incident
-    from flows.response import assess, containment_plans, remediation_plans
+    from flows.respond import assess, containment_plans, remediation_plans
     from flows.settings import load_settings
     from flows.wiring import connect
 

@@ -9,23 +9,18 @@ action is recorded in the store under its idempotency key.
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 from prefect import flow, tags, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import Pause
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
-from prefect.transactions import AsyncTransaction, atransaction
 
 from flows import wiring
-from flows.approvals import ApprovalGate, PrefectPauseGate, new_approval_request
-from flows.joins import joined_alerts
-from flows.ledger import Ledger
-from flows.metrics import clocks_of
+from flows.approval import ApprovalGate, default_gate
+from flows.detect import joined_alerts
 from flows.models import (
-    ActionPlan,
     ActionResult,
     ActionStatus,
     Incident,
@@ -33,39 +28,26 @@ from flows.models import (
     Investigation,
     Stage,
     StageRecord,
-    Verdict,
-    utcnow,
 )
 from flows.playbook import (
     LoadedPlaybook,
     PlannedAction,
     PlaybookPlan,
     adapter_lookup,
-    decide,
     load_playbooks,
     plan_playbook,
     route,
 )
-from flows.policy import playbook_directory, policy_directory
-from flows.report import publish_report
-from flows.response import assess, containment_plans, remediation_plans
-from flows.roe import RoeDecision, RulesOfEngagement, count_recent_actions, policy_for_tenant
-from flows.settings import StanchSettings, load_settings
-from flows.slack_summary import post_incident_summary, slack_chat
-from flows.store import Store, open_store
-from flows.tasks import contain_action, execute_action, failed_result, find_host, find_user
+from flows.policy import RulesOfEngagement, policy_for_tenant
+from flows.record import Ledger, Store, clocks_of, open_store, post_incident_summary, publish_report
+from flows.respond import Responder, assess, containment_plans, remediation_plans
+from flows.settings import StanchSettings, load_settings, playbook_directory, policy_directory
+from flows.tasks import find_host, find_user
+from flows.wiring import slack_chat
 
 
 class IncidentIncomplete(Exception):
     """Raised after the report when a stage failed, so the flow run ends Failed."""
-
-
-class ContainmentRolledBack(Exception):
-    """A containment step failed, so the stage's completed steps were undone."""
-
-
-ROLLBACK_AUTHORITY = "policy:rollback"
-"""Who authorised a compensating action: the failed stage's own transaction."""
 
 
 @task(name="record-incident", task_run_name="record {incident.id}", cache_policy=NO_CACHE)
@@ -89,28 +71,40 @@ class Lifecycle:
         flow_run_id: str | None,
         playbooks: Sequence[LoadedPlaybook] = (),
     ) -> None:
-        self.incident = incident
         self.settings = settings
         self.store = store
         self.integrations = integrations
-        self.gate = gate
-        self.policy = policy
         self.flow_run_id = flow_run_id
+        self.responder = Responder(
+            incident,
+            settings=settings,
+            store=store,
+            integrations=integrations,
+            gate=gate,
+            policy=policy,
+            flow_run_id=flow_run_id,
+        )
         self.stages: list[StageRecord] = []
-        self.actions: list[ActionResult] = []
-        self.decisions: list[dict[str, Any]] = []
         self.investigation = Investigation()
         self.route = route(incident, playbooks) if playbooks else None
         self.plan: PlaybookPlan | None = None
-        # Containment steps run in one transaction; this lifecycle's copy of the step task
-        # carries the rollback hook that undoes a step when the stage fails half-way.
-        self._contain_step = contain_action.with_options()
-        # Prefect awaits a coroutine hook inside an async transaction; its annotation
-        # names only the synchronous kind.
-        self._contain_step.on_rollback_hooks = [cast(Any, self._compensate)]
+
+    @property
+    def incident(self) -> Incident:
+        """The incident as it is now (alerts that joined since the run began included)."""
+        return self.responder.incident
+
+    @incident.setter
+    def incident(self, incident: Incident) -> None:
+        self.responder.incident = incident
+
+    @property
+    def actions(self) -> list[ActionResult]:
+        """Every action result so far."""
+        return self.responder.actions
 
     def _tags(self, stage: Stage, vendor: str) -> list[str]:
-        return [f"stage:{stage.value}", f"vendor:{vendor}", f"tenant:{self.incident.tenant}"]
+        return self.responder.tags(stage, vendor)
 
     @asynccontextmanager
     async def stage(self, stage: Stage) -> AsyncIterator[list[str]]:
@@ -253,7 +247,7 @@ class Lifecycle:
         async with self.stage(Stage.CONTAIN) as notes:
             notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.CONTAIN)
-            notes.extend(await self.authorise_and_execute(Stage.CONTAIN, planned))
+            notes.extend(await self.responder.authorise_and_execute(Stage.CONTAIN, planned))
             if any(
                 a.status in (ActionStatus.EXECUTED, ActionStatus.ALREADY_DONE) for a in self.actions
             ):
@@ -264,7 +258,7 @@ class Lifecycle:
         async with self.stage(Stage.REMEDIATE) as notes:
             notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.REMEDIATE)
-            notes.extend(await self.authorise_and_execute(Stage.REMEDIATE, planned))
+            notes.extend(await self.responder.authorise_and_execute(Stage.REMEDIATE, planned))
 
     def _planned(self, stage: Stage) -> list[PlannedAction]:
         """The stage's plans: the playbook's, or the built-in response's."""
@@ -284,7 +278,7 @@ class Lifecycle:
             investigation=self.investigation,
             stages=list(self.stages),
             actions=list(self.actions),
-            decisions=list(self.decisions),
+            decisions=list(self.responder.decisions),
             playbook=self.plan.playbook if self.plan else None,
             playbook_notes=[
                 f"{n.stage.value} {n.step}: {n.status} — {n.text}"
@@ -320,274 +314,6 @@ class Lifecycle:
             # Best effort: a Slack failure is logged and never fails the incident.
             await post_incident_summary(outcome, self.store, chat)
         return outcome
-
-    async def authorise_and_execute(
-        self, stage: Stage, planned: Sequence[PlannedAction]
-    ) -> list[str]:
-        """Ask policy about each plan, get approval where needed, run what is authorised.
-
-        A playbook step that requires approval tightens policy's verdict, never loosens it.
-        Forbidden and denied plans are recorded (store and ledger) as refused; authorised
-        ones run concurrently as tasks. Returns notes for the stage record.
-        """
-        notes: list[str] = []
-        planned = await self._replay_done(planned, notes)
-        plans = [p.plan for p in planned]
-        # Budgets count what already ran for the tenant (a day covers any budget window),
-        # but not these very plans: a row a killed run left behind is not spent budget.
-        keys = {p.idempotency_key for p in plans}
-        recent = [
-            row
-            for row in await self.store.recent_actions(
-                self.incident.tenant, utcnow() - timedelta(days=1)
-            )
-            if row.idempotency_key not in keys
-        ]
-
-        def counter(tenant: str, action: str, window: timedelta) -> int:
-            return count_recent_actions(recent, tenant=tenant, action=action, window=window)
-
-        decided = decide(self.policy, planned, self.incident, recent_actions=counter)
-        verdicts = {p.sha256: d for p, d in zip(plans, decided, strict=True)}
-        authorised: list[tuple[ActionPlan, Verdict, list[str]]] = []
-        needs_approval: list[ActionPlan] = []
-        for plan in plans:
-            decision = verdicts[plan.sha256]
-            if decision.verdict == Verdict.FORBIDDEN:
-                await self._refuse(plan, Verdict.FORBIDDEN, ActionStatus.FORBIDDEN, decision.reason)
-            elif decision.verdict == Verdict.UNATTENDED:
-                authorised.append((plan, Verdict.UNATTENDED, ["policy:unattended"]))
-            else:
-                needs_approval.append(plan)
-        if needs_approval:
-            request = new_approval_request(
-                incident_id=self.incident.id,
-                tenant=self.incident.tenant,
-                flow_run_id=self.flow_run_id,
-                plans=needs_approval,
-                stage=stage.value,
-                reasons={p.sha256: verdicts[p.sha256].reason for p in needs_approval},
-                timeout_seconds=self.settings.approval_timeout_seconds,
-                incident_title=self.incident.title,
-                **_approvers_of([verdicts[p.sha256] for p in needs_approval]),
-            )
-            outcome = await self.gate.request(request, self.store)
-            self.decisions.append(outcome.model_dump(mode="json"))
-            notes.append(f"approval {outcome.approval_id}: {outcome.status}")
-            for plan in needs_approval:
-                if plan.sha256 in outcome.approved:
-                    authorised.append((plan, Verdict.APPROVAL, outcome.approvers))
-                else:
-                    await self._refuse(
-                        plan,
-                        Verdict.APPROVAL,
-                        ActionStatus.DENIED,
-                        f"{outcome.status}: {outcome.reason}",
-                    )
-        if stage == Stage.CONTAIN:
-            results = await self._execute_all_or_none(stage, authorised)
-        else:
-            results = await asyncio.gather(
-                *(self._execute(stage, plan, verdict, by) for plan, verdict, by in authorised)
-            )
-        failed = [r for r in results if r.status == ActionStatus.FAILED]
-        if failed:
-            notes.append(f"failed: {', '.join(r.plan.action for r in failed)}")
-        notes.append(f"{sum(r.status != ActionStatus.FAILED for r in results)} action(s) done")
-        return notes
-
-    async def _replay_done(
-        self, planned: Sequence[PlannedAction], notes: list[str]
-    ) -> list[PlannedAction]:
-        """Take out the plans an earlier run of this incident already carried out.
-
-        A re-run (after a crash, or ``stanch rerun``) replays their recorded results: they
-        are not put to policy or approval again, whose answer may have changed since (a
-        budget now spent by the action itself). Returns the plans still to decide.
-        """
-        done = {
-            row.idempotency_key: row
-            for row in await self.store.actions(self.incident.id)
-            if row.status in (ActionStatus.EXECUTED.value, ActionStatus.ALREADY_DONE.value)
-            and row.result is not None
-        }
-        remaining: list[PlannedAction] = []
-        for item in planned:
-            row = done.get(item.plan.idempotency_key)
-            if row is None or row.plan_sha256 != item.plan.sha256:
-                remaining.append(item)
-                continue
-            result = ActionResult.model_validate(row.result)
-            # Idempotent: restores the entry if a crash fell between store and ledger.
-            await Ledger(self.store).append_action(result)
-            self.actions.append(result)
-        if len(remaining) < len(planned):
-            notes.append(f"{len(planned) - len(remaining)} action(s) already done, replayed")
-        return remaining
-
-    async def _execute_all_or_none(
-        self, stage: Stage, authorised: Sequence[tuple[ActionPlan, Verdict, list[str]]]
-    ) -> list[ActionResult]:
-        """Run the containment steps in one Prefect transaction: all hold, or none does.
-
-        The steps run concurrently and never fail as tasks (see ``contain_action``), so
-        the transaction rolls back only here, once every step has finished: then each
-        step that contained something is undone by its rollback hook, and recorded.
-
-        Raises:
-            ContainmentRolledBack: a step failed and the others were rolled back.
-        """
-        async with atransaction():
-            results = list(
-                await asyncio.gather(
-                    *(
-                        self._execute(stage, plan, verdict, by, step=self._contain_step)
-                        for plan, verdict, by in authorised
-                    )
-                )
-            )
-            failed = [r for r in results if r.status == ActionStatus.FAILED]
-            if failed:
-                raise ContainmentRolledBack(
-                    f"{', '.join(f'{r.plan.action} {r.plan.target_label}' for r in failed)} "
-                    f"failed; the stage's other containment was rolled back"
-                )
-        return results
-
-    async def _compensate(self, transaction: AsyncTransaction) -> None:
-        """Rollback hook of one containment step: undo what it changed. Never raises.
-
-        Only a step that changed something (``executed``) is undone; the inverse runs
-        through the same executor (idempotent, recorded in the store and the ledger) on
-        the authority of the failed stage's transaction.
-        """
-        result = transaction.get("result", None)
-        if not isinstance(result, ActionResult) or result.status != ActionStatus.EXECUTED:
-            return
-        logger = get_run_logger()
-        plan = result.plan
-        try:
-            for effect in await Ledger(self.store).in_effect(self.incident.id):
-                entry = effect.entry
-                if (entry.capability, entry.verb, entry.target) != (
-                    plan.capability.value,
-                    plan.verb,
-                    plan.target,
-                ):
-                    continue
-                inverse = effect.inverse_plan()
-                undone = await execute_action.fn(
-                    inverse,
-                    inverse.sha256,
-                    self.integrations.adapter(inverse.capability),
-                    self.store,
-                    verdict=Verdict.UNATTENDED,
-                    approved_by=[ROLLBACK_AUTHORITY],
-                )
-                self.actions.append(undone)
-                logger.warning("Rolled back %s: %s", plan.action, undone.status)
-        except Exception as exc:  # a hook must not raise (notes/prefect.md §4a)
-            logger.error(
-                "Could not roll back %s %s (%s: %s); it stays in effect: `stanch undo %s` lists it",
-                plan.action,
-                plan.target_label,
-                type(exc).__name__,
-                exc,
-                self.incident.id,
-            )
-
-    async def _execute(
-        self,
-        stage: Stage,
-        plan: ActionPlan,
-        verdict: Verdict,
-        approved_by: list[str],
-        *,
-        step: Any = execute_action,
-    ) -> ActionResult:
-        adapter = self.integrations.adapter(plan.capability)
-        started = utcnow()
-        try:
-            with tags(*self._tags(stage, adapter.vendor)):
-                result: ActionResult = await step(
-                    plan,
-                    plan.sha256,
-                    adapter,
-                    self.store,
-                    verdict=verdict,
-                    approved_by=approved_by,
-                )
-        except Exception as exc:
-            # Recorded, not swallowed: the stage is marked failed and the run ends Failed.
-            result = failed_result(
-                plan,
-                verdict=verdict,
-                approved_by=approved_by,
-                vendor=adapter.vendor,
-                error=f"{type(exc).__name__}: {exc}",
-                started=started,
-            )
-        self.actions.append(result)
-        return result
-
-    async def _refuse(
-        self, plan: ActionPlan, verdict: Verdict, status: ActionStatus, why: str
-    ) -> None:
-        result = ActionResult(
-            plan=plan,
-            plan_sha256=plan.sha256,
-            verdict=verdict,
-            status=status,
-            error=why,
-            started_at=utcnow(),
-            finished_at=utcnow(),
-        )
-        if await self.store.finish_action(result):
-            await Ledger(self.store).append_action(result)
-        self.actions.append(result)
-
-
-def _approvers_of(decisions: list[RoeDecision]) -> dict[str, Any]:
-    """One request covers several plans: the strictest count, the approvers all allow."""
-    ids: list[str] = []
-    groups: list[str] = []
-    for d in decisions:
-        ids.extend(u for u in d.approvers.slack_users if u not in ids)
-        if d.approvers.slack_group and d.approvers.slack_group not in groups:
-            groups.append(d.approvers.slack_group)
-    return {
-        "required_approvals": max([1, *(d.approvals_required for d in decisions)]),
-        "approver_ids": tuple(ids),
-        "approver_group": groups[0] if groups else None,
-        "allow_prefect_ui": all("prefect-ui" in d.approvers.channels for d in decisions),
-    }
-
-
-def default_gate(settings: StanchSettings) -> ApprovalGate:
-    """The approval channel the settings choose: Slack, or the CLI-resumed pause."""
-    if settings.approval_channel == "slack":
-        from flows.slack_gate import SlackPauseGate
-
-        chat = slack_chat(settings)
-        if chat is None:
-            raise ValueError(
-                "approval_channel=slack needs STANCH_SLACK_BOT_TOKEN and STANCH_SLACK_CHANNEL"
-            )
-        return SlackPauseGate(
-            settings.approval_key(),
-            chat,
-            timeout_seconds=settings.approval_timeout_seconds,
-            poll_seconds=settings.approval_poll_seconds,
-            approver_ids=tuple(settings.slack_approver_ids),
-            approver_group=settings.slack_approver_group,
-            suspend_after_seconds=settings.approval_suspend_after_seconds,
-        )
-    return PrefectPauseGate(
-        settings.approval_key(),
-        timeout_seconds=settings.approval_timeout_seconds,
-        poll_seconds=settings.approval_poll_seconds,
-        suspend_after_seconds=settings.approval_suspend_after_seconds,
-    )
 
 
 # No ``from __future__ import annotations`` in this module: a worker imports it from its

@@ -226,3 +226,26 @@ class IncidentOutcome(BaseModel):
         default_factory=list, description="steps that planned no action, and why"
     )
     ledger: dict[str, Any] = Field(default_factory=dict, description="verification, entries")
+
+
+# The verbs a plan may name, and the plan parameters each takes. Anything else is refused
+# before an adapter is touched, so a plan can never reach an arbitrary adapter attribute.
+ACTION_VERBS: dict[Capability, dict[str, tuple[str, ...]]] = {
+    Capability.EDR: {
+        "contain_host": ("reason",),
+        "release_host": ("reason",),
+        "block_hash": ("reason",),
+        "unblock_hash": (),
+    },
+    Capability.IDENTITY: {
+        "suspend_user": ("reason",),
+        "unsuspend_user": ("reason",),
+        "revoke_sessions": (),
+        "expire_password": (),
+        "reset_factors": (),
+    },
+    Capability.FIREWALL: {
+        "block_ip": ("ttl_seconds", "reason"),
+        "unblock_ip": (),
+    },
+}

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+import flows
+
 
 class StanchSettings(BaseSettings):
     """Process-wide settings.
@@ -128,3 +130,29 @@ class StanchSettings(BaseSettings):
 def load_settings() -> StanchSettings:
     """Settings from the environment."""
     return StanchSettings()
+
+
+def content_directory(name: str, configured: Path | None, marker: str) -> Path:
+    """Where SOC-authored content lives: the setting, else ``./<name>``, else the bundled set.
+
+    The bundled set is the repository's ``<name>/`` (a checkout or an editable install)
+    or the copy packaged into the wheel as ``flows/_<name>``. ``marker`` is a glob that
+    a usable directory matches.
+    """
+    if configured is not None:
+        return configured
+    package = Path(flows.__file__).resolve().parent
+    for candidate in (Path(name), package / f"_{name}", package.parent / name):
+        if any(candidate.glob(marker)):
+            return candidate
+    raise FileNotFoundError(f"no {name} directory: set STANCH_{name.upper()}_DIR")
+
+
+def policy_directory(configured: Path | None) -> Path:
+    """Where the rules of engagement are (``default.yaml`` and ``<tenant>.yaml``)."""
+    return content_directory("policies", configured, "default.yaml")
+
+
+def playbook_directory(configured: Path | None) -> Path:
+    """Where the playbooks are (``<id>.yaml``)."""
+    return content_directory("playbooks", configured, "*.yaml")

@@ -19,13 +19,11 @@ from prefect.tasks import exponential_backoff
 from prefect.transactions import get_transaction
 
 from flows.errors import PlanMismatch
-from flows.ledger import Ledger
-from flows.models import ActionPlan, ActionResult, ActionStatus, Verdict, utcnow
-from flows.store import Store
+from flows.models import ACTION_VERBS, ActionPlan, ActionResult, ActionStatus, Verdict, utcnow
+from flows.record import Ledger, Store
 from integrations.capabilities import (
     EDR,
     ActionReceipt,
-    Capability,
     Containment,
     Host,
     IdentityProvider,
@@ -35,28 +33,6 @@ from integrations.errors import IntegrationError, NotFoundError, RateLimited, Tr
 
 RETRIES = 3
 MAX_HONOURED_RETRY_AFTER = 60.0
-
-# The verbs a plan may name, and the plan parameters each takes. Anything else is refused
-# before an adapter is touched, so a plan can never reach an arbitrary adapter attribute.
-ACTION_VERBS: dict[Capability, dict[str, tuple[str, ...]]] = {
-    Capability.EDR: {
-        "contain_host": ("reason",),
-        "release_host": ("reason",),
-        "block_hash": ("reason",),
-        "unblock_hash": (),
-    },
-    Capability.IDENTITY: {
-        "suspend_user": ("reason",),
-        "unsuspend_user": ("reason",),
-        "revoke_sessions": (),
-        "expire_password": (),
-        "reset_factors": (),
-    },
-    Capability.FIREWALL: {
-        "block_ip": ("ttl_seconds", "reason"),
-        "unblock_ip": (),
-    },
-}
 
 
 async def retry_on_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -219,7 +195,7 @@ async def contain_action(
     """:func:`execute_action` for a step of a containment transaction.
 
     Inside a Prefect transaction a task's failed attempt rolls the whole transaction back
-    at once, even if a retry then succeeds (notes/prefect.md §4a). So this task has no
+    at once, even if a retry then succeeds. So this task has no
     Prefect retries and never fails: transient faults are retried here, with the same
     backoff, and a step that still fails comes back as a ``failed`` result (recorded in
     the store and ledger) for the stage to decide on. The result is also left in the

@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from pydantic import ValidationError
@@ -21,6 +21,11 @@ from flows.settings import StanchSettings
 from integrations.capabilities import EDR, Capability, Firewall, IdentityProvider
 from integrations.plugin import VendorPlugin, load_plugin
 from integrations.simkit import Simulator
+
+if TYPE_CHECKING:
+    from integrations.slack import SlackChat
+
+SLACK_TIMEOUT_SECONDS = 10
 
 
 class Lab:
@@ -149,3 +154,27 @@ async def connect(
     finally:
         for client in clients.values():
             await client.aclose()
+
+
+def slack_chat(settings: StanchSettings) -> SlackChat | None:
+    """The bot-token Slack calls the settings configure, or ``None`` without Slack.
+
+    Slack is configured when ``approval_channel`` is ``slack`` and both the bot token and
+    the channel are set (the same client the Slack approval gate uses).
+    """
+    if (
+        settings.approval_channel != "slack"
+        or settings.slack_bot_token is None
+        or settings.slack_channel is None
+    ):
+        return None
+    from slack_sdk import WebClient
+
+    from integrations.slack import SlackChat
+
+    client = WebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_base_url,
+        timeout=SLACK_TIMEOUT_SECONDS,
+    )
+    return SlackChat(client, channel=settings.slack_channel)

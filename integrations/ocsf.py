@@ -1,8 +1,8 @@
 """The alert as an OCSF 1.8.0 Detection Finding (class_uid 2004), and the entities it names.
 
 Only the attributes stanch reads are typed; the many other OCSF attributes are kept as
-given (``extra="allow"``) so nothing a vendor sent is lost. See
-``shared/vendor-specs/ocsf-detection-finding.md`` for the schema this follows.
+given (``extra="allow"``) so nothing a vendor sent is lost. The schema is OCSF's
+Detection Finding, https://schema.ocsf.io/1.8.0/classes/detection_finding.
 """
 
 from __future__ import annotations

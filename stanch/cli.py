@@ -147,7 +147,7 @@ def run(alert: Path, *, analyst_delay: float | None = None) -> int:
         alert: path to the JSON alert file.
         analyst_delay: let the simulated analyst approve after this many seconds.
     """
-    from flows.alerts import load_alert_file
+    from flows.detect import load_alert_file
     from flows.errors import AlertRejected
 
     settings = _settings()
@@ -180,7 +180,7 @@ def run(alert: Path, *, analyst_delay: float | None = None) -> int:
 
 
 async def _dead_letter(settings: Any, path: Path, exc: Any) -> None:
-    from flows.store import open_store
+    from flows.record import open_store
 
     payload = await asyncio.to_thread(path.read_text, encoding="utf-8", errors="replace")
     async with open_store(settings.store_url) as store:
@@ -190,8 +190,8 @@ async def _dead_letter(settings: Any, path: Path, exc: Any) -> None:
 
 
 async def _decide(approval: str, *, approve: bool, reason: str) -> str:
-    from flows.approvals import submit_decision
-    from flows.store import open_store
+    from flows.approval import submit_decision
+    from flows.record import open_store
 
     settings = _settings()
     async with open_store(settings.store_url) as store:
@@ -248,7 +248,7 @@ def deny(approval: str, *, reason: str) -> int:
 @approvals_app.command(name="list")
 def list_approvals(*, all_requests: Annotated[bool, Parameter(name="--all")] = False) -> int:
     """List approval requests (pending only, unless --all)."""
-    from flows.store import open_store
+    from flows.record import open_store
 
     settings = _settings()
 

@@ -31,15 +31,13 @@ from prefect.client.schemas.objects import State
 from pydantic import SecretStr
 from slack_sdk import WebClient
 
-from flows.approval_service import ApprovalService, run_sweeper
-from flows.approvals import submit_decision
-from flows.intake import Intake
+from flows.approval import ApprovalService, run_sweeper, submit_decision
+from flows.detect import Intake
 from flows.lifecycle import handle_incident
 from flows.models import ActionStatus, Incident, IncidentOutcome
-from flows.policy import policy_directory
-from flows.roe import policy_for_tenant
-from flows.settings import StanchSettings
-from flows.store import Store, open_store
+from flows.policy import policy_for_tenant
+from flows.record import Store, open_store
+from flows.settings import StanchSettings, policy_directory
 from flows.wiring import Lab, default_lab
 from integrations.ocsf import DetectionFinding, ObservableType
 from integrations.slack import APPROVE_ACTION_ID, SlackChat, SlackRequestVerifier

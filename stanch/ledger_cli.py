@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from flows.ledger import LedgerEntry, LedgerHead, VerifyReport
+    from flows.record import LedgerEntry, LedgerHead, VerifyReport
 
 app = App(name="ledger", help="The tamper-evident record of executed actions and decisions.")
 
@@ -30,16 +30,14 @@ def _store_url() -> str:
 
 
 async def _verify(url: str, anchor: LedgerHead | None) -> VerifyReport:
-    from flows.ledger import Ledger
-    from flows.store import open_store
+    from flows.record import Ledger, open_store
 
     async with open_store(url) as store:
         return await Ledger(store).verify(anchor=anchor)
 
 
 async def _entries(url: str, incident_id: str) -> list[LedgerEntry]:
-    from flows.ledger import Ledger
-    from flows.store import open_store
+    from flows.record import Ledger, open_store
 
     async with open_store(url) as store:
         return await Ledger(store).entries(incident_id)
@@ -53,7 +51,7 @@ def verify(*, anchor: str | None = None) -> int:
         anchor: ``<entries>:<head>`` from an earlier verify, kept outside the database,
             so that entries cut off the end (or a rewritten tail) are caught too.
     """
-    from flows.ledger import LedgerHead
+    from flows.record import LedgerHead
 
     expected = None
     if anchor is not None:

@@ -18,7 +18,7 @@ err = Console(stderr=True)
 
 
 def _since(text: str) -> datetime:
-    from flows.roe import parse_duration
+    from flows.policy import parse_duration
 
     return datetime.now(UTC) - parse_duration(text)
 
@@ -38,9 +38,8 @@ def metrics(
         by: one row per tenant, or per playbook ("(built-in)": the built-in response).
         json_output: print JSON instead of a table.
     """
-    from flows.metrics import CLOCKS, incident_clocks, summarise
+    from flows.record import CLOCKS, incident_clocks, open_store, summarise
     from flows.settings import load_settings
-    from flows.store import open_store
 
     try:
         start = _since(since)
@@ -91,9 +90,8 @@ def period(
         since: how far back, e.g. 7d.
         json_output: print JSON instead of Markdown.
     """
-    from flows.metrics import period_report
+    from flows.record import open_store, period_report
     from flows.settings import load_settings
-    from flows.store import open_store
 
     try:
         start = _since(since)

@@ -33,9 +33,8 @@ from flows.playbook import (
     playbook_files,
 )
 from flows.playbook import route as route_incident
-from flows.policy import policy_directory
-from flows.roe import PolicyError, RoeDecision, policy_for_tenant
-from flows.settings import StanchSettings
+from flows.policy import PolicyError, RoeDecision, policy_for_tenant
+from flows.settings import StanchSettings, policy_directory
 from flows.wiring import Lab, connect
 from integrations.ocsf import DetectionFinding
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from cyclopts import App, Parameter
 
-from flows.roe import (
+from flows.policy import (
     CONTAINMENT_ACTIONS,
     PolicyError,
     format_duration,

@@ -1,9 +1,9 @@
 """Start, find and stop the embedded Prefect server (SQLite under the stanch home).
 
-Prefect's ephemeral mode loses most task-run history when the process exits
-(notes/prefect.md §1c), so the embedded default runs a real ``prefect server start`` in a
-subprocess, keeps its database under ``<home>/prefect``, and records its address in
-``<home>/prefect/server.json`` so that another stanch command can reuse it.
+Prefect's ephemeral mode loses most task-run history when the process exits, so the
+embedded default runs a real ``prefect server start`` in a subprocess, keeps its database
+under ``<home>/prefect``, and records its address in ``<home>/prefect/server.json`` so
+that another stanch command can reuse it.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from flows.intake import TENANT_PATTERN, IngestResult, Intake
+from flows.detect import TENANT_PATTERN, IngestResult, Intake
 from stanch.slack_listener import SlackInteractions
 
 TIMESTAMP_HEADER = "X-Stanch-Timestamp"
@@ -59,7 +59,7 @@ class SourceAuth(BaseModel):
     Attributes:
         tenant: the tenant every alert of this source belongs to.
         format: ``ocsf`` or the vendor whose payloads the source sends (one of
-            :data:`flows.intake.SOURCE_FORMATS`).
+            :data:`flows.detect.SOURCE_FORMATS`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

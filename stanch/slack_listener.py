@@ -1,7 +1,7 @@
 """Slack interactions into the stanch service: the HTTP request URL and Socket Mode.
 
 Both transports only verify, parse and acknowledge; the work (authorisation, votes, the
-message update, the resume) runs afterwards in :class:`flows.approval_service.ApprovalService`
+message update, the resume) runs afterwards in :class:`flows.approval.service.ApprovalService`
 so Slack gets its acknowledgement well within three seconds.
 
 * HTTP: ``POST /slack/interactions``. Any signature problem (missing, malformed timestamp,
@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flows.approval_service import Handled
+from flows.approval import Handled
 from integrations.slack import (
     Click,
     DenyReason,

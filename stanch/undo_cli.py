@@ -46,9 +46,9 @@ def undo(incident: str, *, analyst_delay: float | None = None) -> int:
 async def _undo(
     settings: Any, incident_id: str, analyst_delay: float | None
 ) -> tuple[list[dict[str, Any]], BaseException | None]:
-    from flows.approvals import submit_decision
-    from flows.store import open_store
-    from flows.undo import undo_incident
+    from flows.approval import submit_decision
+    from flows.record import open_store
+    from flows.respond import undo_incident
     from stanch.prefect_server import drain_prefect_clients
 
     async with open_store(settings.store_url) as store:

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from flows.store import Store, open_store
+from flows.record import Store, open_store
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 

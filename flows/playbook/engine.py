@@ -19,20 +19,8 @@ from flows.models import ActionPlan, Incident, Stage, Verdict
 from flows.playbook.loader import CompiledStep, LoadedPlaybook
 from flows.playbook.schema import ACTIONS, STAGE_ORDER, ActionSpec
 from flows.playbook.templates import RenderError, build_context
-from flows.roe import ActionCounter, RoeDecision, RulesOfEngagement
+from flows.policy import ActionCounter, RoeDecision, RulesOfEngagement
 from integrations.capabilities import Capability
-
-__all__ = [
-    "NOT_EXECUTED",
-    "Lookup",
-    "PlannedAction",
-    "PlaybookPlan",
-    "PlaybookRunError",
-    "StepNote",
-    "adapter_lookup",
-    "decide",
-    "plan_playbook",
-]
 
 Lookup = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
 """``(action, args) -> result``: answers a read-only lookup such as ``edr.find_host``.

@@ -39,17 +39,6 @@ from flows.playbook.templates import (
 )
 from flows.yaml_lines import YamlLines
 
-__all__ = [
-    "CompiledStep",
-    "LoadedPlaybook",
-    "PlaybookError",
-    "PlaybookIssue",
-    "load_playbook",
-    "load_playbooks",
-    "parse_playbook",
-    "playbook_files",
-]
-
 _Loc = tuple[str, ...]
 _CODES = frozenset(c.value for c in ErrorCode)
 _FIELD_NAMES = frozenset(

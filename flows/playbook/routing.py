@@ -15,8 +15,6 @@ from flows.playbook.loader import LoadedPlaybook
 from flows.playbook.schema import Trigger
 from integrations.ocsf import DetectionFinding, SeverityId
 
-__all__ = ["Candidate", "Route", "alert_sources", "route", "trigger_fits"]
-
 
 @dataclass(frozen=True)
 class Candidate:

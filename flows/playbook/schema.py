@@ -20,23 +20,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from flows.models import Stage
-from flows.roe import CONTAINMENT_ACTIONS, KNOWN_ACTIONS
+from flows.policy import CONTAINMENT_ACTIONS, KNOWN_ACTIONS
 from integrations.capabilities import EDR, Capability, Firewall, IdentityProvider
 from integrations.ocsf import SeverityId
-
-__all__ = [
-    "ACTIONS",
-    "ALERT_SOURCES",
-    "README_URL",
-    "STEP_STAGES",
-    "ActionSpec",
-    "ErrorCode",
-    "ParamSpec",
-    "Playbook",
-    "Step",
-    "Steps",
-    "Trigger",
-]
 
 ALERT_SOURCES: tuple[str, ...] = ("crowdstrike", "defender", "sentinelone", "okta", "entra")
 """The integrated vendors that send alerts (each has an ``integrations/<vendor>/alerts.py``)."""

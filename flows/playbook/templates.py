@@ -23,17 +23,6 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from flows.models import Incident
 from integrations.ocsf import ObservableType
 
-__all__ = [
-    "CONTEXT_ROOTS",
-    "ENVIRONMENT",
-    "RenderError",
-    "Template",
-    "TemplateSyntax",
-    "build_context",
-    "compile_template",
-    "is_template",
-]
-
 CONTEXT_ROOTS: frozenset[str] = frozenset({"incident", "alerts", "steps", "tenant"})
 """The variables every template may use; ``item`` is added inside ``for_each`` steps."""
 

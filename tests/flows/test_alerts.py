@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.alerts import load_alert_file
+from flows.detect import load_alert_file
 from flows.errors import AlertRejected
 from stanch.demo import scenario_alerts
 

@@ -17,12 +17,16 @@ from typing import Any
 import pytest
 from slack_sdk import WebClient
 
-from flows.approval_service import ApprovalService
-from flows.approvals import ApprovalRequest, new_approval_request, pending_row
+from flows.approval import (
+    ApprovalRequest,
+    ApprovalService,
+    new_approval_request,
+    pending_row,
+    post_and_bind,
+)
 from flows.errors import ApprovalError
 from flows.models import utcnow
-from flows.slack_gate import post_and_bind
-from flows.store import Store, open_store
+from flows.record import Store, open_store
 from integrations.slack import (
     APPROVE_ACTION_ID,
     DENY_ACTION_ID,
@@ -486,7 +490,7 @@ def test_no_naive_deadline_surprises() -> None:
     """Given a deadline as SQLite returns it (naive UTC),
     When compared with an aware now,
     Then the service's normalisation makes it aware in UTC."""
-    from flows.approval_service import _aware
+    from flows.approval.service import _aware
 
     naive = datetime(2026, 11, 21, 7, 0)
     assert _aware(naive) == datetime(2026, 11, 21, 7, 0, tzinfo=UTC)

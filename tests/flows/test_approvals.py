@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from flows.approvals import (
+from flows.approval import (
     ApprovalDecision,
     PrefectPauseGate,
     new_approval_request,
@@ -18,7 +18,7 @@ from flows.approvals import (
     verify_decision,
 )
 from flows.errors import ApprovalError
-from flows.store import ApprovalRow, Store, open_store
+from flows.record import ApprovalRow, Store, open_store
 from tests.flows.factories import plan
 
 KEY = b"k" * 32

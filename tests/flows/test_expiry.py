@@ -19,13 +19,12 @@ from typing import Any
 import pytest
 from prefect import flow
 
-from flows.expiry import EXPIRY_AUTHORITY, Expiry, expire_due, expiring
-from flows.ledger import Ledger
 from flows.models import ActionPlan, ActionResult, ActionStatus, Stage, Verdict, utcnow
+from flows.record import Ledger, Store, open_store
+from flows.respond import EXPIRY_AUTHORITY, Expiry, expire_due, inverse_plans, undo_incident
+from flows.respond.expiry import expiring
 from flows.settings import StanchSettings, load_settings
-from flows.store import Store, open_store
 from flows.tasks import execute_action
-from flows.undo import inverse_plans, undo_incident
 from flows.wiring import connect, default_lab
 from integrations.capabilities import Capability
 from integrations.fortigate.sim import FortiGateSimulator
@@ -341,10 +340,10 @@ async def test_a_vendor_outage_past_the_retries_is_recorded_as_failed(
     When the sweep runs (Prefect's retries without their backoff delay),
     Then each attempt reached the device, the failure is recorded once in the store and the
     ledger, and the next pass unblocks it."""
-    import flows.expiry
+    import flows.respond.expiry
 
     monkeypatch.setattr(
-        flows.expiry, "execute_action", execute_action.with_options(retry_delay_seconds=0)
+        flows.respond.expiry, "execute_action", execute_action.with_options(retry_delay_seconds=0)
     )
     blocked = await block(store, settings, ttl=60)
     incident_id = blocked.plan.incident_id

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from flows.intake import (
-    AlertRow,
+from flows.detect import (
     EntityKind,
     Intake,
     TriagePolicy,
@@ -24,7 +23,7 @@ from flows.intake import (
     normalise,
 )
 from flows.models import Incident
-from flows.store import IncidentRow, Store
+from flows.record import AlertRow, IncidentRow, Store
 from integrations.ocsf import DetectionFinding
 from tests.postgres import BACKENDS, backend_store
 

@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from flows.intake import Intake
-from flows.joins import joined_alerts
+from flows.detect import Intake, joined_alerts
 from flows.models import ActionStatus, Incident, IncidentOutcome
+from flows.record import Store, open_store
 from flows.settings import load_settings
-from flows.store import Store, open_store
 from flows.wiring import default_lab
 from stanch.demo import scenario_alerts
 from tests.flows.test_lifecycle import approve, run

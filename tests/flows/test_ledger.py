@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from flows.ledger import (
+from flows.models import ActionResult, ActionStatus, Verdict
+from flows.record import (
     GENESIS_HASH,
     HASHED_FIELDS,
     EntryKind,
@@ -23,11 +24,10 @@ from flows.ledger import (
     LedgerEntryRow,
     LedgerHead,
     Tamper,
-    canonical_json,
     exported_entry_hash,
+    open_store,
 )
-from flows.models import ActionResult, ActionStatus, Verdict
-from flows.store import open_store
+from flows.record.entries import canonical_json
 from integrations.capabilities import ActionReceipt, Capability
 from tests.flows.factories import plan
 from tests.postgres import BACKENDS, backend_store

@@ -17,13 +17,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flow_runs import aresume_flow_run
 
-from flows.approvals import sign_decision, submit_decision, wait_until_paused
-from flows.ledger import Ledger
+from flows.approval import sign_decision, submit_decision, wait_until_paused
 from flows.lifecycle import IncidentIncomplete, handle_incident
 from flows.models import ActionStatus, Incident, IncidentOutcome
+from flows.record import ApprovalRow, Ledger, Store, open_store
+from flows.respond import undo_incident
 from flows.settings import StanchSettings, load_settings
-from flows.store import ApprovalRow, Store, open_store
-from flows.undo import undo_incident
 from flows.wiring import connect, default_lab
 from integrations.capabilities import Containment
 from stanch.demo import provision_lab

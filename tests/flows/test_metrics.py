@@ -8,16 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from flows.metrics import (
+from flows.models import ActionResult, ActionStatus, Stage, Verdict
+from flows.record import (
     BUILT_IN,
+    ApprovalRow,
+    StageEventRow,
+    Store,
     clocks_of,
     incident_clocks,
-    percentile,
     period_report,
     summarise,
 )
-from flows.models import ActionResult, ActionStatus, Stage, Verdict
-from flows.store import ApprovalRow, StageEventRow, Store
+from flows.record.metrics import percentile
 from tests.flows.factories import incident, plan
 from tests.postgres import BACKENDS, backend_store
 

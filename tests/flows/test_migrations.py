@@ -22,7 +22,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, column, inspect, select, table, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from flows.migrations import (
+from flows.models import Stage
+from flows.record import Base, IncidentRow, Store, open_store
+from flows.record.migrations import (
     BASELINE,
     VERSION_TABLE,
     SchemaError,
@@ -30,8 +32,6 @@ from flows.migrations import (
     current_revisions,
     head_revisions,
 )
-from flows.models import Stage
-from flows.store import Base, IncidentRow, Store, open_store, register_tables
 from tests.flows.factories import incident
 from tests.postgres import BACKENDS, PG_URL, pg_schema
 
@@ -96,7 +96,6 @@ async def run(target: Target, fn: Any) -> Any:
 
 def differences(connection: Connection) -> list[Any]:
     """What autogenerate would change to make the database match the models."""
-    register_tables()
     context = MigrationContext.configure(
         connection, opts={"compare_type": True, "version_table": VERSION_TABLE}
     )
@@ -112,7 +111,6 @@ def legacy_schema(names: set[str]) -> Any:
     ``playbook`` (the column revision 0002 adds)."""
 
     def create(connection: Connection) -> None:
-        register_tables()
         Base.metadata.create_all(
             connection, tables=[Base.metadata.tables[name] for name in sorted(names)]
         )
@@ -274,7 +272,7 @@ async def test_concurrent_openers_of_a_fresh_store_all_succeed(target: Target) -
 
 OPEN_IN_A_PROCESS = """
 import asyncio, json, sys
-from flows.store import open_store
+from flows.record import open_store
 
 async def main():
     async with open_store(sys.argv[1], connect_args=json.loads(sys.argv[2])) as store:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from flows.models import Stage, Verdict
-from flows.policy import policy_directory
-from flows.roe import policy_for_tenant
+from flows.policy import policy_for_tenant
+from flows.settings import policy_directory
 from integrations.capabilities import Capability
 from tests.flows.factories import incident, plan
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from flows.pollers import poll_alerts
+from flows.detect import poll_alerts
 from flows.wiring import default_lab
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

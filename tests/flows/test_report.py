@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flows.models import IncidentOutcome, Investigation, Stage, StageRecord
-from flows.report import md_escape, render_html, render_markdown
+from flows.record import md_escape, render_html, render_markdown
 from tests.flows.factories import incident
 
 EVIL = "<!channel> [click here](http://evil.example) <script>alert(1)</script> ![x](http://e/i.png)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flows.models import Stage
-from flows.response import BLOCK_TTL_SECONDS, assess, containment_plans, remediation_plans
+from flows.respond import BLOCK_TTL_SECONDS, assess, containment_plans, remediation_plans
 from integrations.capabilities import Capability, Host, UserAccount
 from integrations.ocsf import SeverityId
 from tests.flows.factories import incident

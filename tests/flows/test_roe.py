@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from flows.models import ActionPlan, Incident, Stage, Verdict
-from flows.policy import Policy, PolicyDecision
-from flows.roe import (
+from flows.policy import (
     KNOWN_ACTIONS,
+    Policy,
+    PolicyDecision,
     PolicyError,
     PolicyErrorCode,
     RulesFile,

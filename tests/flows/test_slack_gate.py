@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 from slack_sdk import WebClient
 
-from flows.approval_service import ApprovalService, Handled, run_sweeper
-from flows.approvals import submit_decision
+from flows.approval import ApprovalService, Handled, run_sweeper, submit_decision
 from flows.lifecycle import handle_incident
 from flows.models import ActionStatus, Incident, IncidentOutcome
+from flows.record import ApprovalRow, Store, open_store
 from flows.settings import load_settings
-from flows.store import ApprovalRow, Store, open_store
 from flows.wiring import default_lab
 from integrations.slack import APPROVE_ACTION_ID, SlackChat, parse_click
 from integrations.slack.fake import TEAM_ID, FakeSlack, block_actions_payload

@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 from slack_sdk import WebClient
 
-from flows.approvals import new_approval_request, pending_row
+from flows.approval import new_approval_request, pending_row, post_and_bind
 from flows.models import (
     ActionResult,
     ActionStatus,
@@ -29,10 +29,9 @@ from flows.models import (
     Verdict,
     utcnow,
 )
+from flows.record import Store, open_store, post_incident_summary, summary_view
 from flows.settings import StanchSettings
-from flows.slack_gate import post_and_bind
-from flows.slack_summary import post_incident_summary, slack_chat, summary_view
-from flows.store import Store, open_store
+from flows.wiring import slack_chat
 from integrations.slack import MessageRef, SlackChat, incident_summary
 from integrations.slack.fake import FakeSlack, iter_text
 from tests.flows import factories

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flows.models import ActionResult, ActionStatus, Stage, Verdict
-from flows.store import ApprovalRow, Store
+from flows.record import ApprovalRow, Store
 from tests.flows.factories import incident, plan
 from tests.postgres import BACKENDS, backend_store
 

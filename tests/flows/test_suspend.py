@@ -21,10 +21,9 @@ from uuid import UUID
 import pytest
 import uvicorn
 
-from flows.approvals import submit_decision
-from flows.ledger import Ledger
+from flows.approval import submit_decision
+from flows.record import Ledger, Store, open_store
 from flows.settings import StanchSettings
-from flows.store import Store, open_store
 from integrations.plugin import load_plugin
 from integrations.simkit import Simulator
 from stanch.lab import lab_environment, seed_demo

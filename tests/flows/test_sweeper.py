@@ -17,14 +17,18 @@ from pathlib import Path
 import pytest
 from slack_sdk import WebClient
 
-from flows.approvals import ApprovalRequest, new_approval_request, pending_row
+from flows.approval import (
+    ApprovalRequest,
+    new_approval_request,
+    pending_row,
+    post_and_bind,
+    slack_approval_service,
+)
 from flows.errors import ConfigurationError
-from flows.ledger import Ledger
 from flows.models import ActionPlan, ActionStatus, Stage, Verdict, utcnow
+from flows.record import Ledger, Store, open_store
 from flows.settings import load_settings
-from flows.slack_gate import post_and_bind
-from flows.store import Store, open_store
-from flows.sweeper import SweepSummary, SweptApproval, slack_approval_service, sweep
+from flows.sweep import SweepSummary, SweptApproval, sweep
 from flows.tasks import execute_action
 from flows.wiring import connect, default_lab
 from integrations.capabilities import Capability

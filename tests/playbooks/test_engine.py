@@ -7,13 +7,8 @@ from typing import Any
 import pytest
 
 from flows.models import Stage, Verdict
-from flows.playbook import (
-    PlaybookRunError,
-    adapter_lookup,
-    decide,
-    plan_playbook,
-)
-from flows.roe import RulesFile, RulesOfEngagement
+from flows.playbook import PlaybookRunError, adapter_lookup, decide, plan_playbook
+from flows.policy import RulesFile, RulesOfEngagement
 from integrations.capabilities import Capability
 from tests.playbooks.helpers import FakeLookup, alert, host, incident, playbook, user
 

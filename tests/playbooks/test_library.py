@@ -8,7 +8,7 @@ import pytest
 
 from flows.models import Incident, Stage
 from flows.playbook import adapter_lookup, load_playbook, load_playbooks, plan_playbook, route
-from flows.response import assess, containment_plans, remediation_plans
+from flows.respond import assess, containment_plans, remediation_plans
 from flows.settings import StanchSettings
 from flows.wiring import Lab, connect
 from stanch.playbook_cli import lab_lookup

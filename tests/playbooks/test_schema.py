@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from flows.playbook import ACTIONS, PlaybookError, load_playbook, load_playbooks, parse_playbook
-from flows.playbook.schema import ALERT_SOURCES, ErrorCode
+from flows.playbook import (
+    ACTIONS,
+    ErrorCode,
+    PlaybookError,
+    load_playbook,
+    load_playbooks,
+    parse_playbook,
+)
+from flows.playbook.schema import ALERT_SOURCES
 from integrations.capabilities import Capability
 from tests.playbooks.helpers import HEAD, INVALID, PLAYBOOKS, REPO, playbook
 
@@ -165,7 +172,7 @@ def test_executable_verbs_are_exactly_the_executor_verbs() -> None:
     """Given flows.tasks.ACTION_VERBS (what the executor accepts),
     When the non-lookup actions of the catalogue are listed with their parameters,
     Then they are the same verbs, and each one's non-target arguments are the parameters."""
-    from flows.tasks import ACTION_VERBS
+    from flows.models import ACTION_VERBS
 
     planned = {
         name: tuple(p for p in spec.params if p != spec.target)

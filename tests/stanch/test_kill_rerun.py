@@ -31,8 +31,7 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flows.ledger import Ledger
-from flows.store import open_store
+from flows.record import Ledger, open_store
 from integrations.crowdstrike.sim import CrowdStrikeSimulator
 from integrations.fortigate.sim import FortiGateSimulator
 from integrations.okta.sim import OktaSimulator

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.ledger import Ledger, LedgerHead
 from flows.models import ActionResult, ActionStatus, Verdict
-from flows.store import open_store
+from flows.record import Ledger, LedgerHead, open_store
 from integrations.capabilities import ActionReceipt
 from stanch.ledger_cli import app
 from tests.flows.factories import plan

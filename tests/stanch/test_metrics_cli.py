@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from flows.models import Stage
-from flows.store import open_store
+from flows.record import open_store
 from tests.flows.factories import incident
 
 

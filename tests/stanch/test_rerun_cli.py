@@ -14,22 +14,19 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Completed, Running
 
-from flows.ledger import Ledger
 from flows.models import Incident
-from flows.settings import load_settings
-from flows.store import ApprovalRow, Store, open_store
-from flows.wiring import default_lab
-from stanch.rerun_cli import (
+from flows.record import ApprovalRow, Ledger, Store, open_store
+from flows.runs import (
     PreviousRun,
-    RerunOutcome,
     RerunRefused,
     Superseded,
-    _print,
     alive,
     default_stale_after,
-    rerun_incident,
     unfinished_runs,
 )
+from flows.settings import load_settings
+from flows.wiring import default_lab
+from stanch.rerun_cli import RerunOutcome, _print, rerun_incident
 from tests.flows import factories
 from tests.stanch.policies import UNATTENDED_POLICIES
 

@@ -26,12 +26,8 @@ import yaml
 
 from stanch.demo import scenario_alerts
 from stanch.prefect_server import _free_port
-from stanch.serve_cli import (
-    HANDLE_INCIDENT_SERVED,
-    parse_poll,
-    serve,
-    served_deployments,
-)
+from stanch.runners import HANDLE_INCIDENT_SERVED, parse_poll, served_deployments
+from stanch.serve_cli import serve
 from tests.stanch.policies import UNATTENDED_POLICIES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +45,7 @@ def test_served_deployments_mirror_prefect_yaml_under_names_of_their_own() -> No
     Then each is prefect.yaml's namesake (same flow, interval, parameters and concurrency)
     under a name ending in -serve, the sweep leaves Slack approvals to the service, and
     pollers start incidents through the served handle-incident."""
-    from stanch.serve_cli import _flows
+    from stanch.runners import _flows
 
     yaml_deployments = _yaml_deployments()
     flows = _flows()
@@ -250,7 +246,8 @@ async def test_a_runner_that_stops_while_needed_stops_the_intake(
     When that runner stops while the service still needs it,
     Then the failure is recorded and the intake shuts down rather than accept incidents
     nothing would run; the SIGTERM handler Prefect's runner installs was put back."""
-    from stanch.serve_cli import ServedDeployment, ServedRunners, run_service
+    from stanch.runners import ServedDeployment, ServedRunners
+    from stanch.serve_cli import run_service
 
     before = signal.getsignal(signal.SIGTERM)
     port = _free_port(18800)
@@ -297,7 +294,7 @@ async def test_stopping_the_runners_waits_for_a_run_they_are_executing(
     from prefect.deployments.flow_runs import arun_deployment
     from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
 
-    from stanch.serve_cli import ServedDeployment, ServedRunners
+    from stanch.runners import ServedDeployment, ServedRunners
     from tests.flows.factories import incident
 
     policies = UNATTENDED_POLICIES

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.intake import Intake
-from flows.store import Store, open_store
+from flows.detect import Intake
+from flows.record import Store, open_store
 from integrations.slack.fake import FakeSlack, block_actions_payload, signed_interaction
 from stanch.serve_cli import _slack_side
 from stanch.service import ServiceSettings, create_app

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.alert_storm import storm
-from flows.intake import SOURCE_FORMATS, AlertRow, Intake
-from flows.store import IncidentRow, Store, open_store
+from flows.detect import SOURCE_FORMATS, Intake
+from flows.record import AlertRow, IncidentRow, Store, open_store
 from stanch.serve_cli import load_sources
 from stanch.service import ServiceSettings, SourceAuth, create_app, sign
 from tests.flows.test_intake import Starts, alert

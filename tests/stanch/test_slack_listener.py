@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from slack_sdk import WebClient
 from slack_sdk.socket_mode.builtin.client import SocketModeClient
 
-from flows.intake import Intake
+from flows.detect import Intake
 from flows.models import Incident
 from integrations.slack import APPROVE_ACTION_ID, SlackRequestVerifier
 from integrations.slack.fake import TEAM_ID, block_actions_payload, signed_interaction

@@ -2,7 +2,7 @@
 
 The flow side of Slack approvals. Before pausing, the gate posts the approval message with
 the two buttons and stores where it is (channel + ``ts``), how many distinct approvers are
-needed and who is eligible. The stanch service (:mod:`flows.approval_service`) handles the
+needed and who is eligible. The stanch service (:mod:`flows.approval.service`) handles the
 clicks, runs reminders, escalation and expiry, and resumes the run with a signed decision;
 the flow only ever acts on a decision whose HMAC verifies.
 
@@ -15,14 +15,10 @@ from __future__ import annotations
 
 from prefect.logging import get_run_logger
 
-from flows.approvals import (
-    EXPIRY_CHANNEL,
-    ApprovalOutcome,
-    ApprovalRequest,
-    PrefectPauseGate,
-)
+from flows.approval.gate import PrefectPauseGate
+from flows.approval.request import EXPIRY_CHANNEL, ApprovalOutcome, ApprovalRequest
 from flows.models import utcnow
-from flows.store import SlackApprovalRow, Store
+from flows.record import SlackApprovalRow, Store
 from integrations.errors import IntegrationError
 from integrations.slack import ApprovalView, FinalState, MessageRef, PlanView, SlackChat
 
@@ -103,7 +99,7 @@ class SlackPauseGate(PrefectPauseGate):
         approver_ids, approver_group: who may decide when the policy names no Slack
             approvers.
         grace_seconds: the extra time the pause waits beyond the deadline.
-        suspend_after_seconds: see :class:`flows.approvals.PrefectPauseGate`.
+        suspend_after_seconds: see :class:`flows.approval.PrefectPauseGate`.
     """
 
     def __init__(

@@ -7,166 +7,32 @@ retried task or a re-run flow from firing the same vendor action twice.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    DateTime,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
     event,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from flows import migrations
 from flows.models import ActionPlan, ActionResult, ActionStatus, Incident, Stage, utcnow
-
-
-class Base(DeclarativeBase):
-    """Declarative base of the store's tables."""
-
-    type_annotation_map: ClassVar[dict[Any, Any]] = {
-        datetime: DateTime(timezone=True),
-        dict[str, Any]: JSON,
-    }
-
-
-PLAYBOOK_ID_MAX = 80
-"""The longest playbook id ``incidents.playbook`` holds."""
-
-
-class IncidentRow(Base):
-    __tablename__ = "incidents"
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(63), index=True)
-    title: Mapped[str] = mapped_column(String(200))
-    severity: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="open")
-    flow_run_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    created_at: Mapped[datetime]
-    document: Mapped[dict[str, Any]]
-    # The id of the playbook that handled the incident; NULL for the built-in response.
-    playbook: Mapped[str | None] = mapped_column(String(PLAYBOOK_ID_MAX), nullable=True)
-
-
-class ActionRow(Base):
-    __tablename__ = "actions"
-    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_actions_idempotency_key"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    idempotency_key: Mapped[str] = mapped_column(String(400))
-    incident_id: Mapped[str] = mapped_column(String(40), index=True)
-    tenant: Mapped[str] = mapped_column(String(63))
-    action: Mapped[str] = mapped_column(String(80))
-    target: Mapped[str] = mapped_column(String(300))
-    plan_sha256: Mapped[str] = mapped_column(String(64))
-    plan: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(20))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    started_at: Mapped[datetime]
-    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
-
-
-class ApprovalRow(Base):
-    __tablename__ = "approvals"
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    incident_id: Mapped[str] = mapped_column(String(40), index=True)
-    tenant: Mapped[str] = mapped_column(String(63))
-    flow_run_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    requester: Mapped[str] = mapped_column(String(200))
-    plans: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(20), default="pending")
-    requested_at: Mapped[datetime]
-    deadline: Mapped[datetime]
-    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-
-
-class SlackApprovalRow(Base):
-    """The Slack side of an approval: where its message is and what the service tracks.
-
-    A table of its own (rather than columns on ``approvals``): stores created before Slack
-    approvals existed gained it through ``create_all``, which adds tables, not columns.
-    """
-
-    __tablename__ = "approval_slack"
-
-    approval_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    channel: Mapped[str] = mapped_column(String(40))
-    ts: Mapped[str] = mapped_column(String(40))
-    view: Mapped[dict[str, Any]]
-    required_approvals: Mapped[int] = mapped_column(Integer, default=1)
-    eligible: Mapped[dict[str, Any]]
-    final: Mapped[str | None] = mapped_column(String(20), nullable=True)
-    reminded_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    escalated_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    posted_at: Mapped[datetime]
-
-
-class ApprovalVoteRow(Base):
-    """One click that counted: a user's approve or deny on an approval."""
-
-    __tablename__ = "approval_votes"
-    __table_args__ = (
-        UniqueConstraint("approval_id", "user_id", "vote", name="uq_approval_votes_user_vote"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    approval_id: Mapped[str] = mapped_column(String(40), index=True)
-    user_id: Mapped[str] = mapped_column(String(40))
-    vote: Mapped[str] = mapped_column(String(10))
-    reason: Mapped[str] = mapped_column(Text, default="")
-    at: Mapped[datetime]
-
-
-class StageEventRow(Base):
-    __tablename__ = "stage_events"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    incident_id: Mapped[str] = mapped_column(String(40), index=True)
-    stage: Mapped[str] = mapped_column(String(20))
-    event: Mapped[str] = mapped_column(String(20))
-    at: Mapped[datetime]
-
-
-class IncidentSummaryRow(Base):
-    """Where an incident's Slack summary is, so a re-run updates it instead of posting again."""
-
-    __tablename__ = "incident_summaries"
-
-    incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    channel: Mapped[str] = mapped_column(String(40))
-    ts: Mapped[str] = mapped_column(String(40))
-    posted_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-
-
-class DeadLetterRow(Base):
-    """An alert payload that was rejected, kept with the reason for inspection."""
-
-    __tablename__ = "dead_letters"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(300))
-    field: Mapped[str] = mapped_column(String(300))
-    reason: Mapped[str] = mapped_column(Text)
-    payload: Mapped[str] = mapped_column(Text)
-    received_at: Mapped[datetime]
-
+from flows.record.migrations import upgrade
+from flows.record.tables import (
+    PLAYBOOK_ID_MAX,
+    ActionRow,
+    ApprovalRow,
+    ApprovalVoteRow,
+    DeadLetterRow,
+    IncidentRow,
+    IncidentSummaryRow,
+    SlackApprovalRow,
+    StageEventRow,
+)
 
 _DONE = (ActionStatus.EXECUTED.value, ActionStatus.ALREADY_DONE.value)
 
@@ -540,17 +406,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-# Modules that declare more tables on ``Base``; the migrations environment imports them so
-# that ``Base.metadata`` holds every table the revisions are compared with.
-TABLE_MODULES: tuple[str, ...] = ("flows.ledger", "flows.intake")
-
-
-def register_tables() -> None:
-    """Import every module that declares store tables, so ``Base.metadata`` is complete."""
-    for name in TABLE_MODULES:
-        importlib.import_module(name)
-
-
 @asynccontextmanager
 async def open_store(
     url: str, *, connect_args: Mapping[str, Any] | None = None
@@ -571,28 +426,11 @@ async def open_store(
             from pathlib import Path
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    register_tables()
     engine = create_async_engine(url, connect_args=dict(connect_args or {}))
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     try:
-        await migrations.upgrade(engine)
+        await upgrade(engine)
         yield Store(engine)
     finally:
         await engine.dispose()
-
-
-__all__ = [
-    "PLAYBOOK_ID_MAX",
-    "ActionRow",
-    "ApprovalRow",
-    "ApprovalVoteRow",
-    "DeadLetterRow",
-    "IncidentRow",
-    "IncidentSummaryRow",
-    "SlackApprovalRow",
-    "StageEventRow",
-    "Store",
-    "open_store",
-    "register_tables",
-]

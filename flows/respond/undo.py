@@ -12,15 +12,14 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows import wiring
+from flows.approval import default_gate
 from flows.errors import StanchError
-from flows.ledger import Ledger
-from flows.lifecycle import Lifecycle, default_gate
 from flows.models import ActionPlan, ActionResult, Incident, Stage
 from flows.playbook import PlannedAction
-from flows.policy import policy_directory
-from flows.roe import policy_for_tenant
-from flows.settings import load_settings
-from flows.store import Store, open_store
+from flows.policy import policy_for_tenant
+from flows.record import Ledger, Store, open_store
+from flows.respond.executor import Responder
+from flows.settings import load_settings, policy_directory
 
 
 async def inverse_plans(store: Store, incident: Incident) -> list[ActionPlan]:
@@ -44,7 +43,7 @@ async def undo_incident(incident_id: str) -> list[ActionResult]:
         incident = Incident.model_validate(row.document)
         plans = await inverse_plans(store, incident)
         async with wiring.connect(settings, tenant=incident.tenant) as integrations:
-            lifecycle = Lifecycle(
+            responder = Responder(
                 incident,
                 settings=settings,
                 store=store,
@@ -55,7 +54,7 @@ async def undo_incident(incident_id: str) -> list[ActionResult]:
             )
             if plans:
                 undo_steps = [PlannedAction(step="undo", plan=p) for p in plans]
-                await lifecycle.authorise_and_execute(Stage.REMEDIATE, undo_steps)
-        if plans and all(a.status.value in ("executed", "already_done") for a in lifecycle.actions):
+                await responder.authorise_and_execute(Stage.REMEDIATE, undo_steps)
+        if plans and all(a.status.value in ("executed", "already_done") for a in responder.actions):
             await store.set_incident_status(incident.id, "undone")
-        return lifecycle.actions
+        return responder.actions

@@ -32,7 +32,7 @@ def md_escape(value: object) -> str:
 
 def _environment(autoescape: bool) -> Environment:
     env = Environment(
-        loader=PackageLoader("flows", "templates"),
+        loader=PackageLoader("flows.record", "templates"),
         # The Markdown template escapes with the ``md`` filter instead: HTML escaping
         # alone would leave Markdown links and images live in the Prefect UI.
         autoescape=select_autoescape(["html.j2"]) if autoescape else False,  # noqa: S701

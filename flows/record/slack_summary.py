@@ -13,12 +13,10 @@ from functools import partial
 
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from flows.models import IncidentOutcome
-from flows.settings import StanchSettings
-from flows.store import Store
+from flows.record.store import Store
 from integrations.slack import (
     MessageRef,
     SlackChat,
@@ -27,8 +25,6 @@ from integrations.slack import (
     classify,
     incident_summary,
 )
-
-SLACK_TIMEOUT_SECONDS = 10
 
 log = logging.getLogger("stanch.slack_summary")
 
@@ -40,26 +36,6 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return get_run_logger()
     except MissingContextError:
         return log
-
-
-def slack_chat(settings: StanchSettings) -> SlackChat | None:
-    """The bot-token Slack calls the settings configure, or ``None`` without Slack.
-
-    Slack is configured when ``approval_channel`` is ``slack`` and both the bot token and
-    the channel are set (the same client the Slack approval gate uses).
-    """
-    if (
-        settings.approval_channel != "slack"
-        or settings.slack_bot_token is None
-        or settings.slack_channel is None
-    ):
-        return None
-    client = WebClient(
-        token=settings.slack_bot_token.get_secret_value(),
-        base_url=settings.slack_base_url,
-        timeout=SLACK_TIMEOUT_SECONDS,
-    )
-    return SlackChat(client, channel=settings.slack_channel)
 
 
 def summary_view(outcome: IncidentOutcome) -> SummaryView:

@@ -20,11 +20,10 @@ from sqlalchemy.orm import aliased
 
 from flows import wiring
 from flows.errors import ConfigurationError
-from flows.ledger import EntryKind, InEffect, Ledger, LedgerEntryRow
-from flows.models import ActionStatus, Verdict, utcnow
+from flows.models import ACTION_VERBS, ActionStatus, Verdict, utcnow
+from flows.record import EntryKind, InEffect, Ledger, LedgerEntryRow, Store
 from flows.settings import StanchSettings
-from flows.store import Store
-from flows.tasks import ACTION_VERBS, execute_action, record_failure
+from flows.tasks import execute_action, record_failure
 from integrations.capabilities import INVERSE_VERBS
 from integrations.errors import IntegrationError, TransientError
 
@@ -257,13 +256,3 @@ def _expiry(item: Expiring, status: ActionStatus, error: str | None) -> Expiry:
         status=status,
         error=error,
     )
-
-
-__all__ = [
-    "EXPIRY_AUTHORITY",
-    "TTL_ACTIONS",
-    "Expiring",
-    "Expiry",
-    "expire_due",
-    "expiring",
-]

@@ -7,31 +7,17 @@ entities of open incidents are kept in memory, so correlating an alert costs no 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import functools
-import hashlib
-import importlib
-import ipaddress
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
     func,
     insert,
     select,
@@ -41,312 +27,27 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.orm import Mapped, mapped_column
 
-from flows.alerts import parse_finding
-from flows.errors import AlertRejected, ConfigurationError
+from flows.detect.entities import EntityKind, entity_keys, fingerprint
+from flows.detect.normalise import _normaliser, normalise
+from flows.detect.triage import TriagePolicy
+from flows.errors import AlertRejected
 from flows.models import Incident, utcnow
-from flows.store import Base, DeadLetterRow, IncidentRow, Store
-from integrations.ocsf import DetectionFinding, NormalizationError, ObservableType, SeverityId
+from flows.record import (
+    AlertRow,
+    CursorRow,
+    DeadLetterRow,
+    IncidentEntityRow,
+    IncidentRow,
+    IncidentTriageRow,
+    Store,
+)
+from integrations.ocsf import DetectionFinding, ObservableType, SeverityId
 
 log = logging.getLogger(__name__)
 
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _TENANT = re.compile(TENANT_PATTERN)
-
-
-# Tables -----------------------------------------------------------------------------------
-class AlertRow(Base):
-    """One accepted alert. ``(tenant, fingerprint)`` is unique: the same alert is stored once.
-
-    The fingerprint is unique per tenant rather than store-wide so that one tenant's
-    webhook cannot suppress another tenant's alert by replaying its uid. ``raw`` is the
-    vendor payload; for ``ocsf`` sources it is ``None`` because ``finding`` is that payload,
-    stored as received.
-    """
-
-    __tablename__ = "alerts"
-    __table_args__ = (UniqueConstraint("tenant", "fingerprint", name="uq_alerts_fingerprint"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tenant: Mapped[str] = mapped_column(String(63))
-    source: Mapped[str] = mapped_column(String(63))
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    finding_uid: Mapped[str] = mapped_column(String(500))
-    severity: Mapped[int] = mapped_column(Integer)
-    occurred_ms: Mapped[int] = mapped_column(BigInteger)
-    received_at: Mapped[datetime]
-    incident_id: Mapped[str] = mapped_column(String(40), index=True)
-    entities: Mapped[list[str]] = mapped_column(JSON)
-    finding: Mapped[dict[str, Any]]
-    raw: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-
-
-class IncidentEntityRow(Base):
-    """An entity (host, user, hash, external IP) an incident names, and when it was seen.
-
-    Times are epoch milliseconds of the alerts (OCSF ``time``), not of their arrival.
-    """
-
-    __tablename__ = "incident_entities"
-    __table_args__ = (Index("ix_incident_entities_lookup", "tenant", "kind", "value"),)
-
-    incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
-    value: Mapped[str] = mapped_column(String(300), primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(63))
-    first_seen_ms: Mapped[int] = mapped_column(BigInteger)
-    last_seen_ms: Mapped[int] = mapped_column(BigInteger)
-
-
-class IncidentTriageRow(Base):
-    """What intake decided about an incident: its score and whether its flow was started."""
-
-    __tablename__ = "incident_triage"
-
-    incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(63), index=True)
-    score: Mapped[int] = mapped_column(Integer)
-    severity: Mapped[int] = mapped_column(Integer)
-    alert_count: Mapped[int] = mapped_column(Integer)
-    started: Mapped[bool] = mapped_column(Boolean, default=False)
-    updated_at: Mapped[datetime]
-
-
-class CursorRow(Base):
-    """Where a poller of one tenant's source stopped; the value is opaque to intake."""
-
-    __tablename__ = "cursors"
-
-    tenant: Mapped[str] = mapped_column(String(63), primary_key=True)
-    source: Mapped[str] = mapped_column(String(63), primary_key=True)
-    cursor: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[datetime]
-
-
-# Normalisation and fingerprints ----------------------------------------------------------
-class UnknownSource(ConfigurationError):
-    """``normalise`` was asked for a source format it has no normaliser for."""
-
-
-# Imported on first use: the store imports this module, and a vendor package that fails
-# to import must not take the store (or the other sources) down with it.
-_VENDOR_NORMALISERS: dict[str, tuple[str, str]] = {
-    "crowdstrike": ("integrations.crowdstrike.alerts", "normalize_alert"),
-    "defender": ("integrations.defender.alerts", "normalize_alert"),
-    "entra": ("integrations.entra.alerts", "normalize_detection"),
-    "okta": ("integrations.okta.alerts", "normalize_event"),
-    "sentinelone": ("integrations.sentinelone.alerts", "normalize_threat"),
-}
-
-
-@functools.cache
-def _normaliser(source: str) -> Callable[[dict[str, Any]], DetectionFinding]:
-    if source not in _VENDOR_NORMALISERS:
-        raise UnknownSource(f"no alert normaliser for source {source!r}")
-    module, name = _VENDOR_NORMALISERS[source]
-    try:
-        function: Callable[[dict[str, Any]], DetectionFinding] = getattr(
-            importlib.import_module(module), name
-        )
-    except ImportError as exc:
-        raise ConfigurationError(f"the {source} normaliser cannot be imported: {exc}") from exc
-    return function
-
-
-SOURCE_FORMATS: frozenset[str] = frozenset({"ocsf", *_VENDOR_NORMALISERS})
-"""What :func:`normalise` accepts: ``ocsf`` or the name of a vendor with a normaliser."""
-
-
-def normalise(source: str, payload: Any) -> DetectionFinding:
-    """One payload of ``source`` as an OCSF Detection Finding.
-
-    Args:
-        source: ``ocsf`` for payloads that already are findings, else a vendor name from
-            :data:`SOURCE_FORMATS`.
-        payload: the decoded JSON of one alert.
-
-    Raises:
-        AlertRejected: the payload is not a valid alert; ``field`` names the failing field.
-        UnknownSource: ``source`` is not in :data:`SOURCE_FORMATS`.
-        ConfigurationError: the vendor's normaliser cannot be imported.
-    """
-    if source == "ocsf":
-        return parse_finding(payload, source=source)
-    normaliser = _normaliser(source)
-    try:
-        return normaliser(payload)
-    except NormalizationError as exc:
-        raise AlertRejected(exc.field, exc.reason, source=source) from exc
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        # A normaliser tripping over a shape it never expected is still a bad payload:
-        # dead-letter it rather than fail the whole batch it came in.
-        raise AlertRejected("(unknown)", f"{type(exc).__name__}: {exc}", source=source) from exc
-
-
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8: equal data gives equal bytes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-# Producers that must fill the required uid but have none put one of these in it.
-_PLACEHOLDER_UIDS = frozenset({"", "-", "0", "none", "null", "n/a", "unknown"})
-_CONTENT_FIELDS = {
-    "class_uid",
-    "activity_id",
-    "severity_id",
-    "time",
-    "message",
-    "finding_info",
-    "device",
-    "actor",
-    "evidences",
-    "observables",
-}
-
-
-def fingerprint(source: str, finding: DetectionFinding) -> str:
-    """The alert's identity for de-duplication, as 64 hex digits.
-
-    The vendor's finding uid when it has a real one (product + uid), so a re-sent or
-    re-polled alert is the same alert whichever way it came in (a webhook in the vendor's
-    format, a poller's OCSF); otherwise a SHA-256 of the canonical JSON of the fields that
-    say what happened (not status, raw data or processing metadata), with ``source``.
-    """
-    uid = finding.finding_info.uid.strip()
-    product = finding.metadata.product
-    material: list[Any]
-    if uid.lower() not in _PLACEHOLDER_UIDS:
-        material = ["uid", product.uid or product.name or source, uid]
-    else:
-        content = finding.model_dump(mode="json", exclude_none=True, include=_CONTENT_FIELDS)
-        content["finding_info"].pop("uid", None)
-        material = ["content", source, product.uid or product.name, content]
-    return hashlib.sha256(canonical_json(material)).hexdigest()
-
-
-class EntityKind(StrEnum):
-    """The entity types correlation joins alerts on."""
-
-    HOST = "host"
-    USER = "user"
-    HASH = "hash"
-    IP = "ip"
-
-
-# Built-in accounts appear in unrelated alerts on every host; joining on them would fold a
-# tenant's whole day into one incident.
-_GENERIC_USERS = frozenset(
-    {"system", "root", "local service", "network service", "administrator", "-", "n/a"}
-)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _host_key(hostname: str) -> str | None:
-    name = hostname.strip().rstrip(".").lower()
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        # EDRs disagree on FQDN versus short name for the same machine.
-        return name.split(".", 1)[0] or None
-    return name
-
-
-def _user_key(login: str) -> str | None:
-    name = login.strip().lower()
-    name = name.rsplit("\\", 1)[-1]  # DOMAIN\user and user are the same account
-    return None if not name or name in _GENERIC_USERS else name
-
-
-# RFC 5737 / 3849 documentation ranges stand in for internet addresses in samples and
-# tests, as in DetectionFinding.external_ips.
-_DOCUMENTATION_NETS = tuple(
-    ipaddress.ip_network(net)
-    for net in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
-)
-
-
-@functools.lru_cache(maxsize=65536)
-def _public_ip(value: str) -> str | None:
-    # DetectionFinding.external_ips parses its networks on every call, which costs more
-    # than the rest of correlation together; the same test with the networks parsed once.
-    try:
-        address = ipaddress.ip_address(value.strip())
-    except ValueError:
-        return None
-    if address.is_global or any(
-        address.version == net.version and address in net for net in _DOCUMENTATION_NETS
-    ):
-        return str(address)
-    return None
-
-
-def entity_keys(finding: DetectionFinding) -> list[tuple[EntityKind, str]]:
-    """The normalised (kind, value) pairs an alert can be correlated on, in a stable order.
-
-    Hosts are lower-case short names, users lower-case without a ``DOMAIN\\`` prefix (and
-    built-in accounts are left out), hashes lower-case SHA-256, IPs public addresses only.
-    """
-    keys: dict[tuple[EntityKind, str], None] = {}
-    for hostname in finding.observed(ObservableType.HOSTNAME):
-        if (host := _host_key(hostname)) is not None:
-            keys[(EntityKind.HOST, host)] = None
-    for login in finding.observed(ObservableType.USER_NAME):
-        if (user := _user_key(login)) is not None:
-            keys[(EntityKind.USER, user)] = None
-    for digest in finding.observed(ObservableType.HASH):
-        if _SHA256.match(digest.lower()):
-            keys[(EntityKind.HASH, digest.lower())] = None
-    for ip in finding.observed(ObservableType.IP_ADDRESS):
-        if (address := _public_ip(ip)) is not None:
-            keys[(EntityKind.IP, address)] = None
-    return list(keys)
-
-
-# Triage -----------------------------------------------------------------------------------
-_SEVERITY_POINTS: dict[int, int] = {
-    SeverityId.UNKNOWN: 20,
-    SeverityId.INFORMATIONAL: 5,
-    SeverityId.LOW: 20,
-    SeverityId.MEDIUM: 40,
-    SeverityId.HIGH: 60,
-    SeverityId.CRITICAL: 80,
-    SeverityId.FATAL: 90,
-}
-
-
-class TriagePolicy(BaseModel):
-    """A tenant's triage settings.
-
-    The score (0-100) is severity points (informational 5, low 20, medium 40, high 60,
-    critical 80, fatal 90) plus the criticality of the most critical host the incident
-    names plus prevalence: 2 per corroborating alert and 5 per extra host, at most 20.
-
-    Attributes:
-        threshold: incidents scoring below it are recorded but their flow is not started.
-        asset_criticality: case-insensitive hostname glob (``dc-*``) to extra points.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    threshold: int = Field(default=40, ge=0, le=100)
-    asset_criticality: dict[str, int] = Field(default_factory=dict)
-
-    def score(self, *, severity: int, hosts: Iterable[str], alert_count: int) -> int:
-        """The triage score of an incident with these facts."""
-        hosts = list(hosts)
-        criticality = max(
-            (
-                weight
-                for host in hosts
-                for pattern, weight in self.asset_criticality.items()
-                if fnmatch.fnmatchcase(host, pattern.lower())
-            ),
-            default=0,
-        )
-        prevalence = min(20, 2 * max(alert_count - 1, 0) + 5 * max(len(hosts) - 1, 0))
-        points = _SEVERITY_POINTS.get(severity, _SEVERITY_POINTS[SeverityId.UNKNOWN])
-        return max(0, min(100, points + criticality + prevalence))
 
 
 # Results ----------------------------------------------------------------------------------
@@ -1030,23 +731,3 @@ class Intake:
                     },
                 )
             )
-
-
-__all__ = [
-    "SOURCE_FORMATS",
-    "AlertRow",
-    "CursorRow",
-    "EntityKind",
-    "IncidentEntityRow",
-    "IncidentTriageRow",
-    "IngestResult",
-    "Intake",
-    "ItemResult",
-    "StartIncident",
-    "TriagePolicy",
-    "UnknownSource",
-    "canonical_json",
-    "entity_keys",
-    "fingerprint",
-    "normalise",
-]

@@ -1,6 +1,6 @@
 """The ``sweep`` flow: one pass of the work that falls due with time.
 
-TTL expiry of containment (:mod:`flows.expiry`) and, when approvals go through Slack,
+TTL expiry of containment (:mod:`flows.respond.expiry`) and, when approvals go through Slack,
 the approval sweep (reminders, escalation, expiry at the deadline). Deployed on an
 interval; ``stanch serve`` sweeps Slack approvals in its own process and serves this
 flow every minute with ``approvals=False`` for the TTL expiry.
@@ -8,20 +8,14 @@ flow every minute with ``approvals=False`` for the TTL expiry.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import TYPE_CHECKING
-
 from prefect import flow
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.errors import ConfigurationError
-from flows.expiry import Expiry, expire_due
-from flows.settings import StanchSettings, load_settings
-from flows.store import Store, open_store
-
-if TYPE_CHECKING:
-    from flows.approval_service import ApprovalService
+from flows.approval import slack_approval_service
+from flows.record import open_store
+from flows.respond import Expiry, expire_due
+from flows.settings import load_settings
 
 
 class SweptApproval(BaseModel):
@@ -40,39 +34,6 @@ class SweepSummary(BaseModel):
 
     expired: list[Expiry] = Field(default_factory=list)
     approvals: list[SweptApproval] = Field(default_factory=list)
-
-
-def slack_approval_service(store: Store, settings: StanchSettings) -> ApprovalService:
-    """The Slack approval service the settings describe (bot token, channel, workspace,
-    escalation group and timings), as ``stanch serve`` runs it.
-
-    Raises:
-        ConfigurationError: a setting the service needs is missing (named).
-    """
-    from slack_sdk import WebClient
-
-    from flows.approval_service import ApprovalService
-    from integrations.slack import SlackChat
-
-    token, channel, team = settings.slack_bot_token, settings.slack_channel, settings.slack_team_id
-    if token is None or channel is None or team is None:
-        named = {
-            "STANCH_SLACK_BOT_TOKEN": token,
-            "STANCH_SLACK_CHANNEL": channel,
-            "STANCH_SLACK_TEAM_ID": team,
-        }
-        missing = ", ".join(name for name, value in named.items() if value is None)
-        raise ConfigurationError(f"Slack approvals need {missing}")
-    client = WebClient(token=token.get_secret_value(), base_url=settings.slack_base_url, timeout=10)
-    return ApprovalService(
-        store,
-        SlackChat(client, channel=channel),
-        settings.approval_key(),
-        team_id=team,
-        escalation_group=settings.slack_escalation_group,
-        reminder_every=timedelta(seconds=settings.slack_reminder_seconds),
-        escalate_after=timedelta(seconds=settings.slack_escalate_after_seconds),
-    )
 
 
 @flow(name="sweep", flow_run_name="sweep", log_prints=False)
@@ -106,6 +67,3 @@ async def sweep(approvals: bool = True) -> SweepSummary:
         expired=expired,
         approvals=[SweptApproval(approval_id=a, done=d) for a, d in swept],
     )
-
-
-__all__ = ["SweepSummary", "SweptApproval", "slack_approval_service", "sweep"]

@@ -12,7 +12,7 @@ and guest accounts refused), and the rules are applied with the votes kept in th
 * a request is decided once: the final outcome is claimed by compare-and-set, so a click
   and the sweeper's expiry cannot both resume the run.
 
-Only a final outcome resumes the flow run (through :func:`flows.approvals.submit_decision`,
+Only a final outcome resumes the flow run (through :func:`flows.approval.submit_decision`,
 which signs it); then the message is updated to show who decided, without buttons.
 Refusals are shown only to the clicker. The sweeper (:meth:`ApprovalService.sweep`,
 :func:`run_sweeper`) posts reminders, escalates to a second user group, and expires a
@@ -32,10 +32,12 @@ from typing import Any, Literal, Protocol
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from flows.approvals import EXPIRY_CHANNEL, submit_decision
-from flows.errors import ApprovalError
+from flows.approval.gate import submit_decision
+from flows.approval.request import EXPIRY_CHANNEL
+from flows.errors import ApprovalError, ConfigurationError
 from flows.models import utcnow
-from flows.store import ApprovalRow, SlackApprovalRow, Store
+from flows.record import ApprovalRow, SlackApprovalRow, Store
+from flows.settings import StanchSettings
 from integrations.errors import IntegrationError
 from integrations.slack import (
     ApprovalView,
@@ -76,7 +78,7 @@ class Handled:
 
 
 class DecisionSubmitter(Protocol):
-    """:func:`flows.approvals.submit_decision`'s shape: sign and resume."""
+    """:func:`flows.approval.submit_decision`'s shape: sign and resume."""
 
     async def __call__(
         self,
@@ -425,4 +427,33 @@ async def run_sweeper(service: ApprovalService, *, every: float = 5.0, stop: asy
             await asyncio.wait_for(stop.wait(), timeout=every)
 
 
-__all__ = ["ApprovalService", "DecisionSubmitter", "Handled", "run_sweeper"]
+def slack_approval_service(store: Store, settings: StanchSettings) -> ApprovalService:
+    """The Slack approval service the settings describe (bot token, channel, workspace,
+    escalation group and timings), as ``stanch serve`` runs it.
+
+    Raises:
+        ConfigurationError: a setting the service needs is missing (named).
+    """
+    from slack_sdk import WebClient
+
+    from integrations.slack import SlackChat
+
+    token, channel, team = settings.slack_bot_token, settings.slack_channel, settings.slack_team_id
+    if token is None or channel is None or team is None:
+        named = {
+            "STANCH_SLACK_BOT_TOKEN": token,
+            "STANCH_SLACK_CHANNEL": channel,
+            "STANCH_SLACK_TEAM_ID": team,
+        }
+        missing = ", ".join(name for name, value in named.items() if value is None)
+        raise ConfigurationError(f"Slack approvals need {missing}")
+    client = WebClient(token=token.get_secret_value(), base_url=settings.slack_base_url, timeout=10)
+    return ApprovalService(
+        store,
+        SlackChat(client, channel=channel),
+        settings.approval_key(),
+        team_id=team,
+        escalation_group=settings.slack_escalation_group,
+        reminder_every=timedelta(seconds=settings.slack_reminder_seconds),
+        escalate_after=timedelta(seconds=settings.slack_escalate_after_seconds),
+    )

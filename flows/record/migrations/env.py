@@ -15,10 +15,9 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from flows.migrations import VERSION_TABLE
-from flows.store import Base, register_tables
+from flows.record.migrations import VERSION_TABLE
+from flows.record.tables import Base
 
-register_tables()
 config = context.config
 target_metadata = Base.metadata
 

@@ -18,7 +18,8 @@ from typing import Any, Literal
 from sqlalchemy import select
 
 from flows.models import Incident, Stage
-from flows.store import ActionRow, ApprovalRow, IncidentRow, StageEventRow, Store
+from flows.record.store import Store
+from flows.record.tables import ActionRow, ApprovalRow, IncidentRow, StageEventRow
 
 CLOCKS = ("detect", "acknowledge", "contain", "resolve", "approval_wait")
 HUMAN_OUTCOMES = ("approved", "denied", "partial")

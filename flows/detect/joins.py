@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from flows.intake import AlertRow, fingerprint
+from flows.detect.entities import fingerprint
 from flows.models import Incident
-from flows.store import Store
+from flows.record import AlertRow, Store
 from integrations.ocsf import DetectionFinding
 
 
@@ -40,6 +40,3 @@ async def joined_alerts(store: Store, incident: Incident) -> list[DetectionFindi
         if stored_fingerprint not in carried[source]:
             joined.append(DetectionFinding.model_validate(finding))
     return joined
-
-
-__all__ = ["joined_alerts"]

@@ -2,7 +2,7 @@
 
 One function per table, so that a store made by ``create_all`` before some of these tables
 existed can be given just the ones it lacks when it is adopted (see
-``flows.migrations.upgrade``).
+``flows.record.migrations.upgrade``).
 
 Revision ID: 0001_baseline
 Revises:

@@ -19,11 +19,11 @@ from prefect.deployments.flow_runs import arun_deployment
 from prefect.logging import get_run_logger
 
 from flows import wiring
+from flows.detect.intake import Intake, StartIncident
 from flows.errors import ConfigurationError
-from flows.intake import Intake, StartIncident
 from flows.models import Incident, utcnow
+from flows.record import open_store
 from flows.settings import load_settings
-from flows.store import open_store
 from flows.tasks import RETRYING
 from integrations.capabilities import AlertSource, Capability
 from integrations.ocsf import DetectionFinding

@@ -1,22 +1,14 @@
-"""Human approval of action plans: a typed Prefect pause, resumed with a signed decision.
+"""Waiting for a decision: a typed Prefect pause (or suspend), resumed by a signed decision.
 
-The flow stores an approval request, then pauses for an :class:`ApprovalDecision`. A
-decision is only acted on if its HMAC (keyed with the stanch approval key) verifies and it
-names exactly the plans that were asked about: anyone with Prefect UI or API access can
-resume a paused run, but only a holder of the key (the stanch CLI, the Slack service) can
-produce a decision the flow accepts. The channel that collects the human's answer is a
-seam: this module's resumer serves the CLI and the demo's simulated analyst; the Slack
-service calls the same :func:`submit_decision`.
+The flow stores an approval request, then pauses for an :class:`ApprovalDecision`. The
+channel that collects the human's answer is a seam: :func:`submit_decision` serves the
+CLI and the demo's simulated analyst; the Slack service calls it too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
@@ -24,98 +16,23 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
 from prefect.flow_runs import apause_flow_run, aresume_flow_run, asuspend_flow_run
-from prefect.input import RunInput
 from prefect.logging import get_run_logger
-from pydantic import BaseModel, ConfigDict, Field
 
+from flows.approval.request import (
+    EXPIRY_CHANNEL,
+    ApprovalDecision,
+    ApprovalOutcome,
+    ApprovalRequest,
+    _next_id,
+    pending_row,
+    sign_decision,
+    verify_decision,
+)
 from flows.errors import ApprovalError
-from flows.ledger import Ledger
-from flows.models import ActionPlan, utcnow
-from flows.store import ApprovalRow, Store
-
-
-class ApprovalRequest(BaseModel):
-    """What is asked of the approvers: these plans, for this incident, by this deadline."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    incident_id: str
-    tenant: str
-    flow_run_id: str | None
-    requester: str
-    plans: list[ActionPlan]
-    reasons: dict[str, str] = Field(default_factory=dict, description="plan sha256 -> why")
-    deadline: datetime
-    incident_title: str = ""
-    required_approvals: int = Field(default=1, ge=1, le=10)
-    approver_ids: tuple[str, ...] = Field(default=(), description="Slack user ids from policy")
-    approver_group: str | None = Field(default=None, description="Slack user group from policy")
-    allow_prefect_ui: bool = Field(
-        default=False, description="policy lets a Prefect UI resume decide, unsigned"
-    )
-
-    @property
-    def sha256s(self) -> list[str]:
-        """The hashes of the plans asked about, in order."""
-        return [p.sha256 for p in self.plans]
-
-
-class ApprovalDecision(RunInput):
-    """The typed input that resumes a paused incident flow.
-
-    Every field but the signature is required and has no initial value, so a hand-filled
-    Prefect UI form cannot fall back on defaults (see notes/prefect.md §3a). A decision
-    without a signature counts only as the ``prefect-ui`` channel, and only where the
-    tenant's policy enables that channel.
-    """
-
-    approval_id: str = Field(description="the approval request being answered")
-    approved: list[str] = Field(description="sha256 of each plan approved")
-    denied: list[str] = Field(description="sha256 of each plan denied")
-    approver: str = Field(min_length=1, description="who decided, as the channel knows them")
-    channel: str = Field(min_length=1, description="cli, slack, simulated-analyst ...")
-    reason: str = Field(description="the approver's words")
-    decided_at: datetime = Field(description="when the human decided")
-    signature: str = Field(
-        default="",
-        pattern=r"^([0-9a-f]{64})?$",
-        description="HMAC-SHA256, hex, set by stanch's channels; leave empty in the Prefect UI",
-    )
-
-
-class ApprovalOutcome(BaseModel):
-    """The verified result of an approval request, as the flow acts on it."""
-
-    approval_id: str
-    status: Literal["approved", "denied", "partial", "expired", "rejected"]
-    approved: list[str]
-    approvers: list[str]
-    channel: str | None
-    reason: str
-    decided_at: datetime
-
-
-def _signed_fields(decision: dict[str, Any]) -> bytes:
-    fields = {k: decision[k] for k in sorted(decision) if k != "signature"}
-    fields["approved"] = sorted(fields["approved"])
-    fields["denied"] = sorted(fields["denied"])
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
-def sign_decision(key: bytes, decision: dict[str, Any]) -> str:
-    """HMAC-SHA256 over the decision's canonical JSON (signature field excluded)."""
-    return hmac.new(key, _signed_fields(decision), hashlib.sha256).hexdigest()
-
-
-def verify_decision(key: bytes, decision: ApprovalDecision) -> bool:
-    """Constant-time check of a decision's signature."""
-    payload = decision.model_dump(mode="json")
-    return hmac.compare_digest(sign_decision(key, payload), decision.signature)
-
-
-EXPIRY_CHANNEL = "expiry"
-"""The channel of the signed "no" the Slack service sends when a request's deadline passes."""
+from flows.models import utcnow
+from flows.record import ApprovalRow, Ledger, Store
+from flows.settings import StanchSettings
+from flows.wiring import slack_chat
 
 
 class ApprovalGate(Protocol):
@@ -126,8 +43,8 @@ class ApprovalGate(Protocol):
 
 SUSPEND_GRACE_SECONDS = 3600
 """How long past its deadline a suspended run stays resumable, so the sweeper's signed
-expiry (sent at the deadline) always lands before Prefect's own timeout (notes/prefect.md:
-a run whose pause timed out can no longer be resumed)."""
+expiry (sent at the deadline) always lands before Prefect's own timeout (a run whose
+pause timed out can no longer be resumed)."""
 
 
 class PrefectPauseGate:
@@ -333,26 +250,6 @@ class PrefectPauseGate:
         return None
 
 
-def pending_row(request: ApprovalRequest) -> ApprovalRow:
-    """The store's row for a new request, waiting for its decision."""
-    return ApprovalRow(
-        id=request.id,
-        incident_id=request.incident_id,
-        tenant=request.tenant,
-        flow_run_id=request.flow_run_id,
-        requester=request.requester,
-        plans={
-            "plans": [p.model_dump(mode="json") for p in request.plans],
-            "sha256s": request.sha256s,
-            "reasons": request.reasons,
-            "required_approvals": request.required_approvals,
-        },
-        status="pending",
-        requested_at=utcnow(),
-        deadline=request.deadline,
-    )
-
-
 def _recorded_outcome(request: ApprovalRequest, row: ApprovalRow) -> ApprovalOutcome:
     """The outcome of an approval decided in an earlier run, as that run acted on it."""
     approvers = [a for a in (row.decided_by or "").split(",") if a]
@@ -364,55 +261,6 @@ def _recorded_outcome(request: ApprovalRequest, row: ApprovalRow) -> ApprovalOut
         channel=approvers[0].split(":", 1)[0] if approvers else None,
         reason=row.reason or "",
         decided_at=row.decided_at or utcnow(),
-    )
-
-
-def _next_id(approval_id: str) -> str:
-    """``APR-x`` → ``APR-x-2`` → ``APR-x-3``: a new request for the same plans."""
-    base, _, attempt = approval_id.partition("-r")
-    return f"{base}-r{int(attempt) + 1 if attempt.isdigit() else 2}"
-
-
-def approval_id_for(incident_id: str, stage: str, sha256s: list[str]) -> str:
-    """The id of the request for these plans of this incident's stage.
-
-    Deterministic, so that a run re-executed after a suspend (or re-run after a crash)
-    finds the same request, the same pause key and the decision already given to it.
-    """
-    digest = hashlib.sha256("\n".join([incident_id, stage, *sorted(sha256s)]).encode()).hexdigest()
-    return f"APR-{digest[:10]}"
-
-
-def new_approval_request(
-    *,
-    incident_id: str,
-    tenant: str,
-    flow_run_id: str | None,
-    plans: list[ActionPlan],
-    stage: str = "contain",
-    reasons: dict[str, str],
-    timeout_seconds: int,
-    incident_title: str = "",
-    required_approvals: int = 1,
-    approver_ids: tuple[str, ...] = (),
-    approver_group: str | None = None,
-    allow_prefect_ui: bool = False,
-) -> ApprovalRequest:
-    """A request for ``plans`` with its deterministic id (:func:`approval_id_for`) and deadline."""
-    return ApprovalRequest(
-        id=approval_id_for(incident_id, stage, [p.sha256 for p in plans]),
-        incident_id=incident_id,
-        tenant=tenant,
-        flow_run_id=flow_run_id,
-        requester="stanch:handle-incident",
-        plans=plans,
-        reasons=reasons,
-        deadline=utcnow() + timedelta(seconds=timeout_seconds),
-        incident_title=incident_title,
-        required_approvals=required_approvals,
-        approver_ids=approver_ids,
-        approver_group=approver_group,
-        allow_prefect_ui=allow_prefect_ui,
     )
 
 
@@ -500,3 +348,30 @@ async def submit_decision(
     except Exception as exc:  # Prefect raises RuntimeError/NotPausedError; say which request
         raise ApprovalError(f"could not resume {approval_id}: {exc}") from exc
     return decision
+
+
+def default_gate(settings: StanchSettings) -> ApprovalGate:
+    """The approval channel the settings choose: Slack, or the CLI-resumed pause."""
+    if settings.approval_channel == "slack":
+        from flows.approval.slack_gate import SlackPauseGate
+
+        chat = slack_chat(settings)
+        if chat is None:
+            raise ValueError(
+                "approval_channel=slack needs STANCH_SLACK_BOT_TOKEN and STANCH_SLACK_CHANNEL"
+            )
+        return SlackPauseGate(
+            settings.approval_key(),
+            chat,
+            timeout_seconds=settings.approval_timeout_seconds,
+            poll_seconds=settings.approval_poll_seconds,
+            approver_ids=tuple(settings.slack_approver_ids),
+            approver_group=settings.slack_approver_group,
+            suspend_after_seconds=settings.approval_suspend_after_seconds,
+        )
+    return PrefectPauseGate(
+        settings.approval_key(),
+        timeout_seconds=settings.approval_timeout_seconds,
+        poll_seconds=settings.approval_poll_seconds,
+        suspend_after_seconds=settings.approval_suspend_after_seconds,
+    )

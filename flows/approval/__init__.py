@@ -1,0 +1,62 @@
+"""Approval: who decides a plan that policy will not run unattended, and how.
+
+The flow files an :class:`ApprovalRequest` and waits on an :class:`ApprovalGate` — a typed
+Prefect pause (:class:`PrefectPauseGate`; the CLI resumes it) or the same pause announced
+in Slack (:class:`SlackPauseGate`). A decision counts only when its HMAC verifies and it
+names exactly the plans asked about (:func:`submit_decision`). :class:`ApprovalService`
+takes Slack clicks, checks who clicked against policy, and reminds, escalates and expires.
+"""
+
+from __future__ import annotations
+
+from flows.approval.gate import (
+    ApprovalGate,
+    PrefectPauseGate,
+    default_gate,
+    submit_decision,
+    wait_until_paused,
+)
+from flows.approval.request import (
+    EXPIRY_CHANNEL,
+    ApprovalDecision,
+    ApprovalOutcome,
+    ApprovalRequest,
+    approval_id_for,
+    new_approval_request,
+    pending_row,
+    sign_decision,
+    verify_decision,
+)
+from flows.approval.service import (
+    ApprovalService,
+    DecisionSubmitter,
+    Handled,
+    run_sweeper,
+    slack_approval_service,
+)
+from flows.approval.slack_gate import SlackPauseGate, approval_view, post_and_bind
+
+__all__ = [
+    "EXPIRY_CHANNEL",
+    "ApprovalDecision",
+    "ApprovalGate",
+    "ApprovalOutcome",
+    "ApprovalRequest",
+    "ApprovalService",
+    "DecisionSubmitter",
+    "Handled",
+    "PrefectPauseGate",
+    "SlackPauseGate",
+    "approval_id_for",
+    "approval_view",
+    "default_gate",
+    "new_approval_request",
+    "pending_row",
+    "post_and_bind",
+    "run_sweeper",
+    "sign_decision",
+    "slack_approval_service",
+    "submit_decision",
+    "verify_decision",
+    "wait_until_paused",
+]

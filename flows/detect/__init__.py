@@ -1,0 +1,38 @@
+"""Detect: vendor alerts in, incidents out.
+
+Alerts arrive by webhook (``stanch serve``), from alert files (``stanch run``) or from a
+scheduled poller per source; each is normalised to an OCSF Detection Finding
+(:func:`normalise`), fingerprinted for de-duplication and correlated into an incident by
+the entities it names (:class:`Intake`), scored by triage (:class:`TriagePolicy`), and a
+running incident flow takes in the alerts that joined it since (:func:`joined_alerts`).
+"""
+
+from __future__ import annotations
+
+from flows.detect.alerts import load_alert_file, parse_finding
+from flows.detect.entities import EntityKind, entity_keys, fingerprint
+from flows.detect.intake import TENANT_PATTERN, IngestResult, Intake, ItemResult, StartIncident
+from flows.detect.joins import joined_alerts
+from flows.detect.normalise import SOURCE_FORMATS, UnknownSource, normalise
+from flows.detect.pollers import HANDLE_INCIDENT_DEPLOYMENT, poll_alerts
+from flows.detect.triage import TriagePolicy
+
+__all__ = [
+    "HANDLE_INCIDENT_DEPLOYMENT",
+    "SOURCE_FORMATS",
+    "TENANT_PATTERN",
+    "EntityKind",
+    "IngestResult",
+    "Intake",
+    "ItemResult",
+    "StartIncident",
+    "TriagePolicy",
+    "UnknownSource",
+    "entity_keys",
+    "fingerprint",
+    "joined_alerts",
+    "load_alert_file",
+    "normalise",
+    "parse_finding",
+    "poll_alerts",
+]

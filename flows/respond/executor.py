@@ -1,0 +1,292 @@
+"""Authority, then action: policy's verdict on each plan, approval where needed, execution.
+
+:class:`Responder` takes an incident's planned actions for one stage: forbidden and denied
+plans are recorded as refused, authorised ones run as tasks (containment all-or-none in one
+Prefect transaction, whose rollback is :mod:`flows.respond.compensation`), and actions an
+earlier run already carried out are replayed from the store instead of being decided again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, cast
+
+from prefect import tags
+from prefect.transactions import AsyncTransaction, atransaction
+
+from flows import wiring
+from flows.approval import ApprovalGate, new_approval_request
+from flows.models import ActionPlan, ActionResult, ActionStatus, Incident, Stage, Verdict, utcnow
+from flows.playbook import PlannedAction, decide
+from flows.policy import RoeDecision, RulesOfEngagement, count_recent_actions
+from flows.record import Ledger, Store
+from flows.respond.compensation import compensate
+from flows.settings import StanchSettings
+from flows.tasks import contain_action, execute_action, failed_result
+
+
+class ContainmentRolledBack(Exception):
+    """A containment step failed, so the stage's completed steps were undone."""
+
+
+class Responder:
+    """Decides and carries out one incident's action plans, stage by stage.
+
+    Args:
+        incident: the incident acted for (the lifecycle replaces it when alerts join).
+        settings: approval timeout and the like.
+        store: where claims, results and approvals are recorded.
+        integrations: the adapters the plans run against.
+        gate: the approval channel.
+        policy: the tenant's rules of engagement.
+        flow_run_id: the run that asks, for approval requests.
+
+    Attributes:
+        actions: every result so far, in the order they finished.
+        decisions: every approval outcome so far, as JSON.
+    """
+
+    def __init__(
+        self,
+        incident: Incident,
+        *,
+        settings: StanchSettings,
+        store: Store,
+        integrations: wiring.Integrations,
+        gate: ApprovalGate,
+        policy: RulesOfEngagement,
+        flow_run_id: str | None,
+    ) -> None:
+        self.incident = incident
+        self.settings = settings
+        self.store = store
+        self.integrations = integrations
+        self.gate = gate
+        self.policy = policy
+        self.flow_run_id = flow_run_id
+        self.actions: list[ActionResult] = []
+        self.decisions: list[dict[str, Any]] = []
+        # Containment steps run in one transaction; this responder's copy of the step task
+        # carries the rollback hook that undoes a step when the stage fails half-way.
+        self._contain_step = contain_action.with_options()
+        # Prefect awaits a coroutine hook inside an async transaction; its annotation
+        # names only the synchronous kind.
+        self._contain_step.on_rollback_hooks = [cast(Any, self._compensate)]
+
+    def tags(self, stage: Stage, vendor: str) -> list[str]:
+        """The task-run tags of one stage's call to one vendor."""
+        return [f"stage:{stage.value}", f"vendor:{vendor}", f"tenant:{self.incident.tenant}"]
+
+    async def authorise_and_execute(
+        self, stage: Stage, planned: Sequence[PlannedAction]
+    ) -> list[str]:
+        """Ask policy about each plan, get approval where needed, run what is authorised.
+
+        A playbook step that requires approval tightens policy's verdict, never loosens it.
+        Forbidden and denied plans are recorded (store and ledger) as refused; authorised
+        ones run concurrently as tasks. Returns notes for the stage record.
+        """
+        notes: list[str] = []
+        planned = await self._replay_done(planned, notes)
+        plans = [p.plan for p in planned]
+        # Budgets count what already ran for the tenant (a day covers any budget window),
+        # but not these very plans: a row a killed run left behind is not spent budget.
+        keys = {p.idempotency_key for p in plans}
+        recent = [
+            row
+            for row in await self.store.recent_actions(
+                self.incident.tenant, utcnow() - timedelta(days=1)
+            )
+            if row.idempotency_key not in keys
+        ]
+
+        def counter(tenant: str, action: str, window: timedelta) -> int:
+            return count_recent_actions(recent, tenant=tenant, action=action, window=window)
+
+        decided = decide(self.policy, planned, self.incident, recent_actions=counter)
+        verdicts = {p.sha256: d for p, d in zip(plans, decided, strict=True)}
+        authorised: list[tuple[ActionPlan, Verdict, list[str]]] = []
+        needs_approval: list[ActionPlan] = []
+        for plan in plans:
+            decision = verdicts[plan.sha256]
+            if decision.verdict == Verdict.FORBIDDEN:
+                await self._refuse(plan, Verdict.FORBIDDEN, ActionStatus.FORBIDDEN, decision.reason)
+            elif decision.verdict == Verdict.UNATTENDED:
+                authorised.append((plan, Verdict.UNATTENDED, ["policy:unattended"]))
+            else:
+                needs_approval.append(plan)
+        if needs_approval:
+            request = new_approval_request(
+                incident_id=self.incident.id,
+                tenant=self.incident.tenant,
+                flow_run_id=self.flow_run_id,
+                plans=needs_approval,
+                stage=stage.value,
+                reasons={p.sha256: verdicts[p.sha256].reason for p in needs_approval},
+                timeout_seconds=self.settings.approval_timeout_seconds,
+                incident_title=self.incident.title,
+                **_approvers_of([verdicts[p.sha256] for p in needs_approval]),
+            )
+            outcome = await self.gate.request(request, self.store)
+            self.decisions.append(outcome.model_dump(mode="json"))
+            notes.append(f"approval {outcome.approval_id}: {outcome.status}")
+            for plan in needs_approval:
+                if plan.sha256 in outcome.approved:
+                    authorised.append((plan, Verdict.APPROVAL, outcome.approvers))
+                else:
+                    await self._refuse(
+                        plan,
+                        Verdict.APPROVAL,
+                        ActionStatus.DENIED,
+                        f"{outcome.status}: {outcome.reason}",
+                    )
+        if stage == Stage.CONTAIN:
+            results = await self._execute_all_or_none(stage, authorised)
+        else:
+            results = await asyncio.gather(
+                *(self._execute(stage, plan, verdict, by) for plan, verdict, by in authorised)
+            )
+        failed = [r for r in results if r.status == ActionStatus.FAILED]
+        if failed:
+            notes.append(f"failed: {', '.join(r.plan.action for r in failed)}")
+        notes.append(f"{sum(r.status != ActionStatus.FAILED for r in results)} action(s) done")
+        return notes
+
+    async def _replay_done(
+        self, planned: Sequence[PlannedAction], notes: list[str]
+    ) -> list[PlannedAction]:
+        """Take out the plans an earlier run of this incident already carried out.
+
+        A re-run (after a crash, or ``stanch rerun``) replays their recorded results: they
+        are not put to policy or approval again, whose answer may have changed since (a
+        budget now spent by the action itself). Returns the plans still to decide.
+        """
+        done = {
+            row.idempotency_key: row
+            for row in await self.store.actions(self.incident.id)
+            if row.status in (ActionStatus.EXECUTED.value, ActionStatus.ALREADY_DONE.value)
+            and row.result is not None
+        }
+        remaining: list[PlannedAction] = []
+        for item in planned:
+            row = done.get(item.plan.idempotency_key)
+            if row is None or row.plan_sha256 != item.plan.sha256:
+                remaining.append(item)
+                continue
+            result = ActionResult.model_validate(row.result)
+            # Idempotent: restores the entry if a crash fell between store and ledger.
+            await Ledger(self.store).append_action(result)
+            self.actions.append(result)
+        if len(remaining) < len(planned):
+            notes.append(f"{len(planned) - len(remaining)} action(s) already done, replayed")
+        return remaining
+
+    async def _execute_all_or_none(
+        self, stage: Stage, authorised: Sequence[tuple[ActionPlan, Verdict, list[str]]]
+    ) -> list[ActionResult]:
+        """Run the containment steps in one Prefect transaction: all hold, or none does.
+
+        The steps run concurrently and never fail as tasks (see ``contain_action``), so
+        the transaction rolls back only here, once every step has finished: then each
+        step that contained something is undone by its rollback hook, and recorded.
+
+        Raises:
+            ContainmentRolledBack: a step failed and the others were rolled back.
+        """
+        async with atransaction():
+            results = list(
+                await asyncio.gather(
+                    *(
+                        self._execute(stage, plan, verdict, by, step=self._contain_step)
+                        for plan, verdict, by in authorised
+                    )
+                )
+            )
+            failed = [r for r in results if r.status == ActionStatus.FAILED]
+            if failed:
+                raise ContainmentRolledBack(
+                    f"{', '.join(f'{r.plan.action} {r.plan.target_label}' for r in failed)} "
+                    f"failed; the stage's other containment was rolled back"
+                )
+        return results
+
+    async def _execute(
+        self,
+        stage: Stage,
+        plan: ActionPlan,
+        verdict: Verdict,
+        approved_by: list[str],
+        *,
+        step: Any = execute_action,
+    ) -> ActionResult:
+        adapter = self.integrations.adapter(plan.capability)
+        started = utcnow()
+        try:
+            with tags(*self.tags(stage, adapter.vendor)):
+                result: ActionResult = await step(
+                    plan,
+                    plan.sha256,
+                    adapter,
+                    self.store,
+                    verdict=verdict,
+                    approved_by=approved_by,
+                )
+        except Exception as exc:
+            # Recorded, not swallowed: the stage is marked failed and the run ends Failed.
+            result = failed_result(
+                plan,
+                verdict=verdict,
+                approved_by=approved_by,
+                vendor=adapter.vendor,
+                error=f"{type(exc).__name__}: {exc}",
+                started=started,
+            )
+        self.actions.append(result)
+        return result
+
+    async def _refuse(
+        self, plan: ActionPlan, verdict: Verdict, status: ActionStatus, why: str
+    ) -> None:
+        result = ActionResult(
+            plan=plan,
+            plan_sha256=plan.sha256,
+            verdict=verdict,
+            status=status,
+            error=why,
+            started_at=utcnow(),
+            finished_at=utcnow(),
+        )
+        if await self.store.finish_action(result):
+            await Ledger(self.store).append_action(result)
+        self.actions.append(result)
+
+    async def _compensate(self, transaction: AsyncTransaction) -> None:
+        """Rollback hook of one containment step: undo what it changed (see :func:`compensate`)."""
+        result = transaction.get("result", None)
+        if isinstance(result, ActionResult):
+            self.actions.extend(
+                await compensate(
+                    result,
+                    store=self.store,
+                    integrations=self.integrations,
+                    incident_id=self.incident.id,
+                )
+            )
+
+
+def _approvers_of(decisions: list[RoeDecision]) -> dict[str, Any]:
+    """One request covers several plans: the strictest count, the approvers all allow."""
+    ids: list[str] = []
+    groups: list[str] = []
+    for d in decisions:
+        ids.extend(u for u in d.approvers.slack_users if u not in ids)
+        if d.approvers.slack_group and d.approvers.slack_group not in groups:
+            groups.append(d.approvers.slack_group)
+    return {
+        "required_approvals": max([1, *(d.approvals_required for d in decisions)]),
+        "approver_ids": tuple(ids),
+        "approver_group": groups[0] if groups else None,
+        "allow_prefect_ui": all("prefect-ui" in d.approvers.channels for d in decisions),
+    }

@@ -1,0 +1,288 @@
+"""The layout holds: each package of ``flows/`` has a pinned public surface, code outside
+a package imports only that surface, imports run one way with no circle, and the spine at
+the top of ``flows/`` stays small.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE = ("flows", "stanch", "bench")
+
+SURFACES: dict[str, list[str]] = {
+    "flows.approval": [
+        "EXPIRY_CHANNEL",
+        "ApprovalDecision",
+        "ApprovalGate",
+        "ApprovalOutcome",
+        "ApprovalRequest",
+        "ApprovalService",
+        "DecisionSubmitter",
+        "Handled",
+        "PrefectPauseGate",
+        "SlackPauseGate",
+        "approval_id_for",
+        "approval_view",
+        "default_gate",
+        "new_approval_request",
+        "pending_row",
+        "post_and_bind",
+        "run_sweeper",
+        "sign_decision",
+        "slack_approval_service",
+        "submit_decision",
+        "verify_decision",
+        "wait_until_paused",
+    ],
+    "flows.detect": [
+        "HANDLE_INCIDENT_DEPLOYMENT",
+        "SOURCE_FORMATS",
+        "TENANT_PATTERN",
+        "EntityKind",
+        "IngestResult",
+        "Intake",
+        "ItemResult",
+        "StartIncident",
+        "TriagePolicy",
+        "UnknownSource",
+        "entity_keys",
+        "fingerprint",
+        "joined_alerts",
+        "load_alert_file",
+        "normalise",
+        "parse_finding",
+        "poll_alerts",
+    ],
+    "flows.playbook": [
+        "ACTIONS",
+        "ErrorCode",
+        "LoadedPlaybook",
+        "Lookup",
+        "PlannedAction",
+        "Playbook",
+        "PlaybookError",
+        "PlaybookIssue",
+        "PlaybookPlan",
+        "PlaybookRunError",
+        "Route",
+        "StepNote",
+        "adapter_lookup",
+        "decide",
+        "load_playbook",
+        "load_playbooks",
+        "parse_playbook",
+        "plan_playbook",
+        "playbook_files",
+        "route",
+    ],
+    "flows.policy": [
+        "CONTAINMENT_ACTIONS",
+        "KNOWN_ACTIONS",
+        "ActionCounter",
+        "ActionRule",
+        "ApprovalDefaults",
+        "Approvers",
+        "Budget",
+        "Condition",
+        "Policy",
+        "PolicyDecision",
+        "PolicyError",
+        "PolicyErrorCode",
+        "PolicyIssue",
+        "Protected",
+        "RoeDecision",
+        "RulesFile",
+        "RulesOfEngagement",
+        "TimeoutOutcome",
+        "count_recent_actions",
+        "format_duration",
+        "load_policy",
+        "parse_duration",
+        "parse_policy",
+        "policy_for_tenant",
+    ],
+    "flows.record": [
+        "BUILT_IN",
+        "CLOCKS",
+        "GENESIS_HASH",
+        "HASHED_FIELDS",
+        "PLAYBOOK_ID_MAX",
+        "ActionRow",
+        "AlertRow",
+        "ApprovalRow",
+        "ApprovalVoteRow",
+        "Base",
+        "CursorRow",
+        "DeadLetterRow",
+        "EntryKind",
+        "InEffect",
+        "IncidentClocks",
+        "IncidentEntityRow",
+        "IncidentRow",
+        "IncidentSummaryRow",
+        "IncidentTriageRow",
+        "InverseAction",
+        "Ledger",
+        "LedgerEntry",
+        "LedgerEntryRow",
+        "LedgerHead",
+        "SchemaError",
+        "SlackApprovalRow",
+        "StageEventRow",
+        "Store",
+        "Tamper",
+        "VerifyReport",
+        "chain_hash",
+        "clocks_of",
+        "exported_entry_hash",
+        "incident_clocks",
+        "md_escape",
+        "open_store",
+        "period_report",
+        "post_incident_summary",
+        "publish_report",
+        "render_html",
+        "render_markdown",
+        "summarise",
+        "summary_view",
+        "utc_iso",
+    ],
+    "flows.respond": [
+        "BLOCK_TTL_SECONDS",
+        "EXPIRY_AUTHORITY",
+        "ROLLBACK_AUTHORITY",
+        "TTL_ACTIONS",
+        "ContainmentRolledBack",
+        "Expiry",
+        "Responder",
+        "assess",
+        "compensate",
+        "containment_plans",
+        "expire_due",
+        "inverse_plans",
+        "remediation_plans",
+        "undo_incident",
+    ],
+}
+"""Each package's public surface. A change here is a change of what other code may use."""
+
+SPINE_LIMIT = 10
+"""Modules at the top of ``flows/`` (``__init__.py`` included): the spine, not a heap."""
+
+
+def _modules() -> Iterator[tuple[str, Path]]:
+    for top in CODE:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if "versions" in parts:
+                continue  # Alembic revisions import only alembic and sqlalchemy
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            yield name, path
+
+
+def _imports(path: Path, *, top_level_only: bool) -> Iterator[tuple[int, str]]:
+    """(line, module) of every ``flows``/``stanch`` import in ``path``.
+
+    With ``top_level_only``, imports inside functions and ``if TYPE_CHECKING:`` are left
+    out: they run later, or never, so they cannot make an import circle.
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes: list[ast.AST] = list(tree.body) if top_level_only else list(ast.walk(tree))
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "flows":
+                yield from ((node.lineno, f"flows.{a.name}") for a in node.names)
+            else:
+                yield node.lineno, node.module
+        elif isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names)
+
+
+def _package_of(module: str) -> str | None:
+    return next((p for p in SURFACES if module == p or module.startswith(p + ".")), None)
+
+
+@pytest.mark.parametrize("package", sorted(SURFACES))
+def test_package_surface_is_pinned(package: str) -> None:
+    """Given a package of ``flows/``,
+    When it is imported,
+    Then its ``__all__`` is exactly the pinned surface, every name resolves, and its
+    docstring says what the package is for."""
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(SURFACES[package])
+    for name in module.__all__:
+        assert getattr(module, name, None) is not None, f"{package}.{name} does not resolve"
+    assert module.__doc__ and len(module.__doc__.split()) > 20
+
+
+def test_callers_outside_a_package_use_only_its_surface() -> None:
+    """Given every module of flows/, stanch/ and bench/,
+    When one imports from a package of flows/ it does not belong to,
+    Then it imports from the package itself, never from one of its modules."""
+    reaching_in: list[str] = []
+    for name, path in _modules():
+        own = _package_of(name)
+        for line, imported in _imports(path, top_level_only=False):
+            target = _package_of(imported)
+            if target is None or target == own or imported == target:
+                continue
+            if imported.startswith(f"{target}.migrations"):
+                continue  # Alembic's environment is loaded by file path, not imported
+            reaching_in.append(f"{path.relative_to(ROOT)}:{line}: {imported}")
+    assert reaching_in == []
+
+
+def test_no_import_circle() -> None:
+    """Given the module-level imports between stanch's own modules,
+    When they are followed as a graph,
+    Then there is no circle (a package's ``__init__`` counts as importing its modules)."""
+    modules = dict(_modules())
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        graph[name] = {
+            imported for _, imported in _imports(path, top_level_only=True) if imported in modules
+        }
+    circles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                circles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert circles == []
+
+
+def test_layers_run_one_way() -> None:
+    """Given integrations ← flows ← stanch,
+    When a lower layer's modules are read,
+    Then none imports a higher one (integrations imports no flows or stanch; flows no
+    stanch)."""
+    upward: list[str] = []
+    for layer, forbidden in (("integrations", ("flows", "stanch")), ("flows", ("stanch",))):
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            for line, imported in _imports(path, top_level_only=False):
+                if imported.split(".")[0] in forbidden:
+                    upward.append(f"{path.relative_to(ROOT)}:{line}: {imported}")
+    assert upward == []
+
+
+def test_the_spine_stays_small() -> None:
+    """Given the top level of flows/,
+    When its modules are counted,
+    Then there are at most ten: everything else lives in a package by concern."""
+    spine = sorted(p.name for p in (ROOT / "flows").glob("*.py"))
+    assert len(spine) <= SPINE_LIMIT, spine
