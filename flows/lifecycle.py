@@ -33,16 +33,25 @@ from flows.playbook import (
     LoadedPlaybook,
     PlannedAction,
     PlaybookPlan,
+    PythonPlaybook,
     adapter_lookup,
     load_playbooks,
     plan_playbook,
     route,
 )
 from flows.policy import RulesOfEngagement, policy_for_tenant
-from flows.record import Ledger, Store, clocks_of, open_store, post_incident_summary, publish_report
+from flows.record import (
+    Ledger,
+    Store,
+    clocks_of,
+    events,
+    open_store,
+    post_incident_summary,
+    publish_report,
+)
 from flows.respond import Responder, assess, containment_plans, remediation_plans
 from flows.settings import StanchSettings, load_settings, playbook_directory, policy_directory
-from flows.tasks import find_host, find_user
+from flows.tasks import find_host, find_user, playbook_lookup, playbook_stage
 from flows.wiring import slack_chat
 
 
@@ -173,6 +182,8 @@ class Lifecycle:
             chosen = self.route.chosen if self.route else None
             await self.store.set_incident_playbook(self.incident.id, chosen.id if chosen else None)
             notes.append(f"playbook {chosen.id}" if chosen else "built-in response")
+            self.responder.playbook = chosen.id if chosen else None
+            events.incident_opened(self.incident, self.responder.playbook)
 
     async def investigate(self) -> None:
         """Look up every host and user the alerts name, then score the incident."""
@@ -217,6 +228,7 @@ class Lifecycle:
             update={"alerts": [*self.incident.alerts, *joined]}
         )
         await self.store.save_incident(self.incident)
+        events.incident_joined(self.incident, self.responder.playbook, len(joined))
         notes = [f"{len(joined)} alert(s) joined the incident; planned again"]
         return notes + await self._look_up_and_plan()
 
@@ -238,9 +250,14 @@ class Lifecycle:
             # The vendors were already asked about these hosts and users; anything else
             # goes to the adapter (read-only calls only).
             key = (action, str(next(iter(args.values()), "")))
-            return found[key] if key in found else await fallback(action, args)
+            if key in found:
+                return found[key]
+            if isinstance(playbook, PythonPlaybook):
+                # A Python playbook's lookups are its steps: visible as task runs.
+                return await playbook_lookup(fallback, action, args)
+            return await fallback(action, args)
 
-        return await plan_playbook(playbook, self.incident, lookup)
+        return await plan_playbook(playbook, self.incident, lookup, run_stage=playbook_stage)
 
     async def contain(self) -> None:
         """Plan containment, get authority for it, execute what was authorised."""

@@ -58,6 +58,8 @@ class StanchSettings(BaseSettings):
             waited ``slack_escalate_after_seconds``.
         slack_reminder_seconds: how often a still-pending request is reminded in its thread.
         slack_escalate_after_seconds: when a pending request is escalated.
+        slack_overdue_channel: where the ``approval-overdue`` automation posts requests
+            still undecided after its window (default: ``slack_channel``).
         slack_base_url: the Web API base URL; only changed to point at a fake.
     """
 
@@ -91,6 +93,7 @@ class StanchSettings(BaseSettings):
     slack_escalation_group: str | None = Field(default=None, pattern=r"^S[A-Z0-9]{2,31}$")
     slack_reminder_seconds: int = Field(default=600, ge=1)
     slack_escalate_after_seconds: int = Field(default=1200, ge=1)
+    slack_overdue_channel: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,32}$")
     slack_base_url: str = "https://slack.com/api/"
 
     def vendor_for(self, capability: str, tenant: str | None = None) -> str:

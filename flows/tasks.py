@@ -9,12 +9,14 @@ retried task or a re-run flow does not fire the same action twice.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 from prefect.transactions import get_transaction
 
@@ -77,6 +79,31 @@ async def find_user(identity: IdentityProvider, login: str) -> UserAccount | Non
     except RateLimited as error:
         await _honour_rate_limit(error)
         raise
+
+
+def _lookup_run_name() -> str:
+    # "identity.find_user apatel@acme.example", as the YAML investigation steps read.
+    parameters = task_run.get_parameters()
+    subject = next(iter(dict(parameters.get("args") or {}).values()), "")
+    return f"{parameters['action']} {subject}".strip()
+
+
+@task(name="playbook.lookup", task_run_name=_lookup_run_name, **RETRYING)
+async def playbook_lookup(
+    lookup: Callable[[str, Mapping[str, Any]], Awaitable[Any]], action: str, args: Mapping[str, Any]
+) -> Any:
+    """One read-only lookup a Python playbook made (investigate or a later stage)."""
+    try:
+        return await lookup(action, args)
+    except RateLimited as error:
+        await _honour_rate_limit(error)
+        raise
+
+
+@task(name="playbook.stage", task_run_name="{name}", cache_policy=NO_CACHE)
+async def playbook_stage(name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    """One stage function of a Python playbook (``phishing-click.contain``), planning only."""
+    return await call()
 
 
 def failed_result(

@@ -106,3 +106,16 @@ async def test_prefect_deploy_all_registers_every_deployment(prefect_server: str
             assert limit is not None and limit.limit == declared["concurrency_limit"]
             assert set(stored.tags) == set(declared["tags"])
             assert stored.description == declared["description"]
+
+        # The approval-overdue deployment's trigger became an automation that runs it.
+        overdue = await client.read_deployment_by_name("approval-overdue/approval-overdue")
+        linked = [
+            a
+            for a in await client.read_automations()
+            if any(getattr(x, "deployment_id", None) == overdue.id for x in a.actions)
+        ]
+        assert len(linked) == 1
+        trigger = linked[0].trigger
+        assert trigger.posture == "Proactive"  # type: ignore[union-attr]
+        assert trigger.expect == {"stanch.approval.decided"}  # type: ignore[union-attr]
+        assert trigger.after == {"stanch.approval.requested"}  # type: ignore[union-attr]

@@ -1,8 +1,10 @@
-"""YAML playbooks: schema, loader, sandboxed templates, the planner and routing.
+"""Playbooks, YAML and Python: schema, loaders, sandboxed templates, the planner, routing.
 
-The lifecycle calls :func:`route` to pick a playbook for an incident and
-:func:`plan_playbook` to turn it into :class:`~flows.models.ActionPlan` objects per stage;
-:func:`decide` applies the tenant's policy, tightened by ``approval: required`` steps.
+The lifecycle calls :func:`load_playbooks` for the library (``<id>.yaml`` and ``<id>.py``),
+:func:`route` to pick a playbook for an incident and :func:`plan_playbook` to turn it into
+:class:`~flows.models.ActionPlan` objects per stage; :func:`decide` applies the tenant's
+policy, tightened by ``approval: required`` steps. A Python playbook declares itself with
+:func:`define_playbook` and plans through a read-only :class:`StageContext`.
 """
 
 from __future__ import annotations
@@ -15,16 +17,15 @@ from flows.playbook.engine import (
     StepNote,
     adapter_lookup,
     decide,
-    plan_playbook,
 )
-from flows.playbook.loader import (
-    LoadedPlaybook,
-    PlaybookError,
-    PlaybookIssue,
-    load_playbook,
-    load_playbooks,
-    parse_playbook,
-    playbook_files,
+from flows.playbook.library import load_playbook, load_playbooks, plan_playbook, playbook_files
+from flows.playbook.loader import LoadedPlaybook, PlaybookError, PlaybookIssue, parse_playbook
+from flows.playbook.python import (
+    MutationRefused,
+    PlaybookCode,
+    PythonPlaybook,
+    StageContext,
+    define_playbook,
 )
 from flows.playbook.routing import Route, route
 from flows.playbook.schema import ACTIONS, ErrorCode, Playbook
@@ -34,16 +35,21 @@ __all__ = [
     "ErrorCode",
     "LoadedPlaybook",
     "Lookup",
+    "MutationRefused",
     "PlannedAction",
     "Playbook",
+    "PlaybookCode",
     "PlaybookError",
     "PlaybookIssue",
     "PlaybookPlan",
     "PlaybookRunError",
+    "PythonPlaybook",
     "Route",
+    "StageContext",
     "StepNote",
     "adapter_lookup",
     "decide",
+    "define_playbook",
     "load_playbook",
     "load_playbooks",
     "parse_playbook",

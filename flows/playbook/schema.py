@@ -62,6 +62,10 @@ class ErrorCode(StrEnum):
     UNKNOWN_VARIABLE = "unknown-variable"
     LOOSENED_APPROVAL = "loosened-approval"
     SECRET_IN_PLAYBOOK = "secret-in-playbook"  # noqa: S105  (a code, not a secret)
+    # Python playbooks (``playbooks/<id>.py``)
+    PYTHON_IMPORT = "python-import"
+    NO_PLAYBOOK = "no-playbook"
+    STAGE_FUNCTION = "stage-function"
 
 
 # Stages in the order they run; a step may only depend on steps of its own or earlier ones.

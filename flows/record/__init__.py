@@ -3,11 +3,13 @@
 The store (:func:`open_store`, tables in :mod:`~flows.record.tables`, migrations in
 :mod:`~flows.record.migrations`) on SQLite or PostgreSQL; the hash-chained
 :class:`Ledger` of every action and decision; the clocks and metrics (:func:`clocks_of`);
-the incident report (:func:`publish_report`) and its Slack summary.
+the incident report (:func:`publish_report`) and its Slack summary; the Prefect events
+automations hang on (:mod:`~flows.record.events`).
 """
 
 from __future__ import annotations
 
+from flows.record import events
 from flows.record.entries import (
     GENESIS_HASH,
     HASHED_FIELDS,
@@ -87,6 +89,7 @@ __all__ = [
     "VerifyReport",
     "chain_hash",
     "clocks_of",
+    "events",
     "exported_entry_hash",
     "incident_clocks",
     "md_escape",

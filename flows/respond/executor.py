@@ -21,7 +21,7 @@ from flows.approval import ApprovalGate, new_approval_request
 from flows.models import ActionPlan, ActionResult, ActionStatus, Incident, Stage, Verdict, utcnow
 from flows.playbook import PlannedAction, decide
 from flows.policy import RoeDecision, RulesOfEngagement, count_recent_actions
-from flows.record import Ledger, Store
+from flows.record import Ledger, Store, events
 from flows.respond.compensation import compensate
 from flows.settings import StanchSettings
 from flows.tasks import contain_action, execute_action, failed_result
@@ -68,6 +68,7 @@ class Responder:
         self.flow_run_id = flow_run_id
         self.actions: list[ActionResult] = []
         self.decisions: list[dict[str, Any]] = []
+        self.playbook: str | None = None  # the playbook planning, for events
         # Containment steps run in one transaction; this responder's copy of the step task
         # carries the rollback hook that undoes a step when the stage fails half-way.
         self._contain_step = contain_action.with_options()
@@ -129,7 +130,26 @@ class Responder:
                 incident_title=self.incident.title,
                 **_approvers_of([verdicts[p.sha256] for p in needs_approval]),
             )
+            if await self.store.get_approval(request.id) is None:
+                events.approval_requested(
+                    self.incident,
+                    self.playbook,
+                    approval_id=request.id,
+                    stage=stage.value,
+                    sha256s=request.sha256s,
+                    actions=[p.action for p in needs_approval],
+                    deadline=request.deadline.isoformat(),
+                )
             outcome = await self.gate.request(request, self.store)
+            events.approval_decided(
+                self.incident,
+                self.playbook,
+                approval_id=outcome.approval_id,
+                status=outcome.status,
+                approved=outcome.approved,
+                approvers=outcome.approvers,
+                channel=outcome.channel,
+            )
             self.decisions.append(outcome.model_dump(mode="json"))
             notes.append(f"approval {outcome.approval_id}: {outcome.status}")
             for plan in needs_approval:
@@ -244,6 +264,7 @@ class Responder:
                 started=started,
             )
         self.actions.append(result)
+        events.action_finished(self.incident, self.playbook, result)
         return result
 
     async def _refuse(
@@ -261,6 +282,7 @@ class Responder:
         if await self.store.finish_action(result):
             await Ledger(self.store).append_action(result)
         self.actions.append(result)
+        events.action_finished(self.incident, self.playbook, result)
 
     async def _compensate(self, transaction: AsyncTransaction) -> None:
         """Rollback hook of one containment step: undo what it changed (see :func:`compensate`)."""

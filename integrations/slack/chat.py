@@ -35,6 +35,7 @@ from integrations.slack.messages import (
     approval_request,
     deny_reason_modal,
     escape_clipped,
+    plain,
 )
 
 VENDOR = "slack"
@@ -264,6 +265,28 @@ class SlackChat:
             ),
         )
         return str(response["ts"])
+
+    def post_notice(self, channel: str, text: str) -> str:
+        """Post a plain-text notice (no mrkdwn, no unfurling) to ``channel``; returns its ``ts``.
+
+        Slack API: ``chat.postMessage``. The text may carry alert-derived words (a title):
+        it goes out as a ``plain_text`` section, and escaped in the notification fallback.
+        """
+        response = self._call(
+            "chat.postMessage",
+            lambda: self.client.chat_postMessage(
+                channel=channel,
+                text=escape_clipped(text, 3000),
+                blocks=[{"type": "section", "text": plain(text)}],
+                unfurl_links=False,
+                unfurl_media=False,
+            ),
+        )
+        return str(response["ts"])
+
+    async def apost_notice(self, channel: str, text: str) -> str:
+        """:meth:`post_notice` in a worker thread."""
+        return await asyncio.to_thread(self.post_notice, channel, text)
 
     async def apost_approval(self, view: ApprovalView) -> MessageRef:
         """:meth:`post_approval` in a worker thread."""

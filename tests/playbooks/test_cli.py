@@ -165,7 +165,7 @@ def test_route_says_which_and_why(capsys: pytest.CaptureFixture[str]) -> None:
     )
     lines = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert lines[0] == f"routed to phishing-click ({PLAYBOOKS / 'phishing-click.yaml'})"
+    assert lines[0] == f"routed to phishing-click ({PLAYBOOKS / 'phishing-click.py'})"
     assert "  technique T1566 matches" in lines
 
 

@@ -26,8 +26,9 @@ def test_every_code_has_a_readme_section_and_nothing_else() -> None:
 def test_every_code_has_exactly_one_invalid_fixture() -> None:
     """Given the ErrorCode enum,
     When tests/playbooks/invalid/ is listed,
-    Then there is one <code>.yaml per code (except codes about unreadable files)."""
-    fixtures = {p.stem for p in INVALID.glob("*.yaml")}
+    Then there is one <code>.yaml (or <code>.py) per code (except codes about unreadable
+    files)."""
+    fixtures = {p.stem for p in [*INVALID.glob("*.yaml"), *INVALID.glob("*.py")]}
     assert fixtures == {c.value for c in ErrorCode} - NO_FIXTURE
 
 

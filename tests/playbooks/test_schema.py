@@ -19,12 +19,12 @@ from flows.playbook.schema import ALERT_SOURCES
 from integrations.capabilities import Capability
 from tests.playbooks.helpers import HEAD, INVALID, PLAYBOOKS, REPO, playbook
 
-FIXTURES = sorted(INVALID.glob("*.yaml"))
+FIXTURES = sorted([*INVALID.glob("*.yaml"), *INVALID.glob("*.py")])
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_each_invalid_fixture_fails_with_its_code(path: Path) -> None:
-    """Given tests/playbooks/invalid/<code>.yaml,
+    """Given tests/playbooks/invalid/<code>.yaml (or .py for the Python playbook codes),
     When it is loaded,
     Then loading fails, every issue has that code, the file and a line inside the file."""
     with pytest.raises(PlaybookError) as caught:
