@@ -40,7 +40,9 @@ from tests.flows.test_slack_gate import click_approve, fake, fresh_lab, run, ser
 pytestmark = pytest.mark.usefixtures("prefect_server")
 __all__ = ["fake", "fresh_lab", "service", "store"]  # fixtures, used by name
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "playbooks" / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "playbooks" / "examples"
+PREFECT_YAML = ROOT / "prefect.yaml"
 _numbers = iter(range(8100, 8200))
 
 
@@ -262,8 +264,7 @@ async def test_a_proactive_trigger_runs_the_overdue_flow_for_the_waiting_inciden
     from flows.approval.overdue import approval_overdue
     from tests.flows import factories
 
-    root = Path(__file__).resolve().parents[2]
-    config = yaml.safe_load((root / "prefect.yaml").read_text())
+    config = yaml.safe_load(PREFECT_YAML.read_text())
     [declared] = [d for d in config["deployments"] if d["name"] == "approval-overdue"]
     trigger_spec = {**declared["triggers"][0], "within": 10}
     waiting = factories.incident(next(_numbers))
