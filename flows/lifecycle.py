@@ -7,6 +7,8 @@ action is recorded in the store under its idempotency key.
 """
 
 import asyncio
+import fnmatch
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +21,8 @@ from prefect.runtime import flow_run
 
 from flows import wiring
 from flows.approval import ApprovalGate, default_gate
-from flows.detect import joined_alerts
+from flows.detect import incident_from_event, joined_alerts
+from flows.errors import AlertRejected
 from flows.models import (
     ActionResult,
     ActionStatus,
@@ -28,12 +31,14 @@ from flows.models import (
     Investigation,
     Stage,
     StageRecord,
+    utcnow,
 )
 from flows.playbook import (
     LoadedPlaybook,
     PlannedAction,
     PlaybookPlan,
     PythonPlaybook,
+    Route,
     adapter_lookup,
     load_playbooks,
     plan_playbook,
@@ -79,6 +84,7 @@ class Lifecycle:
         policy: RulesOfEngagement,
         flow_run_id: str | None,
         playbooks: Sequence[LoadedPlaybook] = (),
+        playbook: str | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -96,6 +102,12 @@ class Lifecycle:
         self.stages: list[StageRecord] = []
         self.investigation = Investigation()
         self.route = route(incident, playbooks) if playbooks else None
+        if playbook is not None:
+            # Chosen by the event that started the run, not by routing.
+            chosen = next((p for p in playbooks if p.id == playbook), None)
+            if chosen is None:
+                raise ValueError(f"no playbook {playbook!r} in the library")
+            self.route = Route(chosen, ())
         self.plan: PlaybookPlan | None = None
 
     @property
@@ -337,11 +349,12 @@ class Lifecycle:
 # file path, and Prefect validates the flow's parameters against the real ``Incident``
 # class, which a string annotation would not resolve to (the deployed run then fails).
 @flow(name="handle-incident", flow_run_name="{incident.id} {incident.title}", log_prints=False)
-async def handle_incident(incident: Incident) -> IncidentOutcome:
+async def handle_incident(incident: Incident, playbook: str | None = None) -> IncidentOutcome:
     """Run one incident through detect, investigate, contain, remediate and report.
 
     Args:
         incident: the correlated alerts, already normalised to OCSF.
+        playbook: run this playbook instead of routing (an event chose it).
 
     Returns:
         What happened: stages, actions with their plan hashes and approvers, report paths,
@@ -362,5 +375,42 @@ async def handle_incident(incident: Incident) -> IncidentOutcome:
             policy=policy_for_tenant(policy_directory(settings.policies_dir), incident.tenant),
             flow_run_id=str(run_id) if run_id else None,
             playbooks=load_playbooks(playbook_directory(settings.playbooks_dir)),
+            playbook=playbook,
         )
         return await lifecycle.run()
+
+
+@flow(name="playbook-on-event", flow_run_name="{playbook} on an event", log_prints=False)
+async def playbook_on_event(playbook: str, event: dict[str, Any]) -> IncidentOutcome:
+    """Run ``playbook`` on a Prefect event that its trigger names, as a new incident.
+
+    Args:
+        playbook: the playbook id; its trigger's ``events`` must match the event's name.
+        event: the event, as an automation renders ``{{ event }}``.
+
+    Raises:
+        ValueError: no such playbook, or its trigger does not name this event.
+        AlertRejected: the event is not one stanch can act on (it is kept as a dead
+            letter with the field and the reason).
+    """
+    settings = load_settings()
+    library = {p.id: p for p in load_playbooks(playbook_directory(settings.playbooks_dir))}
+    chosen = library.get(playbook)
+    if chosen is None:
+        raise ValueError(f"no playbook {playbook!r} in the library")
+    name = str(event.get("event", "")) if isinstance(event, Mapping) else ""
+    if not any(fnmatch.fnmatchcase(name, p) for p in chosen.spec.trigger.events):
+        raise ValueError(f"playbook {playbook} does not answer the event {name[:100]!r}")
+    async with open_store(settings.store_url) as store:
+        try:
+            incident = incident_from_event(await store.allocate_incident_id(utcnow()), event)
+        except AlertRejected as exc:
+            await store.dead_letter(
+                source=f"prefect-event/{playbook}",
+                field=exc.field,
+                reason=exc.reason,
+                payload=json.dumps(event, default=str)[:100_000],
+            )
+            raise
+        await store.save_incident(incident)
+    return await handle_incident(incident, playbook=playbook)

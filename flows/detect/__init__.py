@@ -5,6 +5,8 @@ scheduled poller per source; each is normalised to an OCSF Detection Finding
 (:func:`normalise`), fingerprinted for de-duplication and correlated into an incident by
 the entities it names (:class:`Intake`), scored by triage (:class:`TriagePolicy`), and a
 running incident flow takes in the alerts that joined it since (:func:`joined_alerts`).
+A Prefect event that a playbook's trigger names becomes an incident too
+(:func:`incident_from_event`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from flows.detect.intake import TENANT_PATTERN, IngestResult, Intake, ItemResult
 from flows.detect.joins import joined_alerts
 from flows.detect.normalise import SOURCE_FORMATS, UnknownSource, normalise
 from flows.detect.pollers import HANDLE_INCIDENT_DEPLOYMENT, poll_alerts
+from flows.detect.prefect_events import finding_from_event, incident_from_event
 from flows.detect.triage import TriagePolicy
 
 __all__ = [
@@ -29,7 +32,9 @@ __all__ = [
     "TriagePolicy",
     "UnknownSource",
     "entity_keys",
+    "finding_from_event",
     "fingerprint",
+    "incident_from_event",
     "joined_alerts",
     "load_alert_file",
     "normalise",

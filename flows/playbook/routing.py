@@ -83,6 +83,8 @@ def _specificity(trigger: Trigger) -> tuple[int, int, int]:
 def trigger_fits(trigger: Trigger, incident: Incident) -> tuple[bool, list[str]]:
     """Whether every criterion of ``trigger`` holds for ``incident``, with one reason each."""
     reasons: list[str] = []
+    if trigger.events and _specificity(trigger)[0] == 0:
+        return False, [f"answers the events {', '.join(trigger.events)} only, not alerts"]
     ok = True
     severity = incident.severity
     low, high = trigger.min_severity, trigger.max_severity

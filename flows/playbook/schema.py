@@ -259,6 +259,7 @@ Source = Annotated[str, BeforeValidator(_source)]
 TechniqueId = Annotated[str, BeforeValidator(_attack_id(r"T\d{4}(\.\d{3})?", "technique", "T1486"))]
 TacticId = Annotated[str, BeforeValidator(_attack_id(r"TA\d{4}", "tactic", "TA0040"))]
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+EventName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)*(\.\*)?$")]
 Scalar = str | int | bool | None
 
 
@@ -277,6 +278,9 @@ class Trigger(_Strict):
         tactics: any alert names one of these ATT&CK tactics.
         techniques: any alert names one of these ATT&CK techniques (``T1566`` also
             matches its sub-techniques ``T1566.002``).
+        events: Prefect event names (``siem.detection.raised``, a trailing ``*`` allowed)
+            that also run this playbook, through the ``playbook-on-event`` deployment; a
+            trigger that names events and no alert criterion answers events only.
     """
 
     sources: tuple[Source, ...] = ()
@@ -285,6 +289,7 @@ class Trigger(_Strict):
     finding_types: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     tactics: tuple[TacticId, ...] = ()
     techniques: tuple[TechniqueId, ...] = ()
+    events: tuple[EventName, ...] = ()
 
 
 class Step(_Strict):

@@ -28,7 +28,7 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 
 from flows.lifecycle import handle_incident
 from flows.models import ActionStatus, Incident, IncidentOutcome
-from flows.record import events
+from flows.record import Store, events
 from flows.settings import load_settings
 from flows.wiring import default_lab
 from integrations.ocsf import DetectionFinding
@@ -319,3 +319,119 @@ async def test_a_proactive_trigger_runs_the_overdue_flow_for_the_waiting_inciden
                 ):
                     await client.delete_automation(automation.id)
             await client.delete_deployment(deployment_id)
+
+
+async def test_a_playbook_runs_on_the_event_its_trigger_names(store: Store) -> None:
+    """Given prefect.yaml's siem-detection-on-event trigger applied to the test server and
+    the lab knowing the host and user the SIEM names,
+    When the SIEM's siem.detection.raised event is emitted for tenant demo,
+    Then Prefect schedules a playbook-on-event run carrying the event; run, it opens an
+    incident of that tenant made of the event, runs siem-detection on it, and (approved)
+    isolates the host the event named at the EDR."""
+    import yaml
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.events import emit_event
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    from flows.lifecycle import playbook_on_event
+    from tests.flows.test_lifecycle import approve
+
+    config = yaml.safe_load(PREFECT_YAML.read_text())
+    [declared] = [d for d in config["deployments"] if d["name"] == "siem-detection-on-event"]
+    host = f"WS-{next(_numbers)}"
+    lab = default_lab()
+    lab.simulator("crowdstrike").add_host(host)  # type: ignore[attr-defined]
+    lab.simulator("okta").add_user("mgarcia@acme.example")  # type: ignore[attr-defined]
+    deployment = await playbook_on_event.to_deployment(
+        name=f"siem-{host.lower()}",
+        parameters=declared["parameters"],
+        triggers=[
+            DeploymentEventTrigger.model_validate(
+                {**declared["triggers"][0], "match": {"prefect.resource.id": f"siem.{host}"}}
+            )
+        ],
+    )
+    deployment_id = await deployment.apply()
+    try:
+        await asyncio.sleep(1)  # the triggers service loads new automations on its own tick
+        emit_event(
+            "siem.detection.raised",
+            resource={
+                "prefect.resource.id": f"siem.{host}",
+                "stanch.tenant": "demo",
+                "stanch.severity": "high",
+            },
+            payload={"title": f"Lateral movement from {host}", "hostnames": [host]},
+        )
+        await drain_prefect_clients()
+        runs = []
+        async with get_client() as client:
+            for _ in range(150):
+                runs = await client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+                )
+                if runs:
+                    break
+                await asyncio.sleep(0.2)
+        [scheduled] = runs
+        assert scheduled.parameters["playbook"] == "siem-detection"
+        event = scheduled.parameters["event"]
+        assert event["event"] == "siem.detection.raised"
+        assert event["resource"]["stanch.tenant"] == "demo"
+    finally:
+        async with get_client() as client:
+            for automation in await client.read_automations():
+                if any(
+                    getattr(a, "deployment_id", None) == deployment_id for a in automation.actions
+                ):
+                    await client.delete_automation(automation.id)
+            await client.delete_deployment(deployment_id)
+
+    settings = load_settings()
+
+    async def analyst() -> None:
+        answered: set[str] = set()
+        while True:
+            for row in await store.approvals(status="pending"):
+                labels = {plan["target_label"] for plan in row.plans["plans"]}
+                if row.id not in answered and host in labels:
+                    answered.add(row.id)
+                    await approve(store, settings, row)
+            await asyncio.sleep(0.2)
+
+    helper = asyncio.create_task(analyst())
+    try:
+        outcome = await playbook_on_event("siem-detection", event)
+    finally:
+        helper.cancel()
+        await asyncio.gather(helper, return_exceptions=True)
+    assert outcome.playbook == "siem-detection"
+    assert outcome.incident.tenant == "demo"
+    [isolate] = [a for a in outcome.actions if a.plan.action == "edr.contain_host"]
+    assert (isolate.plan.target_label, isolate.status) == (host, ActionStatus.EXECUTED)
+    assert isolate.approved_by == ["cli:alice"]
+
+
+async def test_an_event_without_a_tenant_is_refused_and_kept(store: Store) -> None:
+    """Given a siem.detection event whose resource names no tenant,
+    When playbook-on-event runs on it,
+    Then it fails naming resource.stanch.tenant, no incident is opened, and the event is
+    kept as a dead letter with that field."""
+    from flows.errors import AlertRejected
+    from flows.lifecycle import playbook_on_event
+
+    event = {
+        "id": "00000000-0000-4000-8000-000000000001",
+        "event": "siem.detection.raised",
+        "occurred": datetime.now(UTC).isoformat(),
+        "resource": {"prefect.resource.id": "siem.anything"},
+        "payload": {"hostnames": ["WS-0001"]},
+    }
+    before = len(await store.dead_letters())
+    with pytest.raises(AlertRejected) as caught:
+        await playbook_on_event("siem-detection", event)
+    assert caught.value.field == "resource.stanch.tenant"
+    kept = (await store.dead_letters())[before:]
+    assert [(k.source, k.field) for k in kept] == [
+        ("prefect-event/siem-detection", "resource.stanch.tenant")
+    ]

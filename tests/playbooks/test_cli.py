@@ -27,7 +27,7 @@ def test_validate_accepts_the_library(capsys: pytest.CaptureFixture[str]) -> Non
     When validated,
     Then exit 0 and a count of valid playbooks."""
     assert run("validate", str(PLAYBOOKS)) == 0
-    assert capsys.readouterr().out == "6 playbooks valid\n"
+    assert capsys.readouterr().out == "7 playbooks valid\n"
 
 
 def test_validate_prints_file_line_code_message(capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,7 +122,7 @@ def test_test_passes_for_the_library(capsys: pytest.CaptureFixture[str]) -> None
     Then every case passes for all six playbooks."""
     assert run("test", "--playbooks", str(PLAYBOOKS)) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == "6 playbooks, 11 cases, 0 failed"
+    assert out.splitlines()[-1] == "7 playbooks, 12 cases, 0 failed"
     assert "FAIL" not in out
 
 
@@ -142,7 +142,7 @@ def test_test_fails_on_a_wrong_expectation(
     out = capsys.readouterr().out
     assert "FAIL c2-beacon: two-hosts-one-server" in out
     assert '"ttl_seconds": 60' in out and '"ttl_seconds": 604800' in out
-    assert out.splitlines()[-1] == "6 playbooks, 11 cases, 1 failed"
+    assert out.splitlines()[-1] == "7 playbooks, 12 cases, 1 failed"
 
 
 def test_test_fails_for_a_playbook_without_examples(

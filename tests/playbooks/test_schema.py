@@ -41,7 +41,7 @@ def test_each_invalid_fixture_fails_with_its_code(path: Path) -> None:
 def test_the_library_is_valid() -> None:
     """Given playbooks/,
     When every file is loaded,
-    Then all six playbooks load, each id equal to its file name."""
+    Then all seven playbooks load, each id equal to its file name."""
     loaded = load_playbooks(PLAYBOOKS)
     assert [p.id for p in loaded] == [
         "c2-beacon",
@@ -49,6 +49,7 @@ def test_the_library_is_valid() -> None:
         "entra-risky-signin",
         "phishing-click",
         "ransomware",
+        "siem-detection",
         "triage-low",
     ]
     assert all(Path(p.file).stem == p.id for p in loaded)
