@@ -325,7 +325,7 @@ def _merge_step(
     merged = dict(body)
     for key, value in kept.items():
         if key == "step_extensions" and isinstance(value, dict):
-            merged["step_extensions"] = {**value, **body["step_extensions"]}
+            merged["step_extensions"] = {**value, **body.get("step_extensions", {})}
         elif key in ("on_completion", "on_success", "on_failure", "step_extensions"):
             continue  # the workflow's links are stanch's
         elif executable and key in EXECUTABLE_KEYS:
@@ -340,11 +340,23 @@ def _merge_playbook(doc: dict[str, Any], kept: dict[str, Any] | None) -> dict[st
         return doc
     merged = dict(doc)
     for key, value in kept.items():
-        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+        if key == "workflow" and isinstance(value, dict):
+            # What other tools added to stanch's structural steps (start, end, conditions),
+            # by step id; an id this version no longer has is dropped with its step.
+            merged["workflow"] = {
+                k: _merge_step(step, value.get(k), executable=True)
+                for k, step in doc["workflow"].items()
+            }
+        elif isinstance(value, dict) and isinstance(doc.get(key), dict):
             merged[key] = {**value, **doc[key]}
         elif key not in doc:
             merged[key] = value
     return merged
+
+
+def build_document(playbook: LoadedPlaybook) -> dict[str, Any]:
+    """The document, unchecked; the playbook must have its dates (import compares with it)."""
+    return _Export(playbook).build()
 
 
 def export_document(playbook: LoadedPlaybook) -> dict[str, Any]:
