@@ -1,12 +1,25 @@
-"""YAML playbooks: schema, loader, sandboxed templates, the planner and routing.
+"""YAML playbooks: schema, loader, sandboxed templates, the planner, routing and CACAO.
 
 The lifecycle calls :func:`route` to pick a playbook for an incident and
 :func:`plan_playbook` to turn it into :class:`~flows.models.ActionPlan` objects per stage;
 :func:`decide` applies the tenant's policy, tightened by ``approval: required`` steps.
+:func:`export_document` and :func:`import_document` carry playbooks to and from OASIS
+CACAO 2.0 documents.
 """
 
 from __future__ import annotations
 
+from flows.playbook.cacao import (
+    CacaoError,
+    CacaoImport,
+    CacaoIssue,
+    CacaoRule,
+    MappingRow,
+    check_document,
+    export_document,
+    export_text,
+    import_document,
+)
 from flows.playbook.engine import (
     Lookup,
     PlannedAction,
@@ -31,9 +44,14 @@ from flows.playbook.schema import ACTIONS, ErrorCode, Playbook
 
 __all__ = [
     "ACTIONS",
+    "CacaoError",
+    "CacaoImport",
+    "CacaoIssue",
+    "CacaoRule",
     "ErrorCode",
     "LoadedPlaybook",
     "Lookup",
+    "MappingRow",
     "PlannedAction",
     "Playbook",
     "PlaybookError",
@@ -43,7 +61,11 @@ __all__ = [
     "Route",
     "StepNote",
     "adapter_lookup",
+    "check_document",
     "decide",
+    "export_document",
+    "export_text",
+    "import_document",
     "load_playbook",
     "load_playbooks",
     "parse_playbook",

@@ -139,7 +139,7 @@ class _Foreign:
         if kind == "switch-condition":
             switch = one_line(step["switch"], 120)
             return [
-                (target, (*ctx, _Condition(f"{switch} is {case!r}")))
+                (target, (*ctx, _Condition(_case(switch, case))))
                 for case, target in step["cases"].items()
             ] + after
         return after
@@ -211,8 +211,8 @@ class _Foreign:
         sid = self.new_id(name)
         made: list[str] = []
         out: dict[str, Any] = {"id": sid}
-        description = step.get("description")
-        out["description"] = one_line(description) if description else f"CACAO step {name}"
+        if step.get("description"):
+            out["description"] = one_line(step["description"])
         out["action"] = spec.name
         if ctx:
             conditions = " and ".join(c.text for c in ctx)
@@ -267,11 +267,12 @@ class _Foreign:
         what = "; then ".join(t for t in texts if t) or name
         prefix = f"only if {' and '.join(c.text for c in ctx)}: " if ctx else ""
         out: dict[str, Any] = {"id": sid}
-        description = step.get("description")
-        out["description"] = one_line(description) if description else f"CACAO step {name}"
+        if step.get("description"):
+            out["description"] = one_line(step["description"])
         out["manual"] = literal(one_line(f"{prefix}{name}: {what}", 2000))
         kept = {k: v for k, v in step.items() if k not in _STEP_STRUCTURE
-                and k not in ("playbook_id", "playbook_version", "in_args", "out_args")}  # fmt: skip
+                and k not in ("description", "playbook_id", "playbook_version", "in_args",
+                              "out_args")}  # fmt: skip
         if kept:
             out["cacao"] = kept
         self.add(key, self.stage, out)
@@ -281,6 +282,8 @@ class _Foreign:
     # OpenC2 ------------------------------------------------------------------------------
     def openc2(self, step: dict[str, Any], command: dict[str, Any]) -> _Executable | str:
         kind = command.get("type")
+        if kind == "manual":
+            return "a manual step: an analyst does it"
         if kind != "openc2-http":
             return f"{kind} commands are never run by stanch"
         try:
@@ -371,6 +374,12 @@ class _Foreign:
             return _checked(variable["value"], what)
         known = ", ".join(INCIDENT_VARIABLES)
         return f"no value for {name}: stanch binds only its incident variables ({known}) and variables with a value"
+
+
+def _case(switch: str, case: str) -> str:
+    if case == "default":
+        return f"no other case of {switch} matches"
+    return f"{switch} is {case!r}"
 
 
 def _checked(text: str, what: str) -> _Target | str:

@@ -271,6 +271,12 @@ def _rows_for_stanch(doc: dict[str, Any], owners: dict[str, str]) -> list[Mappin
             detail = f"{ext['stage']}: {ext['action']}" + (
                 "" if lookup else ", through policy and approval"
             )
+            if ext.get("approval") == "required":
+                detail += "; always asks a human"
+            if "confirm" in ext:
+                detail += "; waits for an analyst to confirm it first"
+            if "when" in ext:
+                detail += f"; only when {ext['when']}"
         else:
             status = next(k for k in ("hunt", "notify", "manual") if k in ext)
             detail = f"{ext['stage']}: listed for an analyst, never executed"

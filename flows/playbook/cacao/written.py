@@ -110,7 +110,7 @@ def dump_yaml(data: dict[str, Any], header: list[str]) -> str:
     parts = []
     for key, value in data.items():
         block = yaml.dump(
-            {key: value}, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+            {key: value}, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096
         )
         if key == "trigger" and not value:
             block = (
