@@ -241,11 +241,25 @@ class _FromStanch:
         return extras
 
     def mismatch(self, where: str, expected: Any, found: Any) -> None:
-        want = json.dumps(expected, ensure_ascii=False)[:80]
-        got = "nothing" if found is None else json.dumps(found, ensure_ascii=False)[:80]
+        want = _show(expected)
+        got = "nothing" if found is None else _show(found)
         self.issue(where, CacaoRule.MISMATCH,
                    f"the stanch extension makes this {want} but the document says {got}; "
                    + _HOW)  # fmt: skip
+
+
+def _show(value: Any) -> str:
+    """A value for a message, with OpenC2 content decoded (the base64 says nothing)."""
+
+    def plain(inner: Any) -> Any:
+        if isinstance(inner, dict):
+            return {k: _decoded(v) if k == "content_b64" else plain(v) for k, v in inner.items()}
+        if isinstance(inner, list):
+            return [plain(v) for v in inner]
+        return inner
+
+    text = json.dumps(plain(value), ensure_ascii=False)
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 _HOW = (

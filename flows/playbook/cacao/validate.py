@@ -252,8 +252,8 @@ class _Checks:
             self.add(
                 "/workflow_start",
                 CacaoRule.START,
-                f"workflow_start names a {self.workflow[start].get('type')!r} step; it must "
-                "name the start step",
+                f"workflow_start names a step of type {self.workflow[start].get('type')!r}; "
+                "it must name the start step",
             )
 
     def _defined(self, where: str, value: Any, table: str, what: str) -> None:
@@ -325,7 +325,9 @@ class _Checks:
                     seen.add(nxt)
                     todo.append(nxt)
         for key in sorted(reachable):
-            self._ends(key, self.workflow[key], edges[key])
+            # A dangling reference is reported as such, not as a missing end.
+            nexts = [s for _, s in _successors(self.workflow[key])]
+            self._ends(key, self.workflow[key], nexts)
         self._cycles(sorted(seen), edges)
 
     def _ends(self, key: str, step: dict[str, Any], nexts: list[str]) -> None:
