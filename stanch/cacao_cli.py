@@ -175,7 +175,9 @@ def import_playbook(
         return 1
     path = where if forced_id else where / f"{result.playbook.id}.yaml"
     if path.exists() and not force:
-        print(f"{path} exists; pass --force to replace it, or -o to write elsewhere", file=sys.stderr)
+        print(
+            f"{path} exists; pass --force to replace it, or -o to write elsewhere", file=sys.stderr
+        )
         return 1
     _write(path, result.yaml)
     if json_output:

@@ -458,8 +458,10 @@ def _semantics(issues: _Issues, playbook: Playbook, file: str) -> dict[Stage, tu
         issues.add(
             ("id",), "id-mismatch", f"id is {playbook.id!r} but the file is named {stem}.yaml"
         )
-    if playbook.created and playbook.modified and _moment(playbook.modified) < _moment(
+    if (
         playbook.created
+        and playbook.modified
+        and _moment(playbook.modified) < _moment(playbook.created)
     ):
         issues.add(("modified",), "invalid-value", "modified is earlier than created")
     trigger = playbook.trigger

@@ -36,11 +36,25 @@ from flows.playbook.loader import LoadedPlaybook
 from flows.playbook.schema import ACTIONS, STAGE_ORDER
 
 # Top-level properties import maps or rebuilds; everything else is kept for re-export.
-_MAPPED = frozenset({
-    "type", "spec_version", "id", "name", "description", "created_by", "created", "modified",
-    "workflow_start", "workflow", "workflow_exception", "playbook_types", "playbook_activities",
-    "derived_from", "playbook_processing_summary",
-})  # fmt: skip
+_MAPPED = frozenset(
+    {
+        "type",
+        "spec_version",
+        "id",
+        "name",
+        "description",
+        "created_by",
+        "created",
+        "modified",
+        "workflow_start",
+        "workflow",
+        "workflow_exception",
+        "playbook_types",
+        "playbook_activities",
+        "derived_from",
+        "playbook_processing_summary",
+    }
+)
 # Never kept: credentials have no place in a playbook; signatures break with any change.
 _DROPPED = {
     "authentication_info_definitions": "credentials never live in stanch playbooks; give "
@@ -113,8 +127,14 @@ class _Foreign:
             self.action(key, step, name, ctx)
             return after
         if kind == "playbook-action":
-            self.manual(key, step, name, ctx, [_playbook_action(step)],
-                        ["stanch playbooks cannot call other playbooks; run it by hand"])  # fmt: skip
+            self.manual(
+                key,
+                step,
+                name,
+                ctx,
+                [_playbook_action(step)],
+                ["stanch playbooks cannot call other playbooks; run it by hand"],
+            )
             return after
         structure = {
             "start": "start",
@@ -205,8 +225,10 @@ class _Foreign:
         first: bool,
     ) -> list[str]:
         spec = ACTIONS[command.verb.action]
-        stage = next((s for s in STAGE_ORDER[STAGE_ORDER.index(self.stage):] if s in spec.stages),
-                     min(spec.stages, key=STAGE_ORDER.index))  # fmt: skip
+        stage = next(
+            (s for s in STAGE_ORDER[STAGE_ORDER.index(self.stage) :] if s in spec.stages),
+            min(spec.stages, key=STAGE_ORDER.index),
+        )
         self.stage = max(self.stage, stage, key=STAGE_ORDER.index)
         sid = self.new_id(name)
         made: list[str] = []
@@ -221,8 +243,11 @@ class _Foreign:
         args: dict[str, Any] = {}
         if command.by_hostname:
             lookup = self.new_id(f"{sid}_host")
-            found: dict[str, Any] = {"id": lookup, "description": f"Find the host {name} names",
-                                     "action": "edr.find_host"}  # fmt: skip
+            found: dict[str, Any] = {
+                "id": lookup,
+                "description": f"Find the host {name} names",
+                "action": "edr.find_host",
+            }
             if target.each:
                 found["for_each"] = target.value
                 found["args"] = {"hostname": "{{ item }}"}
@@ -246,9 +271,22 @@ class _Foreign:
             args["reason"] = "stanch {{ incident.id }}: CACAO " + literal(name)
         out["args"] = args
         if first:
-            kept = {k: v for k, v in step.items()
-                    if k not in (*_STEP_STRUCTURE, "commands", "agent", "targets", "name",
-                                 "description", "step_variables", "in_args", "out_args")}  # fmt: skip
+            kept = {
+                k: v
+                for k, v in step.items()
+                if k
+                not in (
+                    *_STEP_STRUCTURE,
+                    "commands",
+                    "agent",
+                    "targets",
+                    "name",
+                    "description",
+                    "step_variables",
+                    "in_args",
+                    "out_args",
+                )
+            }
             if kept:
                 out["cacao"] = kept
         made.append(self.add(key, stage, out))
@@ -270,14 +308,20 @@ class _Foreign:
         if step.get("description"):
             out["description"] = one_line(step["description"])
         out["manual"] = literal(one_line(f"{prefix}{name}: {what}", 2000))
-        kept = {k: v for k, v in step.items() if k not in _STEP_STRUCTURE
-                and k not in ("description", "playbook_id", "playbook_version", "in_args",
-                              "out_args")}  # fmt: skip
+        kept = {
+            k: v
+            for k, v in step.items()
+            if k not in _STEP_STRUCTURE
+            and k not in ("description", "playbook_id", "playbook_version", "in_args", "out_args")
+        }
         if kept:
             out["cacao"] = kept
         self.add(key, self.stage, out)
-        self.rows.append(MappingRow(key, name, (sid,), "manual",
-                                    "not executed: " + "; ".join(dict.fromkeys(reasons))))  # fmt: skip
+        self.rows.append(
+            MappingRow(
+                key, name, (sid,), "manual", "not executed: " + "; ".join(dict.fromkeys(reasons))
+            )
+        )
 
     # OpenC2 ------------------------------------------------------------------------------
     def openc2(self, step: dict[str, Any], command: dict[str, Any]) -> _Executable | str:
@@ -292,10 +336,10 @@ class _Foreign:
             return "the OpenC2 content is not JSON"
         # [U] OpenC2 over HTTPS 1.0 sends the bare command; 1.1 wraps it in a message
         # (headers, body.openc2.request). Both readings are accepted.
-        request = body.get("body", {}).get("openc2", {}).get("request") if "body" in body else body
+        request = _dig(body, "body", "openc2", "request") if "body" in body else body
         if not isinstance(request, dict) or not isinstance(request.get("target"), dict):
             return "the OpenC2 content has no command with a target"
-        action, target = request.get("action"), request["target"]
+        action, target = str(request.get("action")), request["target"]
         if len(target) != 1:
             return "an OpenC2 target names exactly one kind of target"
         [(kind_of, value)] = target.items()
@@ -319,7 +363,10 @@ class _Foreign:
             elif isinstance(arg, dict) and "device_containment" in arg:
                 # [U] the Endpoint Response profile's own arguments sit under its namespace.
                 if arg["device_containment"] != "network_isolation":
-                    return f"device_containment {arg['device_containment']!r}: stanch isolates hosts from the network only"
+                    kind = arg["device_containment"]
+                    return (
+                        f"device_containment {kind!r}: stanch isolates hosts from the network only"
+                    )
             elif name not in _ARGS_IGNORED and not isinstance(arg, dict):
                 return f"the OpenC2 argument {name!r} has no stanch equivalent"
         if verb.target == "device":
@@ -332,12 +379,14 @@ class _Foreign:
             target = self.value(step, named, "hostname")
             if isinstance(target, str):
                 return target
-            return _Executable(verb, target, by_hostname=True,
-                               notes=["looks the host up in the EDR by name first"])  # fmt: skip
+            return _Executable(
+                verb, target, by_hostname=True, notes=["looks the host up in the EDR by name first"]
+            )
         if verb.target == "ipv4_net":
             address = _ipv4(value)
             if address is None:
-                return f"{json.dumps(value)[:60]} is not one address: stanch blocks single IPv4 addresses"
+                shown = json.dumps(value)[:60]
+                return f"{shown} is not one address: stanch blocks single IPv4 addresses"
             target = self.value(step, address, "ipv4")
         else:
             hashes = value.get("hashes") if isinstance(value, dict) else None
@@ -373,7 +422,16 @@ class _Foreign:
         ):
             return _checked(variable["value"], what)
         known = ", ".join(INCIDENT_VARIABLES)
-        return f"no value for {name}: stanch binds only its incident variables ({known}) and variables with a value"
+        return (
+            f"no value for {name}: stanch binds only its incident variables ({known}) and "
+            "variables with a value"
+        )
+
+
+def _dig(value: Any, *keys: str) -> Any:
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def _case(switch: str, case: str) -> str:
@@ -399,12 +457,10 @@ def _ipv4(value: Any) -> str | None:
     # [U] the language specification writes IPv4-Net as a CIDR string; some examples use
     # an array. Both are read; only a single address (no prefix or /32) is accepted.
     if isinstance(value, list):
-        if len(value) == 1 and isinstance(value[0], str):
-            value = value[0]
-        elif len(value) == 2 and isinstance(value[0], str) and value[1] == 32:
-            value = value[0]
-        else:
+        single = len(value) == 1 or (len(value) == 2 and value[1] == 32)
+        if not (single and isinstance(value[0], str)):
             return None
+        value = value[0]
     if not isinstance(value, str):
         return None
     address, _, prefix = value.partition("/")
@@ -439,7 +495,8 @@ def _describe(command: dict[str, Any], step: dict[str, Any], doc: dict[str, Any]
             content = json.dumps(json.loads(decode_base64(command.get("content_b64", ""))))
         except ValueError:
             content = "(not JSON)"
-        return f"send the OpenC2 command {one_line(content, 400)} to {where or agent or 'the actuator'}"
+        actuator = where or agent or "the actuator"
+        return f"send the OpenC2 command {one_line(content, 400)} to {actuator}"
     on = f" on {where}" if where else (f" by {agent}" if agent else "")
     return f"{kind} command{on}: {text}"
 
@@ -479,8 +536,11 @@ def import_foreign(
     for key, step in doc["workflow"].items():
         if key not in work.visited:
             name = one_line(step.get("name") or step["type"], 120)
-            work.rows.append(MappingRow(key, name, (), "left out",
-                                        "not reachable from workflow_start: it never runs"))  # fmt: skip
+            work.rows.append(
+                MappingRow(
+                    key, name, (), "left out", "not reachable from workflow_start: it never runs"
+                )
+            )
     for prop, why in _DROPPED.items():
         if prop in doc:
             work.rows.append(MappingRow("", prop, (), "dropped", why))

@@ -133,8 +133,11 @@ class _FromStanch:
                 )
                 continue
             if ext["step_id"] in self.step_keys:
-                self.issue(at + "/step_id", CacaoRule.EXTENSION,
-                           f"step_id {ext['step_id']!r} is used by two steps")  # fmt: skip
+                self.issue(
+                    at + "/step_id",
+                    CacaoRule.EXTENSION,
+                    f"step_id {ext['step_id']!r} is used by two steps",
+                )
                 continue
             self.step_keys[ext["step_id"]] = key
             if not {"action"} & ext.keys():
@@ -199,12 +202,17 @@ class _FromStanch:
         kept_steps: dict[str, dict[str, Any]] = {}
         workflow, generated = self.doc["workflow"], expected["workflow"]
         for key in workflow.keys() - generated.keys():
-            self.issue(pointer("workflow", key), CacaoRule.MISMATCH,
-                       "this step is not in the playbook the stanch extension describes; "
-                       + _HOW)  # fmt: skip
+            self.issue(
+                pointer("workflow", key),
+                CacaoRule.MISMATCH,
+                "this step is not in the playbook the stanch extension describes; " + _HOW,
+            )
         for key in generated.keys() - workflow.keys():
-            self.issue(pointer("workflow"), CacaoRule.MISMATCH,
-                       f"step {key} of the stanch playbook is missing; " + _HOW)  # fmt: skip
+            self.issue(
+                pointer("workflow"),
+                CacaoRule.MISMATCH,
+                f"step {key} of the stanch playbook is missing; " + _HOW,
+            )
         for key in sorted(workflow.keys() & generated.keys()):
             extras = self.step_differences(key, workflow[key], generated[key])
             if not extras:
@@ -243,9 +251,11 @@ class _FromStanch:
     def mismatch(self, where: str, expected: Any, found: Any) -> None:
         want = _show(expected)
         got = "nothing" if found is None else _show(found)
-        self.issue(where, CacaoRule.MISMATCH,
-                   f"the stanch extension makes this {want} but the document says {got}; "
-                   + _HOW)  # fmt: skip
+        self.issue(
+            where,
+            CacaoRule.MISMATCH,
+            f"the stanch extension makes this {want} but the document says {got}; " + _HOW,
+        )
 
 
 def _show(value: Any) -> str:
@@ -276,7 +286,11 @@ def _rows_for_stanch(doc: dict[str, Any], owners: dict[str, str]) -> list[Mappin
         name = step.get("name") or step["type"]
         sid = owners.get(key)
         if sid is None:
-            rows.append(MappingRow(key, name, (), "structure", f"{step['type']}: folded into stanch's stage order"))
+            rows.append(
+                MappingRow(
+                    key, name, (), "structure", f"{step['type']}: folded into stanch's stage order"
+                )
+            )
             continue
         ext = step["step_extensions"][EXTENSION_ID]
         if "action" in ext:

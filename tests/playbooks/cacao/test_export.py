@@ -99,7 +99,9 @@ def test_a_playbook_without_dates_cannot_be_exported(tmp_path: Path) -> None:
     When exported,
     Then a missing-field error says which dates CACAO needs."""
     text = (PLAYBOOKS / "c2-beacon.yaml").read_text(encoding="utf-8")
-    undated = "".join(line for line in text.splitlines(True) if not line.startswith(("created", "modified")))
+    undated = "".join(
+        line for line in text.splitlines(True) if not line.startswith(("created", "modified"))
+    )
     path = tmp_path / "c2-beacon.yaml"
     path.write_text(undated, encoding="utf-8")
     with pytest.raises(PlaybookError) as caught:
@@ -124,9 +126,13 @@ def test_actions_with_an_openc2_word_are_openc2_commands() -> None:
         "target": {"ipv4_net": "__item__:value"},
         "args": {"duration": 86_400_000},
     }
-    assert _openc2(doc, "block_hash")["target"] == {"file": {"hashes": {"sha256": "__item__:value"}}}
+    assert _openc2(doc, "block_hash")["target"] == {
+        "file": {"hashes": {"sha256": "__item__:value"}}
+    }
     assert _openc2(doc, "release_hosts")["action"] == "allow"
-    suspend = [c for c in _commands(doc) if c.get("command", "").startswith("identity.suspend_user")]
+    suspend = [
+        c for c in _commands(doc) if c.get("command", "").startswith("identity.suspend_user")
+    ]
     assert suspend and suspend[0]["type"] == "stanch"
 
 

@@ -172,7 +172,9 @@ def test_incident_variables_bind_to_the_incident() -> None:
     """Given deny ipv4_net on __incident_external_ips__,
     When imported,
     Then the step blocks each of the incident's external addresses, with no expiry."""
-    text = _with_command({"action": "deny", "target": {"ipv4_net": "__incident_external_ips__:value"}})
+    text = _with_command(
+        {"action": "deny", "target": {"ipv4_net": "__incident_external_ips__:value"}}
+    )
     result = import_document(text, "x.json")
     [step] = [s for s in result.playbook.steps() if s.id == "block_mac_address"]
     assert step.step.for_each == "{{ incident.external_ips }}"
@@ -213,14 +215,17 @@ def test_a_foreign_step_with_a_stanch_extension_elsewhere_is_not_trusted() -> No
     Then it is a foreign playbook and the ssh step is manual: an extension alone executes
     nothing."""
     exported = export_document(
-        import_document(_with_command({"action": "query", "target": {"features": []}}), "x").playbook
+        import_document(
+            _with_command({"action": "query", "target": {"features": []}}), "x"
+        ).playbook
     )
     ext = next(iter(exported["extension_definitions"]))
     doc = copy.deepcopy(_doc("bad-mac-address.json"))
     action = doc["workflow"]["action--00000000-0000-4000-8000-000000000102"]
     doc["extension_definitions"] = {ext: exported["extension_definitions"][ext]}
-    action["step_extensions"] = {ext: {"step_id": "x", "stage": "contain", "position": 0,
-                                       "action": "edr.contain_host"}}  # fmt: skip
+    action["step_extensions"] = {
+        ext: {"step_id": "x", "stage": "contain", "position": 0, "action": "edr.contain_host"}
+    }
     result = import_document(json.dumps(doc), "x.json")
     assert result.foreign
     assert [s.step.kind for s in result.playbook.steps()] == ["manual"]

@@ -35,9 +35,7 @@ CASES = [
 LAYOUT = "extension-definition--00000000-0000-4000-8000-000000000900"
 
 
-async def _plans(
-    playbooks: list[LoadedPlaybook], case: dict[str, Any]
-) -> list[PlaybookPlan]:
+async def _plans(playbooks: list[LoadedPlaybook], case: dict[str, Any]) -> list[PlaybookPlan]:
     """Each playbook planned for the case against one lab (host ids are per lab)."""
     folder = PLAYBOOKS / "examples" / playbooks[0].id
     incident = incident_of(read_alerts([folder / name for name in case["alerts"]]))
@@ -53,9 +51,7 @@ def _signature(plan: PlaybookPlan) -> tuple[list[tuple[str, str, str]], list[tup
     )
 
 
-@pytest.mark.parametrize(
-    ("playbook", "case"), CASES, ids=[f"{p.id}:{c['name']}" for p, c in CASES]
-)
+@pytest.mark.parametrize(("playbook", "case"), CASES, ids=[f"{p.id}:{c['name']}" for p, c in CASES])
 async def test_imported_export_plans_exactly_like_the_original(
     playbook: LoadedPlaybook, case: dict[str, Any]
 ) -> None:
@@ -89,7 +85,9 @@ def test_export_piped_into_import_reproduces_the_ransomware_plans(tmp_path: Path
     `stanch playbook test` passes every case of the library."""
     stanch = Path(sys.executable).parent / "stanch"
     out = tmp_path / "imported"
-    pipeline = f"{stanch} playbook export ransomware --format cacao | {stanch} playbook import - -o {out}"
+    pipeline = (
+        f"{stanch} playbook export ransomware --format cacao | {stanch} playbook import - -o {out}"
+    )
     done = subprocess.run(["/bin/sh", "-c", pipeline], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "as ransomware ->" in done.stdout

@@ -25,7 +25,7 @@ EXPECTED = {
     "cacao-reference": "/workflow/action--00000000-0000-4000-8000-000000000102/on_completion",
     "cacao-no-end": "/workflow/action--00000000-0000-4000-8000-000000000105",
     "cacao-cycle": "/workflow/action--00000000-0000-4000-8000-000000000102",
-    "cacao-content": "/workflow/action--00000000-0000-4000-8000-000000000102/commands/0/content_b64",
+    "cacao-content": "/commands/0/content_b64",
     "cacao-extension": "/stage",
     "cacao-mismatch": "/commands",
     "cacao-stanch": "/workflow/action--00000000-0000-4000-8000-000000000102",
