@@ -18,7 +18,7 @@ from typing import Any
 
 from jsonschema import Draft7Validator
 
-from flows.playbook.cacao.export import build_document, export_document
+from flows.playbook.cacao.export import build_document
 from flows.playbook.cacao.foreign import import_foreign
 from flows.playbook.cacao.mapping import EXTENSION_ID, LINKS
 from flows.playbook.cacao.rows import MappingRow, parse_imported
@@ -326,8 +326,13 @@ def _import_stanch(doc: dict[str, Any], file: str, playbook_id: str | None) -> C
         for step in steps:
             if step["id"] in kept_steps:
                 step["cacao"] = kept_steps[step["id"]]
-    loaded = parse_imported(dump_yaml(data, []), file, work.pointers(), fallback)
-    again = export_document(loaded)
+    # Without anything kept, the playbook is the one just compared; else parse it again.
+    kept_any = kept or kept_steps
+    loaded = (
+        parse_imported(dump_yaml(data, []), file, work.pointers(), fallback) if kept_any else first
+    )
+    # The document was validated on the way in: the same document needs no second check.
+    again = build_document(loaded)
     if not same(again, doc):
         raise CacaoError([CacaoIssue(file, "", CacaoRule.MISMATCH, _HOW)])
     if playbook_id is not None and playbook_id != data["id"]:
