@@ -320,7 +320,7 @@ def _merge_step(
     body: dict[str, Any], kept: dict[str, Any] | None, *, executable: bool
 ) -> dict[str, Any]:
     """The generated step plus what import kept of the CACAO step (never what stanch runs)."""
-    if not kept:
+    if not isinstance(kept, dict) or not kept:
         return body
     merged = dict(body)
     for key, value in kept.items():

@@ -480,7 +480,8 @@ def _decoded_text(command: dict[str, Any]) -> str:
 
 def _names(doc: dict[str, Any], table: str, ids: list[str]) -> str:
     defined = doc.get(table) or {}
-    return ", ".join(one_line(str(defined.get(i, {}).get("name", i)), 60) for i in ids)
+    named = [defined[i].get("name", i) if isinstance(defined.get(i), dict) else i for i in ids]
+    return ", ".join(one_line(str(n), 60) for n in named)
 
 
 def _describe(command: dict[str, Any], step: dict[str, Any], doc: dict[str, Any]) -> str:

@@ -216,8 +216,14 @@ class _Checks:
     def __init__(self, data: dict[str, Any], file: str) -> None:
         self.data = data
         self.file = file
-        self.workflow: dict[str, Any] = data.get("workflow") or {}
         self.found: list[CacaoIssue] = []
+        # Keys with an unknown prefix escape the schemas, so their value may be anything.
+        self.workflow: dict[str, Any] = {}
+        for key, step in (data.get("workflow") or {}).items():
+            if isinstance(step, dict):
+                self.workflow[key] = step
+            else:
+                self.add(pointer("workflow", key), CacaoRule.STEP_TYPE, "a step is a JSON object")
 
     def add(self, where: str, rule: CacaoRule, message: str) -> None:
         self.found.append(CacaoIssue(self.file, where, rule, message))
@@ -299,6 +305,9 @@ class _Checks:
             self._defined(pointer("markings", i), marking, "data_marking_definitions", "marking")
         for table in ("agent_definitions", "target_definitions"):
             for key, entry in (self.data.get(table) or {}).items():
+                if not isinstance(entry, dict):
+                    self.add(pointer(table, key), CacaoRule.SCHEMA, "a definition is a JSON object")
+                    continue
                 self._defined(
                     pointer(table, key, "authentication_info"),
                     entry.get("authentication_info"),

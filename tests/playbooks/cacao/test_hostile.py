@@ -82,3 +82,19 @@ def test_any_openc2_content_is_mapped_or_made_manual(content: Any) -> None:
         import_document(json.dumps(doc), "fuzzed.json")
     except CacaoError as exc:
         assert exc.issues
+
+
+def test_values_the_schemas_do_not_reach_are_refused_not_crashed_on() -> None:
+    """Given keys with prefixes the schemas do not know (a workflow step, an agent) whose
+    values are not objects,
+    When imported,
+    Then a CacaoError points at each of them."""
+    doc = json.loads((HERE / "bad-mac-address.json").read_text(encoding="utf-8"))
+    doc["workflow"]["bogus--00000000-0000-4000-8000-000000000109"] = 5
+    doc["agent_definitions"]["soarca--00000000-0000-4000-8000-000000000110"] = "soarca-ssh"
+    try:
+        import_document(json.dumps(doc), "odd.json")
+    except CacaoError as exc:
+        pointers = {i.pointer for i in exc.issues}
+    assert "/workflow/bogus--00000000-0000-4000-8000-000000000109" in pointers
+    assert "/agent_definitions/soarca--00000000-0000-4000-8000-000000000110" in pointers
