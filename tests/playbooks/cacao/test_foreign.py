@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from flows.playbook import export_document, import_document
 from stanch.playbook_cli import app
@@ -229,3 +231,44 @@ def test_a_foreign_step_with_a_stanch_extension_elsewhere_is_not_trusted() -> No
     result = import_document(json.dumps(doc), "x.json")
     assert result.foreign
     assert [s.step.kind for s in result.playbook.steps()] == ["manual"]
+
+
+def test_a_foreign_import_passes_stanch_playbook_test_with_its_examples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given the OpenC2 playbook imported into a copy of the library, with an example case
+    (the ransomware alert, which still routes to the ransomware playbook),
+    When `stanch playbook test` runs,
+    Then its case passes: the lifted block, the host release and the hash unblock are
+    planned in remediate, and the range and the app restriction are not executed."""
+    library = tmp_path / "playbooks"
+    shutil.copytree(PLAYBOOKS, library)
+    assert (
+        run("import", str(HERE / "openc2-readings.json"), "-o", str(library / "lift-c2.yaml")) == 0
+    )
+    examples = library / "examples" / "lift-c2"
+    examples.mkdir()
+    shutil.copy(ALERT, examples / "ransomware.json")
+    reason = "stanch INC-20250314-0001: CACAO"
+    sha = "8f2b7c1e5a9d4f3b6c0e1d2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e"
+    case = {
+        "name": "lift",
+        "alerts": ["ransomware.json"],
+        "routes_to": "ransomware",
+        "plans": {
+            "contain": [],
+            "remediate": [
+                {"action": "firewall.unblock_ip", "target": "203.0.113.66"},
+                {"action": "edr.release_host", "target": "aid-0042",
+                 "parameters": {"reason": f"{reason} Release the host"}},
+                {"action": "edr.unblock_hash", "target": sha},
+            ],
+        },
+        "not_executed": ["block_a_whole_range", "quarantine_with_app_restriction"],
+    }  # fmt: skip
+    (examples / "expected.yaml").write_text(yaml.safe_dump({"cases": [case]}), encoding="utf-8")
+    capsys.readouterr()
+    code = run("test", "--playbooks", str(library))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "ok   lift-c2: lift" in out
