@@ -17,6 +17,8 @@ book = define_playbook(
     version=2,
     title="Credential phishing link clicked",
     owner="soc-leads",
+    created="2026-11-21T07:10:09Z",  # first commit (as phishing-click.yaml)
+    modified="2026-12-03T17:13:18Z",  # this version: converted to Python
     attack=["T1566.002", "T1204.001"],
     trigger={
         "sources": ["defender", "crowdstrike", "sentinelone"],

@@ -2,7 +2,9 @@
 
 Nothing here calls a vendor, writes to the store or starts Prefect: lookups are answered
 by the in-process lab simulators, seeded with the hosts and users the alerts name.
-Validation lines read ``file:line: code: message`` like compiler errors.
+Validation lines read ``file:line: code: message`` like compiler errors (``file: /json/
+pointer: rule: message`` for CACAO documents). ``export`` and ``import`` live in
+:mod:`stanch.cacao_cli`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 
 from flows.models import Incident, Stage, Verdict
 from flows.playbook import (
+    CacaoError,
     LoadedPlaybook,
     Lookup,
     PlaybookError,
@@ -27,6 +30,7 @@ from flows.playbook import (
     PlaybookRunError,
     adapter_lookup,
     decide,
+    import_document,
     load_playbook,
     load_playbooks,
     plan_playbook,
@@ -39,6 +43,16 @@ from flows.wiring import Lab, connect
 from integrations.ocsf import DetectionFinding
 
 app = App(name="playbook", help="YAML playbooks: validate, dry-run, test and route.")
+app.command(
+    "stanch.cacao_cli:export_playbook",
+    name="export",
+    help="Export a playbook as an OASIS CACAO 2.0 document.",
+)
+app.command(
+    "stanch.cacao_cli:import_playbook",
+    name="import",
+    help="Import a CACAO 2.0 playbook as stanch YAML, with a mapping of every step.",
+)
 
 _ACTION_STAGES = (Stage.CONTAIN, Stage.REMEDIATE)
 
@@ -129,9 +143,29 @@ def _verdict(decision: RoeDecision) -> str:
     return decision.verdict.value
 
 
+def _validate_cacao(path: Path) -> bool:
+    """Whether a CACAO document is valid and imports as a valid playbook; prints issues."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}: /: cacao-no-file: cannot read the document: {exc}")
+        return False
+    try:
+        import_document(text, str(path))
+    except CacaoError as exc:
+        for issue in exc.issues:
+            print(issue)
+        return False
+    return True
+
+
 @app.command
 def validate(*paths: Path) -> int:
     """Validate playbook files; print one line per error, ``file:line: code: message``.
+
+    A ``.json`` file is a CACAO 2.0 document: it is checked against the OASIS schemas and
+    the semantic rules, and must import as a valid playbook; its errors read
+    ``file: /json/pointer: rule: message``.
 
     Args:
         paths: files or directories (their *.yaml); default: playbooks/.
@@ -145,6 +179,9 @@ def validate(*paths: Path) -> int:
         return 1
     failed = 0
     for path in files:
+        if path.suffix == ".json":
+            failed += not _validate_cacao(path)
+            continue
         try:
             load_playbook(path)
         except PlaybookError as exc:

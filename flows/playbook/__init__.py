@@ -1,14 +1,27 @@
-"""Playbooks, YAML and Python: schema, loaders, sandboxed templates, the planner, routing.
+"""Playbooks, YAML and Python: schema, loaders, sandboxed templates, the planner, routing, CACAO.
 
 The lifecycle calls :func:`load_playbooks` for the library (``<id>.yaml`` and ``<id>.py``),
 :func:`route` to pick a playbook for an incident and :func:`plan_playbook` to turn it into
 :class:`~flows.models.ActionPlan` objects per stage; :func:`decide` applies the tenant's
 policy, tightened by ``approval: required`` steps. A Python playbook declares itself with
 :func:`define_playbook` and plans through a read-only :class:`StageContext`.
+:func:`export_document` and :func:`import_document` carry YAML playbooks to and from OASIS
+CACAO 2.0 documents.
 """
 
 from __future__ import annotations
 
+from flows.playbook.cacao import (
+    CacaoError,
+    CacaoImport,
+    CacaoIssue,
+    CacaoRule,
+    MappingRow,
+    check_document,
+    export_document,
+    export_text,
+    import_document,
+)
 from flows.playbook.engine import (
     Lookup,
     PlannedAction,
@@ -32,9 +45,14 @@ from flows.playbook.schema import ACTIONS, ErrorCode, Playbook
 
 __all__ = [
     "ACTIONS",
+    "CacaoError",
+    "CacaoImport",
+    "CacaoIssue",
+    "CacaoRule",
     "ErrorCode",
     "LoadedPlaybook",
     "Lookup",
+    "MappingRow",
     "MutationRefused",
     "PlannedAction",
     "Playbook",
@@ -48,8 +66,12 @@ __all__ = [
     "StageContext",
     "StepNote",
     "adapter_lookup",
+    "check_document",
     "decide",
     "define_playbook",
+    "export_document",
+    "export_text",
+    "import_document",
     "load_playbook",
     "load_playbooks",
     "parse_playbook",

@@ -11,6 +11,7 @@ import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -445,12 +446,24 @@ def _check_dependencies(
                 )
 
 
+def _moment(value: date) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+
+
 def _semantics(issues: _Issues, playbook: Playbook, file: str) -> dict[Stage, tuple[Any, ...]]:
     stem = Path(file).stem
     if file != "<inline>" and stem != playbook.id:
         issues.add(
             ("id",), "id-mismatch", f"id is {playbook.id!r} but the file is named {stem}.yaml"
         )
+    if (
+        playbook.created
+        and playbook.modified
+        and _moment(playbook.modified) < _moment(playbook.created)
+    ):
+        issues.add(("modified",), "invalid-value", "modified is earlier than created")
     trigger = playbook.trigger
     if trigger.min_severity > trigger.max_severity:
         issues.add(

@@ -13,10 +13,11 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from flows.models import Stage
@@ -261,6 +262,8 @@ TacticId = Annotated[str, BeforeValidator(_attack_id(r"TA\d{4}", "tactic", "TA00
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 EventName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)*(\.\*)?$")]
 Scalar = str | int | bool | None
+Timestamp = AwareDatetime | date
+CacaoData = dict[str, Any]
 
 
 class _Strict(BaseModel):
@@ -312,6 +315,9 @@ class Step(_Strict):
             human, even where policy would allow it unattended).
         confirm: a question an analyst must answer yes to before the step is planned
             (``Is the host clean?``); until then the plan lists the step as waiting.
+        cacao: what ``stanch playbook import`` kept of the CACAO step that stanch has no
+            field for (its original commands, other tools' extensions); export writes it
+            back. Never read when planning.
     """
 
     id: StepId
@@ -328,6 +334,7 @@ class Step(_Strict):
     depends_on: tuple[StepId, ...] = ()
     approval: Annotated[Literal["policy", "required"], BeforeValidator(_approval)] = "policy"
     confirm: str | None = None
+    cacao: CacaoData | None = None
 
     @property
     def kind(self) -> str:
@@ -361,6 +368,11 @@ class Playbook(_Strict):
         attack: the ATT&CK techniques the playbook answers.
         trigger: which incidents it answers.
         steps: what it does, per lifecycle stage.
+        created: when the playbook was first written (a date or a timestamp).
+        modified: when this version was written; with ``created``, the dates a CACAO
+            export carries.
+        cacao: what ``stanch playbook import`` kept of the CACAO document that stanch has
+            no field for; export writes it back. Never read when planning.
     """
 
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
@@ -371,3 +383,6 @@ class Playbook(_Strict):
     attack: tuple[TechniqueId, ...] = ()
     trigger: Trigger
     steps: Steps
+    created: Timestamp | None = None
+    modified: Timestamp | None = None
+    cacao: CacaoData | None = None
