@@ -33,6 +33,32 @@ class Stage(StrEnum):
     REPORT = "report"
 
 
+class CaseStatus(StrEnum):
+    """Where an incident stands as a case.
+
+    The flow moves a case forward along ``new → investigating → contained → remediated →
+    awaiting-closure`` (skipping what did not happen); a person, or the tenant's policy,
+    closes it; a person reopens it.
+    """
+
+    NEW = "new"
+    INVESTIGATING = "investigating"
+    CONTAINED = "contained"
+    REMEDIATED = "remediated"
+    AWAITING_CLOSURE = "awaiting-closure"
+    CLOSED = "closed"
+    REOPENED = "reopened"
+
+
+class Disposition(StrEnum):
+    """What the analyst concluded when closing a case."""
+
+    TRUE_POSITIVE = "true-positive"
+    BENIGN_TRUE_POSITIVE = "benign-true-positive"
+    FALSE_POSITIVE = "false-positive"
+    DUPLICATE = "duplicate"
+
+
 class Incident(BaseModel):
     """One or more correlated alerts about the same host, user or indicator.
 

@@ -2,12 +2,32 @@
 
 The store (:func:`open_store`, tables in :mod:`~flows.record.tables`, migrations in
 :mod:`~flows.record.migrations`) on SQLite or PostgreSQL; the hash-chained
-:class:`Ledger` of every action and decision; the clocks and metrics (:func:`clocks_of`);
-the incident report (:func:`publish_report`) and its Slack summary.
+:class:`Ledger` of every action, decision and case change; each incident's case
+(:class:`CaseBook`: status, assignee, notes, links, merges, closure with a disposition);
+the clocks, SLAs and metrics (:func:`clocks_of`); the incident report
+(:func:`publish_report`) and its Slack summary.
 """
 
 from __future__ import annotations
 
+from flows.record.case_store import CaseBook
+from flows.record.case_views import (
+    CaseAssignment,
+    CaseLink,
+    CaseListing,
+    CaseNote,
+    CaseRecord,
+    CaseTransition,
+    case_touches,
+)
+from flows.record.cases import (
+    AUTO_CLOSE_ACTOR,
+    CORRELATING_STATUSES,
+    FLOW_ACTOR,
+    NOTE_MAX_CHARS,
+    LinkKind,
+    is_human,
+)
 from flows.record.entries import (
     GENESIS_HASH,
     HASHED_FIELDS,
@@ -23,6 +43,7 @@ from flows.record.entries import (
     utc_iso,
 )
 from flows.record.ledger import Ledger
+from flows.record.merging import Moved, move_incident_contents
 from flows.record.metrics import (
     BUILT_IN,
     CLOCKS,
@@ -43,6 +64,10 @@ from flows.record.tables import (
     ApprovalRow,
     ApprovalVoteRow,
     Base,
+    CaseAssignmentRow,
+    CaseLinkRow,
+    CaseNoteRow,
+    CaseTransitionRow,
     CursorRow,
     DeadLetterRow,
     IncidentEntityRow,
@@ -51,20 +76,36 @@ from flows.record.tables import (
     IncidentTriageRow,
     LedgerEntryRow,
     SlackApprovalRow,
+    SlaEventRow,
     StageEventRow,
 )
 
 __all__ = [
+    "AUTO_CLOSE_ACTOR",
     "BUILT_IN",
     "CLOCKS",
+    "CORRELATING_STATUSES",
+    "FLOW_ACTOR",
     "GENESIS_HASH",
     "HASHED_FIELDS",
+    "NOTE_MAX_CHARS",
     "PLAYBOOK_ID_MAX",
     "ActionRow",
     "AlertRow",
     "ApprovalRow",
     "ApprovalVoteRow",
     "Base",
+    "CaseAssignment",
+    "CaseAssignmentRow",
+    "CaseBook",
+    "CaseLink",
+    "CaseLinkRow",
+    "CaseListing",
+    "CaseNote",
+    "CaseNoteRow",
+    "CaseRecord",
+    "CaseTransition",
+    "CaseTransitionRow",
     "CursorRow",
     "DeadLetterRow",
     "EntryKind",
@@ -79,17 +120,23 @@ __all__ = [
     "LedgerEntry",
     "LedgerEntryRow",
     "LedgerHead",
+    "LinkKind",
+    "Moved",
     "SchemaError",
+    "SlaEventRow",
     "SlackApprovalRow",
     "StageEventRow",
     "Store",
     "Tamper",
     "VerifyReport",
+    "case_touches",
     "chain_hash",
     "clocks_of",
     "exported_entry_hash",
     "incident_clocks",
+    "is_human",
     "md_escape",
+    "move_incident_contents",
     "open_store",
     "period_report",
     "post_incident_summary",
