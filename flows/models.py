@@ -252,6 +252,10 @@ class IncidentOutcome(BaseModel):
         default_factory=list, description="steps that planned no action, and why"
     )
     ledger: dict[str, Any] = Field(default_factory=dict, description="verification, entries")
+    case_status: str | None = Field(default=None, description="the case status when reported")
+    clock_notes: dict[str, str] = Field(
+        default_factory=dict, description="why a clock has no value (containment denied ...)"
+    )
 
 
 # The verbs a plan may name, and the plan parameters each takes. Anything else is refused

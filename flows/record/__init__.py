@@ -11,6 +11,7 @@ the clocks, SLAs and metrics (:func:`clocks_of`); the incident report
 from __future__ import annotations
 
 from flows.record.case_store import CaseBook
+from flows.record.case_sweep import SlaNotice, auto_close_idle, sweep_slas
 from flows.record.case_views import (
     CaseAssignment,
     CaseLink,
@@ -48,6 +49,7 @@ from flows.record.metrics import (
     BUILT_IN,
     CLOCKS,
     IncidentClocks,
+    automation,
     clocks_of,
     incident_clocks,
     period_report,
@@ -55,6 +57,7 @@ from flows.record.metrics import (
 )
 from flows.record.migrations import SchemaError
 from flows.record.report import md_escape, publish_report, render_html, render_markdown
+from flows.record.sla import SLA_CLOCKS, SlaClock, sla_attainment, sla_clocks
 from flows.record.slack_summary import post_incident_summary, summary_view
 from flows.record.store import Store, open_store
 from flows.record.tables import (
@@ -90,6 +93,7 @@ __all__ = [
     "HASHED_FIELDS",
     "NOTE_MAX_CHARS",
     "PLAYBOOK_ID_MAX",
+    "SLA_CLOCKS",
     "ActionRow",
     "AlertRow",
     "ApprovalRow",
@@ -123,12 +127,16 @@ __all__ = [
     "LinkKind",
     "Moved",
     "SchemaError",
+    "SlaClock",
     "SlaEventRow",
+    "SlaNotice",
     "SlackApprovalRow",
     "StageEventRow",
     "Store",
     "Tamper",
     "VerifyReport",
+    "auto_close_idle",
+    "automation",
     "case_touches",
     "chain_hash",
     "clocks_of",
@@ -143,7 +151,10 @@ __all__ = [
     "publish_report",
     "render_html",
     "render_markdown",
+    "sla_attainment",
+    "sla_clocks",
     "summarise",
     "summary_view",
+    "sweep_slas",
     "utc_iso",
 ]

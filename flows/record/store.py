@@ -71,13 +71,6 @@ class Store:
             if flow_run_id is not None:
                 row.flow_run_id = flow_run_id
 
-    async def set_incident_status(self, incident_id: str, status: str) -> None:
-        """Mark an incident ``open``, ``contained``, ``resolved`` ..."""
-        async with self._session.begin() as session:
-            row = await session.get(IncidentRow, incident_id)
-            if row is not None:
-                row.status = status
-
     async def set_incident_playbook(self, incident_id: str, playbook: str | None) -> None:
         """Record which playbook handles an incident (``None``: the built-in response).
 

@@ -37,6 +37,7 @@ from integrations.slack.messages import (
     approval_request,
     deny_reason_errors,
     deny_reason_modal,
+    duration,
     escape,
     incident_summary,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "classify",
     "deny_reason_errors",
     "deny_reason_modal",
+    "duration",
     "ensure_same_message",
     "escape",
     "incident_summary",

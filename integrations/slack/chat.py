@@ -265,6 +265,30 @@ class SlackChat:
         )
         return str(response["ts"])
 
+    def post_notice(self, text: str, *, channel: str, thread_ts: str | None = None) -> str:
+        """A notice for everyone following the incident; returns its ``ts``.
+
+        Slack API: ``chat.postMessage``; with ``thread_ts`` the notice goes in the
+        incident's thread and ``reply_broadcast`` shows it in the channel too, so the
+        thread and the channel both see it. ``text`` is escaped.
+        """
+        response = self._call(
+            "chat.postMessage",
+            lambda: self.client.chat_postMessage(
+                channel=channel,
+                thread_ts=thread_ts,
+                reply_broadcast=True if thread_ts else None,
+                text=escape_clipped(text, 3000),
+                unfurl_links=False,
+                unfurl_media=False,
+            ),
+        )
+        return str(response["ts"])
+
+    async def apost_notice(self, text: str, *, channel: str, thread_ts: str | None = None) -> str:
+        """:meth:`post_notice` in a worker thread."""
+        return await asyncio.to_thread(self.post_notice, text, channel=channel, thread_ts=thread_ts)
+
     async def apost_approval(self, view: ApprovalView) -> MessageRef:
         """:meth:`post_approval` in a worker thread."""
         return await asyncio.to_thread(self.post_approval, view)

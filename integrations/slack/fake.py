@@ -329,7 +329,7 @@ class FakeSlack:
 
 
 def _message_fields(params: JSON) -> JSON:
-    keep = ("text", "blocks", "thread_ts", "unfurl_links", "unfurl_media")
+    keep = ("text", "blocks", "thread_ts", "reply_broadcast", "unfurl_links", "unfurl_media")
     fields = {k: params[k] for k in keep if k in params}
     if isinstance(fields.get("blocks"), str):
         fields["blocks"] = json.loads(fields["blocks"])
