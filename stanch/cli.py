@@ -27,6 +27,11 @@ app.command(approvals_app)
 app.command("stanch.policy_cli:app", name="policy", help="Per-tenant rules of engagement.")
 app.command("stanch.ledger_cli:app", name="ledger", help="Verify and read the action ledger.")
 app.command(
+    "stanch.incidents_cli:app",
+    name="incidents",
+    help="Incidents as cases: list, show, assign, note, close, reopen, merge.",
+)
+app.command(
     "stanch.serve_cli:serve",
     help="Alert intake service; on one host also serves the deployments (incidents, sweep).",
 )

@@ -10,6 +10,7 @@ the clocks, SLAs and metrics (:func:`clocks_of`); the incident report
 
 from __future__ import annotations
 
+from flows.record.case_file import CaseFile, case_file
 from flows.record.case_store import CaseBook
 from flows.record.case_sweep import SlaNotice, auto_close_idle, sweep_slas
 from flows.record.case_views import (
@@ -102,6 +103,7 @@ __all__ = [
     "CaseAssignment",
     "CaseAssignmentRow",
     "CaseBook",
+    "CaseFile",
     "CaseLink",
     "CaseLinkRow",
     "CaseListing",
@@ -137,6 +139,7 @@ __all__ = [
     "VerifyReport",
     "auto_close_idle",
     "automation",
+    "case_file",
     "case_touches",
     "chain_hash",
     "clocks_of",
