@@ -125,6 +125,15 @@ def _print_summary(result: dict[str, Any]) -> None:
     out.print(actions)
     clocks = ", ".join(f"{k} {v}s" for k, v in result["clocks"].items() if v is not None)
     out.print(f"Clocks from first alert: {clocks}")
+    for name, why in result.get("clock_notes", {}).items():
+        out.print(f"  {name}: — ({why})", markup=False)
+    out.print(f"Case: {result.get('case_status')}", markup=False)
+    if result.get("case_status") == "awaiting-closure":
+        out.print(
+            f"Close it: stanch incidents close {result['incident_id']} "
+            '--disposition true-positive --summary "…"',
+            markup=False,
+        )
     out.print(f"Report: {result['report'].get('markdown')} and {result['report'].get('html')}")
     out.print(f"Finished in {result['elapsed_seconds']} s")
 
