@@ -178,6 +178,7 @@ SURFACES: dict[str, list[str]] = {
         "period_report",
         "post_incident_summary",
         "publish_report",
+        "recorded_breaches",
         "render_html",
         "render_markdown",
         "sla_attainment",

@@ -10,7 +10,7 @@ the clocks, SLAs and metrics (:func:`clocks_of`); the incident report
 
 from __future__ import annotations
 
-from flows.record.case_file import CaseFile, case_file
+from flows.record.case_file import CaseFile, case_file, recorded_breaches
 from flows.record.case_store import CaseBook
 from flows.record.case_sweep import SlaNotice, auto_close_idle, sweep_slas
 from flows.record.case_views import (
@@ -152,6 +152,7 @@ __all__ = [
     "period_report",
     "post_incident_summary",
     "publish_report",
+    "recorded_breaches",
     "render_html",
     "render_markdown",
     "sla_attainment",

@@ -99,17 +99,22 @@ class CaseFile(BaseModel):
     sla: list[SlaClock]
 
 
-async def recorded_breaches(store: Store, incident_id: str) -> Collection[str]:
-    """The clocks whose SLA breach the sweep recorded for the incident."""
+async def recorded_breaches(store: Store, incident_ids: Collection[str]) -> dict[str, set[str]]:
+    """Per incident, the clocks whose SLA breach the sweep recorded."""
+    found: dict[str, set[str]] = {i: set() for i in incident_ids}
+    if not found:
+        return found
     async with store.engine.connect() as conn:
         rows = (
             await conn.execute(
-                select(SlaEventRow.clock).where(
-                    SlaEventRow.incident_id == incident_id, SlaEventRow.kind == "breach"
+                select(SlaEventRow.incident_id, SlaEventRow.clock).where(
+                    SlaEventRow.incident_id.in_(list(found)), SlaEventRow.kind == "breach"
                 )
             )
         ).all()
-    return {r.clock for r in rows}
+    for row in rows:
+        found[row.incident_id].add(row.clock)
+    return found
 
 
 async def case_file(

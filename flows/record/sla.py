@@ -83,10 +83,11 @@ def sla_clocks(
         deadline = origin + target
         reached = clocks.clocks.get(name)
         state: SlaState
-        if reached is not None:
-            state = "met" if reached <= target.total_seconds() else "breached"
-        elif name in recorded_breaches:
+        if name in recorded_breaches:
+            # The sweep saw the deadline pass unmet: whatever happened after is late.
             state = "breached"
+        elif reached is not None:
+            state = "met" if reached <= target.total_seconds() else "breached"
         elif closed_at is not None:
             state = "n/a" if closed_at <= deadline else "breached"
         else:
