@@ -31,7 +31,7 @@ from prefect.client.schemas.objects import State
 from pydantic import SecretStr
 from slack_sdk import WebClient
 
-from flows.approval import ApprovalService, run_sweeper, submit_decision
+from flows.approval import ApprovalService, interaction_router, run_sweeper, submit_decision
 from flows.detect import Intake
 from flows.lifecycle import handle_incident
 from flows.models import ActionStatus, Incident, IncidentOutcome
@@ -323,7 +323,9 @@ async def run_incident_via_slack(
         async def analyst(store: Store, incident_id: str, stop: asyncio.Event) -> list[str]:
             service = ApprovalService(store, chat, settings.approval_key(), team_id=fake.team_id)
             listener = SlackInteractions(
-                service.handle, SlackRequestVerifier(signing_secret), team_id=fake.team_id
+                interaction_router(service.handle, None),
+                SlackRequestVerifier(signing_secret),
+                team_id=fake.team_id,
             )
             intake = Intake(store, start_incident=_no_start)
             app = create_app(ServiceSettings(), intake, sources={}, slack=listener)

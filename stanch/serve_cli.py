@@ -188,7 +188,12 @@ async def _slack_side(store: Any) -> Any:
     if settings.approval_channel != "slack":
         yield None
         return
-    from flows.approval import run_sweeper, slack_approval_service
+    from flows.approval import (
+        interaction_router,
+        run_sweeper,
+        slack_approval_service,
+        slack_case_service,
+    )
     from flows.errors import ConfigurationError
     from integrations.slack import SlackRequestVerifier
     from stanch.slack_listener import SlackInteractions
@@ -197,6 +202,9 @@ async def _slack_side(store: Any) -> Any:
         # The same builder as the sweep flow's; it names every missing bot token, channel
         # and team id (clicks are accepted from that workspace only).
         service = slack_approval_service(store, settings)
+        handle = interaction_router(
+            service.handle, slack_case_service(store, service.chat, settings)
+        )
     except ConfigurationError as exc:
         raise SystemExit(str(exc)) from exc
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
@@ -207,7 +215,7 @@ async def _slack_side(store: Any) -> Any:
     listener = None
     if settings.slack_signing_secret is not None:
         listener = SlackInteractions(
-            service.handle,
+            handle,
             SlackRequestVerifier(settings.slack_signing_secret),
             team_id=service.team_id,
         )
@@ -222,7 +230,7 @@ async def _slack_side(store: Any) -> Any:
                 app_token=settings.slack_app_token.get_secret_value(),
                 web_client=service.chat.client,
             ),
-            service.handle,
+            handle,
             asyncio.get_running_loop(),
             team_id=service.team_id,
         )

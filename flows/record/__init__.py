@@ -59,7 +59,7 @@ from flows.record.metrics import (
 from flows.record.migrations import SchemaError
 from flows.record.report import md_escape, publish_report, render_html, render_markdown
 from flows.record.sla import SLA_CLOCKS, SlaClock, sla_attainment, sla_clocks
-from flows.record.slack_summary import post_incident_summary, summary_view
+from flows.record.slack_summary import post_incident_summary, redraw_summary, summary_view
 from flows.record.store import Store, open_store
 from flows.record.tables import (
     PLAYBOOK_ID_MAX,
@@ -153,6 +153,7 @@ __all__ = [
     "post_incident_summary",
     "publish_report",
     "recorded_breaches",
+    "redraw_summary",
     "render_html",
     "render_markdown",
     "sla_attainment",

@@ -229,6 +229,39 @@ class SlackChat:
         opened: dict[str, Any] = response["view"]
         return str(opened.get("id", ""))
 
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        """Open a modal built by stanch; returns the view's id.
+
+        Slack API: ``views.open`` (the ``trigger_id`` is only valid for about 3 seconds).
+        """
+        response = self._call(
+            "views.open", lambda: self.client.views_open(trigger_id=trigger_id, view=view)
+        )
+        opened: dict[str, Any] = response["view"]
+        return str(opened.get("id", ""))
+
+    def update_message(
+        self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]
+    ) -> None:
+        """Redraw a message stanch posted (the incident summary) in place.
+
+        Slack API: ``chat.update``.
+        """
+        self._call(
+            "chat.update",
+            lambda: self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks),
+        )
+
+    async def aopen_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        """:meth:`open_view` in a worker thread."""
+        return await asyncio.to_thread(self.open_view, trigger_id, view)
+
+    async def aupdate_message(
+        self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]
+    ) -> None:
+        """:meth:`update_message` in a worker thread."""
+        await asyncio.to_thread(self.update_message, channel, ts, text, blocks)
+
     def approver_ids(self, usergroup_id: str) -> frozenset[str]:
         """The members of a user group.
 

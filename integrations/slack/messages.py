@@ -399,6 +399,8 @@ class SummaryView(BaseModel):
         ledger_verified: whether the hash-chained ledger verified; ``None`` when not checked.
         ledger_message: the verifier's one-line explanation.
         failed_stages: stages that failed, so a partial response does not read as complete.
+        case_status: the case's status (``awaiting-closure`` ...); empty: not shown.
+        assignee: who has the case (``slack:U…`` becomes a mention).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -415,6 +417,8 @@ class SummaryView(BaseModel):
     ledger_verified: bool | None = None
     ledger_message: str = ""
     failed_stages: list[str] = Field(default_factory=list)
+    case_status: str = Field(default="", pattern=r"^(?:[a-z][a-z-]{0,39})?$")
+    assignee: str = ""
 
 
 def duration(seconds: float | None) -> str:
@@ -475,6 +479,12 @@ def _ledger_line(view: SummaryView) -> str:
     return f":warning: *Ledger NOT verified*{detail}"
 
 
+def _owner(assignee: str) -> str:
+    # A Slack assignee is mentioned (a validated id only); anyone else is inert code.
+    slack_id = assignee.removeprefix("slack:")
+    return _mention(slack_id) if _USER_ID.fullmatch(slack_id) else code(assignee, 64)
+
+
 def summary_fallback_text(view: SummaryView) -> str:
     """The notification text: counts only, so no alert text reaches a notification."""
     failed = f"; failed stages: {', '.join(view.failed_stages)}" if view.failed_stages else ""
@@ -502,6 +512,9 @@ def incident_summary(view: SummaryView) -> tuple[str, list[JSON]]:
     ]
     if view.time_to_acknowledge is not None:
         fields.append(f"*Time to first decision*\n{duration(view.time_to_acknowledge)}")
+    if view.case_status:
+        owner = f" · {_owner(view.assignee)}" if view.assignee else ""
+        fields.append(f"*Case*\n{code(view.case_status, 40)}{owner}")
     if view.failed_stages:
         stages = ", ".join(code(s, 40) for s in view.failed_stages)
         fields.append(f":warning: *Failed stages*\n{stages}")
