@@ -70,7 +70,8 @@ def test_targets_per_severity_and_auto_close_rules_are_read() -> None:
             "auto_close.0.when",
         ),
         (
-            "auto_close:\n  - {when: below-triage-threshold, playbook: x, disposition: false-positive}\n",
+            "auto_close:\n  - {when: below-triage-threshold, playbook: x,"
+            " disposition: false-positive}\n",
             4,
             "invalid-value",
             "auto_close.0",
