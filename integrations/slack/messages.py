@@ -394,7 +394,8 @@ class SummaryView(BaseModel):
         in_effect: actions not yet undone, one line each (from alert data: shown as code).
         time_to_contain: seconds from the first alert to the end of containment; ``None``
             when containment never completed.
-        time_to_acknowledge: seconds from the first alert to the first human decision.
+        time_to_acknowledge: seconds from the first alert to the first human touch (a
+            decision, an assignment, a note).
         report_location: where the full report is (a path or URL, shown as text, never a link).
         ledger_verified: whether the hash-chained ledger verified; ``None`` when not checked.
         ledger_message: the verifier's one-line explanation.
@@ -511,7 +512,7 @@ def incident_summary(view: SummaryView) -> tuple[str, list[JSON]]:
         f"*Time to contain*\n{duration(view.time_to_contain)}",
     ]
     if view.time_to_acknowledge is not None:
-        fields.append(f"*Time to first decision*\n{duration(view.time_to_acknowledge)}")
+        fields.append(f"*Time to acknowledge*\n{duration(view.time_to_acknowledge)}")
     if view.case_status:
         owner = f" · {_owner(view.assignee)}" if view.assignee else ""
         fields.append(f"*Case*\n{code(view.case_status, 40)}{owner}")
