@@ -6,7 +6,11 @@ The tree::
     ├── ConfigurationError          settings name an unknown vendor, or credentials are missing
     ├── AlertRejected               an alert payload failed validation (names the field)
     ├── PlanMismatch                the plan about to run is not the plan that was approved
-    └── ApprovalError               an approval decision is unknown, stale, or not authentic
+    ├── ApprovalError               an approval decision is unknown, stale, or not authentic
+    └── CaseError                   a case change was refused; nothing was changed
+        ├── UnknownIncident         no such incident (for this tenant)
+        ├── CaseInputError          a field of the change is missing or invalid (names it)
+        └── CaseConflict            the case's state forbids the change (closing a closed case)
 """
 
 from __future__ import annotations
@@ -41,3 +45,33 @@ class PlanMismatch(StanchError):
 
 class ApprovalError(StanchError):
     """An approval decision could not be applied (unknown, already decided, forged)."""
+
+
+class CaseError(StanchError):
+    """A change to an incident's case was refused; the store and the ledger are unchanged."""
+
+
+class UnknownIncident(CaseError):
+    """No incident with that id, or not one of the caller's tenant's."""
+
+    def __init__(self, incident_id: str) -> None:
+        super().__init__(f"no incident {incident_id}")
+        self.incident_id = incident_id
+
+
+class CaseInputError(CaseError):
+    """A field of the change is missing or invalid.
+
+    Attributes:
+        field: the field, as the caller named it (``disposition``, ``text`` ...).
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class CaseConflict(CaseError):
+    """The case's current state does not allow the change (it is closed, merged ...)."""

@@ -26,6 +26,8 @@ from flows.errors import AlertRejected
 from flows.models import (
     ActionResult,
     ActionStatus,
+    CaseStatus,
+    Disposition,
     Incident,
     IncidentOutcome,
     Investigation,
@@ -46,10 +48,12 @@ from flows.playbook import (
 )
 from flows.policy import RulesOfEngagement, policy_for_tenant
 from flows.record import (
+    AUTO_CLOSE_ACTOR,
+    CaseBook,
     Ledger,
     Store,
-    clocks_of,
     events,
+    incident_clocks,
     open_store,
     post_incident_summary,
     publish_report,
@@ -88,6 +92,8 @@ class Lifecycle:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.cases = CaseBook(store)
+        self.policy = policy
         self.integrations = integrations
         self.flow_run_id = flow_run_id
         self.responder = Responder(
@@ -200,6 +206,9 @@ class Lifecycle:
     async def investigate(self) -> None:
         """Look up every host and user the alerts name, then score the incident."""
         async with self.stage(Stage.INVESTIGATE) as notes:
+            await self.cases.advance(
+                self.incident.id, CaseStatus.INVESTIGATING, reason="investigation started"
+            )
             notes.extend(await self._look_up_and_plan())
 
     async def _look_up_and_plan(self) -> list[str]:
@@ -277,10 +286,7 @@ class Lifecycle:
             notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.CONTAIN)
             notes.extend(await self.responder.authorise_and_execute(Stage.CONTAIN, planned))
-            if any(
-                a.status in (ActionStatus.EXECUTED, ActionStatus.ALREADY_DONE) for a in self.actions
-            ):
-                await self.store.set_incident_status(self.incident.id, "contained")
+            await self._advance_if_done(Stage.CONTAIN, CaseStatus.CONTAINED)
 
     async def remediate(self) -> None:
         """Remove what the attacker left: block the file hash, expire the password."""
@@ -288,6 +294,41 @@ class Lifecycle:
             notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.REMEDIATE)
             notes.extend(await self.responder.authorise_and_execute(Stage.REMEDIATE, planned))
+            await self._advance_if_done(Stage.REMEDIATE, CaseStatus.REMEDIATED)
+
+    async def _advance_if_done(self, stage: Stage, status: CaseStatus) -> None:
+        """Move the case to ``status`` when an action of ``stage`` took effect."""
+        done = [
+            a
+            for a in self.actions
+            if a.plan.stage == stage
+            and a.status in (ActionStatus.EXECUTED, ActionStatus.ALREADY_DONE)
+        ]
+        if done:
+            await self.cases.advance(
+                self.incident.id, status, reason=f"{len(done)} {stage.value} action(s) took effect"
+            )
+
+    async def _close_by_policy(self) -> None:
+        """Close the case if the tenant's policy lets a benign verdict close itself."""
+        if self.investigation.verdict != "benign":
+            return
+        if (await self.cases.get(self.incident.id)).status != CaseStatus.AWAITING_CLOSURE:
+            return  # a re-run of a case a person already closed or reopened
+        handled_by = self.plan.playbook if self.plan else "built-in"
+        for rule in self.policy.rules.auto_close:
+            if rule.when != "benign-verdict" or rule.playbook not in (None, handled_by):
+                continue
+            await self.cases.close(
+                self.incident.id,
+                disposition=Disposition(rule.disposition),
+                summary=(
+                    f"Investigation found it benign (risk {self.investigation.risk_score}); "
+                    f"{handled_by} handled it; closed by the tenant's policy."
+                ),
+                actor=AUTO_CLOSE_ACTOR,
+            )
+            return
 
     def _planned(self, stage: Stage) -> list[PlannedAction]:
         """The stage's plans: the playbook's, or the built-in response's."""
@@ -316,12 +357,16 @@ class Lifecycle:
             ],
         )
         async with self.stage(Stage.REPORT):
+            # The flow's part ends here: a person (or the tenant's policy) closes the case.
+            await self.cases.advance(
+                self.incident.id, CaseStatus.AWAITING_CLOSURE, reason="report written"
+            )
+            await self._close_by_policy()
+            outcome.case_status = (await self.cases.get(self.incident.id)).status
             # From the stored records, as `stanch metrics` computes them: one definition.
-            outcome.clocks = clocks_of(
-                self.incident,
-                await self.store.stage_events(self.incident.id),
-                await self.store.approvals(incident_id=self.incident.id),
-            ).clocks
+            (clocks,) = await incident_clocks(self.store, incident_ids=[self.incident.id])
+            outcome.clocks = clocks.clocks
+            outcome.clock_notes = clocks.missing
             outcome.stages = list(self.stages)
             ledger = Ledger(self.store)
             outcome.in_effect = [
@@ -336,7 +381,6 @@ class Lifecycle:
             }
             with tags(*self._tags(Stage.REPORT, "stanch")):
                 outcome.report_paths = await publish_report(outcome, self.settings.reports_dir)
-            await self.store.set_incident_status(self.incident.id, "resolved")
         outcome.stages = list(self.stages)
         chat = slack_chat(self.settings)
         if chat is not None:

@@ -33,6 +33,32 @@ class Stage(StrEnum):
     REPORT = "report"
 
 
+class CaseStatus(StrEnum):
+    """Where an incident stands as a case.
+
+    The flow moves a case forward along ``new → investigating → contained → remediated →
+    awaiting-closure`` (skipping what did not happen); a person, or the tenant's policy,
+    closes it; a person reopens it.
+    """
+
+    NEW = "new"
+    INVESTIGATING = "investigating"
+    CONTAINED = "contained"
+    REMEDIATED = "remediated"
+    AWAITING_CLOSURE = "awaiting-closure"
+    CLOSED = "closed"
+    REOPENED = "reopened"
+
+
+class Disposition(StrEnum):
+    """What the analyst concluded when closing a case."""
+
+    TRUE_POSITIVE = "true-positive"
+    BENIGN_TRUE_POSITIVE = "benign-true-positive"
+    FALSE_POSITIVE = "false-positive"
+    DUPLICATE = "duplicate"
+
+
 class Incident(BaseModel):
     """One or more correlated alerts about the same host, user or indicator.
 
@@ -226,6 +252,10 @@ class IncidentOutcome(BaseModel):
         default_factory=list, description="steps that planned no action, and why"
     )
     ledger: dict[str, Any] = Field(default_factory=dict, description="verification, entries")
+    case_status: str | None = Field(default=None, description="the case status when reported")
+    clock_notes: dict[str, str] = Field(
+        default_factory=dict, description="why a clock has no value (containment denied ...)"
+    )
 
 
 # The verbs a plan may name, and the plan parameters each takes. Anything else is refused

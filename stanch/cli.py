@@ -27,6 +27,11 @@ app.command(approvals_app)
 app.command("stanch.policy_cli:app", name="policy", help="Per-tenant rules of engagement.")
 app.command("stanch.ledger_cli:app", name="ledger", help="Verify and read the action ledger.")
 app.command(
+    "stanch.incidents_cli:app",
+    name="incidents",
+    help="Incidents as cases: list, show, assign, note, close, reopen, merge.",
+)
+app.command(
     "stanch.serve_cli:serve",
     help="Alert intake service; on one host also serves the deployments (incidents, sweep).",
 )
@@ -120,6 +125,15 @@ def _print_summary(result: dict[str, Any]) -> None:
     out.print(actions)
     clocks = ", ".join(f"{k} {v}s" for k, v in result["clocks"].items() if v is not None)
     out.print(f"Clocks from first alert: {clocks}")
+    for name, why in result.get("clock_notes", {}).items():
+        out.print(f"  {name}: — ({why})", markup=False)
+    out.print(f"Case: {result.get('case_status')}", markup=False)
+    if result.get("case_status") == "awaiting-closure":
+        out.print(
+            f"Close it: stanch incidents close {result['incident_id']} "
+            '--disposition true-positive --summary "…"',
+            markup=False,
+        )
     out.print(f"Report: {result['report'].get('markdown')} and {result['report'].get('html')}")
     out.print(f"Finished in {result['elapsed_seconds']} s")
 

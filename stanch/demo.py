@@ -22,7 +22,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -31,7 +31,7 @@ from prefect.client.schemas.objects import State
 from pydantic import SecretStr
 from slack_sdk import WebClient
 
-from flows.approval import ApprovalService, run_sweeper, submit_decision
+from flows.approval import ApprovalService, interaction_router, run_sweeper, submit_decision
 from flows.detect import Intake
 from flows.lifecycle import handle_incident
 from flows.models import ActionStatus, Incident, IncidentOutcome
@@ -95,11 +95,15 @@ def _finding(
 
 
 def scenario_alerts(now: datetime, *, edr: str, identity: str) -> list[DetectionFinding]:
-    """The two alerts of the demo incident, as the EDR and the IdP would report them."""
+    """The two alerts of the demo incident, as the EDR and the IdP would report them.
+
+    Both carry ``now`` as the time they were raised: the demo raises them when it starts,
+    so every clock measured from them is one a stopwatch would agree with.
+    """
     ransomware = _finding(
         vendor=edr,
         uid=f"{edr}:demo:ransomware:0001",
-        at=now - timedelta(seconds=40),
+        at=now,
         severity_id=5,
         title="Ransomware encrypting files on WS-0042",
         attacks=[
@@ -135,7 +139,7 @@ def scenario_alerts(now: datetime, *, edr: str, identity: str) -> list[Detection
     impossible_travel = _finding(
         vendor=identity,
         uid=f"{identity}:demo:signin:0001",
-        at=now - timedelta(seconds=25),
+        at=now,
         severity_id=4,
         title="Sign-in from a new country (RO) for jdoe@acme.example",
         attacks=[
@@ -319,7 +323,9 @@ async def run_incident_via_slack(
         async def analyst(store: Store, incident_id: str, stop: asyncio.Event) -> list[str]:
             service = ApprovalService(store, chat, settings.approval_key(), team_id=fake.team_id)
             listener = SlackInteractions(
-                service.handle, SlackRequestVerifier(signing_secret), team_id=fake.team_id
+                interaction_router(service.handle, None),
+                SlackRequestVerifier(signing_secret),
+                team_id=fake.team_id,
             )
             intake = Intake(store, start_incident=_no_start)
             app = create_app(ServiceSettings(), intake, sources={}, slack=listener)
@@ -454,7 +460,9 @@ def summary(
             a.status in (ActionStatus.EXECUTED, ActionStatus.ALREADY_DONE) for a in outcome.actions
         ),
         "report": outcome.report_paths,
+        "case_status": outcome.case_status,
         "clocks": outcome.clocks,
+        "clock_notes": outcome.clock_notes,
         "elapsed_seconds": round(elapsed, 2),
         "ui_url": ui_url,
     }

@@ -68,6 +68,15 @@ def verify(*, anchor: str | None = None) -> int:
     return 1
 
 
+def _what(entry: LedgerEntry) -> str:
+    """``edr.contain_host``, ``decision APR-…`` or ``case close``."""
+    from flows.record import EntryKind
+
+    if entry.kind == EntryKind.CASE:
+        return f"case {entry.verb}"
+    return entry.action or f"decision {entry.approval_id}"
+
+
 @app.command
 def show(incident: str, *, json_output: Annotated[bool, Parameter(name="--json")] = False) -> int:
     """List an incident's ledger entries, oldest first.
@@ -86,7 +95,7 @@ def show(incident: str, *, json_output: Annotated[bool, Parameter(name="--json")
     table = Table(
         "seq",
         "recorded (UTC)",
-        "action / decision",
+        "action / decision / case",
         "target",
         "status",
         "by",
@@ -99,7 +108,7 @@ def show(incident: str, *, json_output: Annotated[bool, Parameter(name="--json")
         table.add_row(
             str(e.seq),
             e.recorded_at.strftime("%Y-%m-%d %H:%M:%S"),
-            e.action or f"decision {e.approval_id}",
+            _what(e),
             e.target_label or e.target or "",
             e.status,
             ", ".join(e.approvers),

@@ -49,7 +49,13 @@ def metrics(
 
     async def collect() -> dict[str, Any]:
         async with open_store(load_settings().store_url) as store:
-            return summarise(await incident_clocks(store, tenant=tenant, since=start), by=by)
+            clocks = await incident_clocks(store, tenant=tenant, since=start)
+            summary = summarise(clocks, by=by)
+            if by == "tenant":
+                attained = await attainment(store, clocks)
+                for name, entry in summary.items():
+                    entry["sla"] = attained.get(name, {})
+            return summary
 
     summary = asyncio.run(collect())
     if json_output:
@@ -72,7 +78,46 @@ def metrics(
     for name, entry in summary.items():
         for who, stats in entry["approvers"].items():
             out.print(f"{name}: {who} decides in {stats['median']:.1f}s median ({stats['n']})")
+        rate = entry["containment"]["automation_rate"]
+        out.print(
+            f"{name}: contained without a human {entry['containment']['automation']}, "
+            f"with {entry['containment']['human']}"
+            + ("" if rate is None else f" (automation rate {rate:.0%})"),
+            markup=False,
+        )
+        for line in sla_lines(entry.get("sla", {})):
+            out.print(f"{name}: {line}", markup=False)
     return 0
+
+
+async def attainment(store: Any, clocks: list[Any]) -> dict[str, Any]:
+    """SLA attainment per tenant and severity, against each tenant's rules, now."""
+    from flows.models import utcnow
+    from flows.policy import policy_for_tenant
+    from flows.record import recorded_breaches, sla_attainment
+    from flows.settings import load_settings, policy_directory
+
+    policies = policy_directory(load_settings().policies_dir)
+    breaches = await recorded_breaches(store, [c.incident_id for c in clocks])
+    return sla_attainment(
+        clocks,
+        lambda t: policy_for_tenant(policies, t).rules.sla,
+        now=utcnow(),
+        breaches=breaches,
+    )
+
+
+def sla_lines(per_severity: dict[str, Any]) -> list[str]:
+    """``critical acknowledge: 3 met, 1 breached, 0 pending (75% attained)`` lines."""
+    lines = []
+    for severity, per_clock in per_severity.items():
+        for clock, t in per_clock.items():
+            share = "" if t["attainment"] is None else f" ({t['attainment']:.0%} attained)"
+            lines.append(
+                f"SLA {severity} {clock}: {t['met']} met, {t['breached']} breached, "
+                f"{t['pending']} pending, {t['n/a']} n/a{share}"
+            )
+    return lines
 
 
 @report_app.command
@@ -90,7 +135,7 @@ def period(
         since: how far back, e.g. 7d.
         json_output: print JSON instead of Markdown.
     """
-    from flows.record import open_store, period_report
+    from flows.record import incident_clocks, open_store, period_report
     from flows.settings import load_settings
 
     try:
@@ -101,7 +146,10 @@ def period(
 
     async def collect() -> dict[str, Any]:
         async with open_store(load_settings().store_url) as store:
-            return await period_report(store, tenant=tenant, since=start)
+            report = await period_report(store, tenant=tenant, since=start)
+            clocks = await incident_clocks(store, tenant=tenant, since=start)
+            report["sla"] = (await attainment(store, clocks)).get(tenant, {})
+            return report
 
     report = asyncio.run(collect())
     if json_output:
@@ -118,6 +166,17 @@ def period(
     lines += ["", "## Actions taken", ""]
     lines += [f"- {a}: {n}" for a, n in report["actions_taken"].items()] or ["- none"]
     lines += ["", f"Undone: {report['actions_undone']}"]
+    containment = report["clocks"].get("containment") or {}
+    if containment:
+        lines += [
+            "",
+            "## Automation",
+            "",
+            f"- contained without a human: {containment['automation']}",
+            f"- contained with a human's approval: {containment['human']}",
+        ]
+    lines += ["", "## SLA attainment", ""]
+    lines += [f"- {line}" for line in sla_lines(report["sla"])] or ["- no SLA targets"]
     if report["actions_refused"]:
         lines += ["", "## Refused or failed", ""]
         lines += [f"- {a}: {n}" for a, n in report["actions_refused"].items()]

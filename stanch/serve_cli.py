@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from flows.detect import Intake, StartIncident, TriagePolicy
 from flows.record import open_store
+from stanch.cases_api import ApiToken, CasesApi
 from stanch.runners import (
     DeploymentStarter,
     FlowStarter,
@@ -36,6 +38,7 @@ log = logging.getLogger("stanch.serve")
 
 _SOURCES = TypeAdapter(dict[str, SourceAuth])
 _TRIAGE = TypeAdapter(dict[str, TriagePolicy])
+_TOKENS = TypeAdapter(dict[str, ApiToken])
 
 
 def load_sources(env: Mapping[str, str], sources_file: Path | None = None) -> dict[str, SourceAuth]:
@@ -58,6 +61,33 @@ def load_sources(env: Mapping[str, str], sources_file: Path | None = None) -> di
     if not sources:
         raise ValueError("the source configuration names no source")
     return sources
+
+
+def load_api_tokens(env: Mapping[str, str]) -> dict[str, ApiToken]:
+    """The cases API's tokens from ``STANCH_API_TOKENS_FILE`` or ``STANCH_API_TOKENS``
+    (empty when neither is set: the API is then not served), e.g.
+    ``{"acme-portal": {"tenant": "acme", "token": "<32+ characters>"}}``.
+
+    Raises:
+        ValueError: the configuration is invalid (named by token and field, never the
+            secret), a token name is not lower-case letters, digits, ``.``, ``_``, ``-``,
+            or two names share one token.
+    """
+    path = env.get("STANCH_API_TOKENS_FILE")
+    raw = Path(path).read_text(encoding="utf-8") if path else env.get("STANCH_API_TOKENS")
+    if not raw:
+        return {}
+    try:
+        tokens = _TOKENS.validate_json(raw)
+    except ValidationError as exc:
+        raise ValueError(f"invalid API tokens: {_first_error(exc)}") from exc
+    for name in tokens:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", name):
+            raise ValueError(f"invalid API tokens: {name[:40]!r} is not a token name")
+    secrets = [t.token.get_secret_value() for t in tokens.values()]
+    if len(set(secrets)) != len(secrets):
+        raise ValueError("invalid API tokens: two token names share one token")
+    return tokens
 
 
 def load_triage(env: Mapping[str, str]) -> dict[str, TriagePolicy]:
@@ -106,17 +136,32 @@ async def run_service(
     log_level: str = "info",
     access_log: bool = True,
     stop: asyncio.Event | None = None,
+    api_tokens: Mapping[str, ApiToken] | None = None,
 ) -> None:
     """Open the store and serve the intake app until SIGINT or SIGTERM (or ``stop``).
 
     With ``STANCH_APPROVAL_CHANNEL=slack`` the same process receives Slack clicks (HTTP
     request URL when a signing secret is set, Socket Mode when an app token is set) and
-    runs the approval sweeper (reminders, escalation, expiry).
+    runs the approval sweeper (reminders, escalation, expiry). With ``api_tokens`` it
+    serves the cases API.
     """
     async with open_store(store_url) as store:
         intake = Intake(store, start_incident=start_incident, window=window, triage=triage)
+        cases = None
+        if api_tokens:
+            from stanch.incidents_cli import read_case_file
+
+            cases = CasesApi(
+                store,
+                api_tokens,
+                case_file=lambda book, incident_id, tenant: read_case_file(
+                    book, incident_id, tenant=tenant
+                ),
+            )
         async with _slack_side(store) as slack:
-            app = create_app(settings or ServiceSettings(), intake, sources=sources, slack=slack)
+            app = create_app(
+                settings or ServiceSettings(), intake, sources=sources, slack=slack, cases=cases
+            )
             config = uvicorn.Config(
                 app, host=host, port=port, log_level=log_level, access_log=access_log
             )
@@ -143,7 +188,12 @@ async def _slack_side(store: Any) -> Any:
     if settings.approval_channel != "slack":
         yield None
         return
-    from flows.approval import run_sweeper, slack_approval_service
+    from flows.approval import (
+        interaction_router,
+        run_sweeper,
+        slack_approval_service,
+        slack_case_service,
+    )
     from flows.errors import ConfigurationError
     from integrations.slack import SlackRequestVerifier
     from stanch.slack_listener import SlackInteractions
@@ -152,6 +202,9 @@ async def _slack_side(store: Any) -> Any:
         # The same builder as the sweep flow's; it names every missing bot token, channel
         # and team id (clicks are accepted from that workspace only).
         service = slack_approval_service(store, settings)
+        handle = interaction_router(
+            service.handle, slack_case_service(store, service.chat, settings)
+        )
     except ConfigurationError as exc:
         raise SystemExit(str(exc)) from exc
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
@@ -162,7 +215,7 @@ async def _slack_side(store: Any) -> Any:
     listener = None
     if settings.slack_signing_secret is not None:
         listener = SlackInteractions(
-            service.handle,
+            handle,
             SlackRequestVerifier(settings.slack_signing_secret),
             team_id=service.team_id,
         )
@@ -177,7 +230,7 @@ async def _slack_side(store: Any) -> Any:
                 app_token=settings.slack_app_token.get_secret_value(),
                 web_client=service.chat.client,
             ),
-            service.handle,
+            handle,
             asyncio.get_running_loop(),
             team_id=service.team_id,
         )
@@ -260,6 +313,7 @@ def serve(
     try:
         sources = load_sources(os.environ, sources_file)
         triage = load_triage(os.environ)
+        api_tokens = load_api_tokens(os.environ)
         polled = parse_poll(poll)
         if polled and not (run_flows and deployments):
             raise ValueError(
@@ -299,6 +353,7 @@ def serve(
                 triage=triage,
                 settings=service,
                 log_level=log_level,
+                api_tokens=api_tokens,
             )
         )
     finally:

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from flows.detect import TENANT_PATTERN, IngestResult, Intake
+from stanch.cases_api import CasesApi
 from stanch.slack_listener import SlackInteractions
 
 TIMESTAMP_HEADER = "X-Stanch-Timestamp"
@@ -150,6 +151,7 @@ def create_app(
     *,
     sources: dict[str, SourceAuth],
     slack: SlackInteractions | None = None,
+    cases: CasesApi | None = None,
 ) -> Starlette:
     """The intake service as an ASGI app.
 
@@ -158,6 +160,7 @@ def create_app(
         intake: where alerts go; it owns the store and the start callback.
         sources: the accepted sources by the name in the URL path.
         slack: when given, Slack interactions are received at ``POST /slack/interactions``.
+        cases: when given, the cases API (``/v1/incidents…``, ``/openapi.json``).
     """
 
     async def post_alerts(request: Request) -> JSONResponse:
@@ -219,6 +222,8 @@ def create_app(
     ]
     if slack is not None:
         routes.append(slack.route())
+    if cases is not None:
+        routes.extend(cases.routes())
     return Starlette(routes=routes)
 
 

@@ -30,16 +30,14 @@ from starlette.routing import Route
 
 from flows.approval import Handled
 from integrations.slack import (
-    Click,
-    DenyReason,
+    Interaction,
     InteractionError,
     MalformedPayload,
     SlackRequestVerifier,
     SlackSignatureError,
     WrongTeam,
-    parse_click,
-    parse_deny_reason,
     parse_interaction,
+    parse_payload,
 )
 from integrations.slack.interactions import MAX_BODY_BYTES
 
@@ -47,7 +45,7 @@ log = logging.getLogger("stanch.slack")
 
 INTERACTIONS_PATH = "/slack/interactions"
 
-Handler = Callable[[Click | DenyReason], Coroutine[Any, Any, Handled]]
+Handler = Callable[[Interaction], Coroutine[Any, Any, Handled]]
 
 
 class SlackInteractions:
@@ -102,7 +100,7 @@ class SlackInteractions:
         # An empty 200 acknowledges a click and closes a submitted modal.
         return Response(status_code=200)
 
-    def _schedule(self, interaction: Click | DenyReason) -> None:
+    def _schedule(self, interaction: Interaction) -> None:
         task = asyncio.create_task(self._handle(interaction))
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -124,18 +122,13 @@ class SlackInteractions:
 
 def parse_socket_payload(
     payload: Mapping[str, Any], *, team_id: str, app_id: str | None = None
-) -> Click | DenyReason:
+) -> Interaction:
     """An ``interactive`` envelope's payload (already JSON, no form encoding) as a value.
 
     Raises:
-        InteractionError: not a click or deny reason stanch handles, or another workspace.
+        InteractionError: not an interaction stanch handles, or another workspace.
     """
-    kind = payload.get("type")
-    if kind == "block_actions":
-        return parse_click(payload, team_id=team_id, app_id=app_id)
-    if kind == "view_submission":
-        return parse_deny_reason(payload, team_id=team_id, app_id=app_id)
-    raise MalformedPayload(f"unsupported interaction type {str(kind)[:32]!r}")
+    return parse_payload(payload, team_id=team_id, app_id=app_id)
 
 
 class SocketModeRunner:

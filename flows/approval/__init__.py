@@ -4,11 +4,13 @@ The flow files an :class:`ApprovalRequest` and waits on an :class:`ApprovalGate`
 Prefect pause (:class:`PrefectPauseGate`; the CLI resumes it) or the same pause announced
 in Slack (:class:`SlackPauseGate`). A decision counts only when its HMAC verifies and it
 names exactly the plans asked about (:func:`submit_decision`). :class:`ApprovalService`
-takes Slack clicks, checks who clicked against policy, and reminds, escalates and expires.
+takes Slack clicks, checks who clicked against policy, and reminds, escalates and expires;
+:class:`CaseClickService` takes the incident summary's case buttons under the same checks.
 """
 
 from __future__ import annotations
 
+from flows.approval.case_clicks import CaseClickService, interaction_router, slack_case_service
 from flows.approval.gate import (
     ApprovalGate,
     PrefectPauseGate,
@@ -43,6 +45,7 @@ __all__ = [
     "ApprovalOutcome",
     "ApprovalRequest",
     "ApprovalService",
+    "CaseClickService",
     "DecisionSubmitter",
     "Handled",
     "PrefectPauseGate",
@@ -50,12 +53,14 @@ __all__ = [
     "approval_id_for",
     "approval_view",
     "default_gate",
+    "interaction_router",
     "new_approval_request",
     "pending_row",
     "post_and_bind",
     "run_sweeper",
     "sign_decision",
     "slack_approval_service",
+    "slack_case_service",
     "submit_decision",
     "verify_decision",
     "wait_until_paused",

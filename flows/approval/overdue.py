@@ -62,10 +62,10 @@ async def approval_overdue(incident_id: str) -> list[str]:
         )
         waited = int((now - asked).total_seconds() // 60)
         await chat.apost_notice(
-            channel,
             f"Approval {row.id} for {incident_id} has waited {waited} min for a decision "
             f"(deadline {row.deadline:%Y-%m-%d %H:%M} UTC). Decide it in the approval "
             f"channel or with `stanch approve {row.id}` / `stanch deny {row.id}`.",
+            channel=channel,
         )
         posted.append(row.id)
     get_run_logger().info("%s: %d approval(s) still waiting posted", incident_id, len(posted))

@@ -32,8 +32,9 @@ from flows.detect.entities import EntityKind, entity_keys, fingerprint
 from flows.detect.normalise import _normaliser, normalise
 from flows.detect.triage import TriagePolicy
 from flows.errors import AlertRejected
-from flows.models import Incident, utcnow
+from flows.models import CaseStatus, Incident, utcnow
 from flows.record import (
+    CORRELATING_STATUSES,
     AlertRow,
     CursorRow,
     DeadLetterRow,
@@ -495,7 +496,7 @@ class Intake:
                     "tenant": tenant,
                     "title": incident.title,
                     "severity": int(incident.severity),
-                    "status": "open",
+                    "status": CaseStatus.NEW.value,
                     "created_at": received,
                     "document": incident.model_dump(mode="json"),
                 }
@@ -648,7 +649,7 @@ class Intake:
                 IncidentTriageRow.started,
             )
             .join(IncidentRow, IncidentRow.id == IncidentTriageRow.incident_id)
-            .where(IncidentRow.status == "open")
+            .where(IncidentRow.status.in_(CORRELATING_STATUSES))
         )
         for incident_id, tenant, severity, alert_count, started in states:
             self._open[incident_id] = _Open(incident_id, tenant, severity, alert_count, started)
@@ -661,7 +662,10 @@ class Intake:
                 IncidentEntityRow.last_seen_ms,
             )
             .join(IncidentRow, IncidentRow.id == IncidentEntityRow.incident_id)
-            .where(IncidentRow.status == "open", IncidentEntityRow.last_seen_ms >= cutoff)
+            .where(
+                IncidentRow.status.in_(CORRELATING_STATUSES),
+                IncidentEntityRow.last_seen_ms >= cutoff,
+            )
         )
         for incident_id, kind, value, first, last in rows:
             state = self._open.get(incident_id)
@@ -687,7 +691,8 @@ class Intake:
         for start in range(0, len(ids), _CHUNK):
             closed = await conn.scalars(
                 select(IncidentRow.id).where(
-                    IncidentRow.id.in_(ids[start : start + _CHUNK]), IncidentRow.status != "open"
+                    IncidentRow.id.in_(ids[start : start + _CHUNK]),
+                    IncidentRow.status.not_in(CORRELATING_STATUSES),
                 )
             )
             for incident_id in closed:

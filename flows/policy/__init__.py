@@ -3,7 +3,9 @@
 A tenant's ``policies/<tenant>.yaml`` (or ``default.yaml``) is parsed against its schema
 (:class:`RulesFile`, errors with file, line and a stable code: :class:`PolicyError`),
 loaded by :func:`policy_for_tenant`, and applied by :class:`RulesOfEngagement`: unattended,
-approval by whom and how many, or forbidden, with the reasons (:class:`RoeDecision`).
+approval by whom and how many, or forbidden, with the reasons (:class:`RoeDecision`); and
+what the tenant's cases must meet (:class:`Sla`) and may close unattended
+(:class:`AutoCloseRule`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from flows.policy.schema import (
     ActionRule,
     ApprovalDefaults,
     Approvers,
+    AutoCloseRule,
     Budget,
     Condition,
     Protected,
     RulesFile,
+    Sla,
+    SlaTargets,
 )
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "ActionRule",
     "ApprovalDefaults",
     "Approvers",
+    "AutoCloseRule",
     "Budget",
     "Condition",
     "Policy",
@@ -47,6 +53,8 @@ __all__ = [
     "RoeDecision",
     "RulesFile",
     "RulesOfEngagement",
+    "Sla",
+    "SlaTargets",
     "TimeoutOutcome",
     "count_recent_actions",
     "format_duration",

@@ -169,6 +169,63 @@ class Protected(_Strict):
     approvals: Count = 2
 
 
+# Case service levels and closing by policy (kept apart from the containment rules above).
+class SlaTargets(_Strict):
+    """How soon, from the first alert, each clock must be reached; unset means no target.
+
+    Attributes:
+        acknowledge: until a person first touches the case (a decision, an assignment,
+            a note, a closure).
+        contain: until the first containment action executes.
+        resolve: until the case is closed.
+    """
+
+    acknowledge: Duration | None = None
+    contain: Duration | None = None
+    resolve: Duration | None = None
+
+
+class Sla(_Strict):
+    """Service-level targets of a tenant's incidents, by severity.
+
+    Attributes:
+        targets: per incident severity (``critical``, ``high`` ...); severities not
+            listed have no SLA.
+        warn_before: how long before a deadline the sweep warns in the incident's Slack
+            thread and the channel.
+    """
+
+    targets: dict[Severity, SlaTargets] = Field(default_factory=dict)
+    warn_before: Duration = timedelta(minutes=5)
+
+
+class AutoCloseRule(_Strict):
+    """A kind of incident the tenant lets stanch close on its own (``policy:auto-close``).
+
+    Attributes:
+        when: ``below-triage-threshold`` (intake recorded the incident but its score never
+            reached the tenant's triage threshold, for ``after``), or ``benign-verdict``
+            (investigation found it benign; with ``playbook``, only when that playbook
+            handled it, ``built-in`` naming the built-in response).
+        playbook: restricts ``benign-verdict`` to one playbook.
+        after: for ``below-triage-threshold``, how long without a new alert first.
+        disposition: what the closure records (never ``duplicate``).
+    """
+
+    when: Literal["below-triage-threshold", "benign-verdict"]
+    playbook: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$")] | None = None
+    after: Duration = timedelta(hours=1)
+    disposition: Literal["true-positive", "benign-true-positive", "false-positive"]
+
+    @model_validator(mode="after")
+    def _playbook_for_verdicts(self) -> AutoCloseRule:
+        if self.playbook is not None and self.when != "benign-verdict":
+            raise PydanticCustomError(
+                "invalid-value", "playbook only narrows a benign-verdict rule"
+            )
+        return self
+
+
 class RulesFile(_Strict):
     """One policy file, as written.
 
@@ -180,6 +237,8 @@ class RulesFile(_Strict):
         groups: named lists of user login glob patterns, for conditions.
         protected: assets never acted on automatically.
         actions: rules per ``<capability>.<verb>``; unlisted actions need approval.
+        sla: service-level targets per severity.
+        auto_close: which incidents stanch may close itself.
     """
 
     version: Literal[1]
@@ -189,13 +248,26 @@ class RulesFile(_Strict):
     groups: dict[GroupName, tuple[Glob, ...]] = Field(default_factory=dict)
     protected: Protected = Protected()
     actions: dict[ActionName, ActionRule] = Field(default_factory=dict)
+    sla: Sla = Sla()
+    auto_close: tuple[AutoCloseRule, ...] = ()
 
 
 _Loc = tuple[str, ...]
 
 _FIELD_NAMES = frozenset(
     name
-    for model in (RulesFile, Approvers, ApprovalDefaults, Budget, Condition, ActionRule, Protected)
+    for model in (
+        RulesFile,
+        Approvers,
+        ApprovalDefaults,
+        Budget,
+        Condition,
+        ActionRule,
+        Protected,
+        Sla,
+        SlaTargets,
+        AutoCloseRule,
+    )
     for name in model.model_fields
 )
 

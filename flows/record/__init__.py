@@ -2,14 +2,36 @@
 
 The store (:func:`open_store`, tables in :mod:`~flows.record.tables`, migrations in
 :mod:`~flows.record.migrations`) on SQLite or PostgreSQL; the hash-chained
-:class:`Ledger` of every action and decision; the clocks and metrics (:func:`clocks_of`);
-the incident report (:func:`publish_report`) and its Slack summary; the Prefect events
-automations hang on (:mod:`~flows.record.events`).
+:class:`Ledger` of every action, decision and case change; each incident's case
+(:class:`CaseBook`: status, assignee, notes, links, merges, closure with a disposition);
+the clocks, SLAs and metrics (:func:`clocks_of`); the incident report
+(:func:`publish_report`) and its Slack summary; the Prefect events automations hang
+on (:mod:`~flows.record.events`).
 """
 
 from __future__ import annotations
 
 from flows.record import events
+from flows.record.case_file import CaseFile, case_file, recorded_breaches
+from flows.record.case_store import CaseBook
+from flows.record.case_sweep import SlaNotice, auto_close_idle, sweep_slas
+from flows.record.case_views import (
+    CaseAssignment,
+    CaseLink,
+    CaseListing,
+    CaseNote,
+    CaseRecord,
+    CaseTransition,
+    case_touches,
+)
+from flows.record.cases import (
+    AUTO_CLOSE_ACTOR,
+    CORRELATING_STATUSES,
+    FLOW_ACTOR,
+    NOTE_MAX_CHARS,
+    LinkKind,
+    is_human,
+)
 from flows.record.entries import (
     GENESIS_HASH,
     HASHED_FIELDS,
@@ -25,10 +47,12 @@ from flows.record.entries import (
     utc_iso,
 )
 from flows.record.ledger import Ledger
+from flows.record.merging import Moved, move_incident_contents
 from flows.record.metrics import (
     BUILT_IN,
     CLOCKS,
     IncidentClocks,
+    automation,
     clocks_of,
     incident_clocks,
     period_report,
@@ -36,7 +60,8 @@ from flows.record.metrics import (
 )
 from flows.record.migrations import SchemaError
 from flows.record.report import md_escape, publish_report, render_html, render_markdown
-from flows.record.slack_summary import post_incident_summary, summary_view
+from flows.record.sla import SLA_CLOCKS, SlaClock, sla_attainment, sla_clocks
+from flows.record.slack_summary import post_incident_summary, redraw_summary, summary_view
 from flows.record.store import Store, open_store
 from flows.record.tables import (
     PLAYBOOK_ID_MAX,
@@ -45,6 +70,10 @@ from flows.record.tables import (
     ApprovalRow,
     ApprovalVoteRow,
     Base,
+    CaseAssignmentRow,
+    CaseLinkRow,
+    CaseNoteRow,
+    CaseTransitionRow,
     CursorRow,
     DeadLetterRow,
     IncidentEntityRow,
@@ -53,20 +82,38 @@ from flows.record.tables import (
     IncidentTriageRow,
     LedgerEntryRow,
     SlackApprovalRow,
+    SlaEventRow,
     StageEventRow,
 )
 
 __all__ = [
+    "AUTO_CLOSE_ACTOR",
     "BUILT_IN",
     "CLOCKS",
+    "CORRELATING_STATUSES",
+    "FLOW_ACTOR",
     "GENESIS_HASH",
     "HASHED_FIELDS",
+    "NOTE_MAX_CHARS",
     "PLAYBOOK_ID_MAX",
+    "SLA_CLOCKS",
     "ActionRow",
     "AlertRow",
     "ApprovalRow",
     "ApprovalVoteRow",
     "Base",
+    "CaseAssignment",
+    "CaseAssignmentRow",
+    "CaseBook",
+    "CaseFile",
+    "CaseLink",
+    "CaseLinkRow",
+    "CaseListing",
+    "CaseNote",
+    "CaseNoteRow",
+    "CaseRecord",
+    "CaseTransition",
+    "CaseTransitionRow",
     "CursorRow",
     "DeadLetterRow",
     "EntryKind",
@@ -81,25 +128,41 @@ __all__ = [
     "LedgerEntry",
     "LedgerEntryRow",
     "LedgerHead",
+    "LinkKind",
+    "Moved",
     "SchemaError",
+    "SlaClock",
+    "SlaEventRow",
+    "SlaNotice",
     "SlackApprovalRow",
     "StageEventRow",
     "Store",
     "Tamper",
     "VerifyReport",
+    "auto_close_idle",
+    "automation",
+    "case_file",
+    "case_touches",
     "chain_hash",
     "clocks_of",
     "events",
     "exported_entry_hash",
     "incident_clocks",
+    "is_human",
     "md_escape",
+    "move_incident_contents",
     "open_store",
     "period_report",
     "post_incident_summary",
     "publish_report",
+    "recorded_breaches",
+    "redraw_summary",
     "render_html",
     "render_markdown",
+    "sla_attainment",
+    "sla_clocks",
     "summarise",
     "summary_view",
+    "sweep_slas",
     "utc_iso",
 ]

@@ -27,6 +27,7 @@ class EntryKind(StrEnum):
 
     ACTION = "action"
     DECISION = "decision"
+    CASE = "case"
 
 
 class Tamper(StrEnum):
@@ -111,17 +112,19 @@ class LedgerEntry(BaseModel):
 
     Attributes:
         seq: position in the chain, from 1, unique and gap-free per store.
-        kind: ``action`` (a vendor call or its refusal) or ``decision`` (an approval).
+        kind: ``action`` (a vendor call or its refusal), ``decision`` (an approval) or
+            ``case`` (a change to the incident's case: status, assignee, note, link).
         capability, verb, target, target_label, parameters: the action's plan (``None``
             and ``{}`` for decisions).
         plan_sha256: the hash of the plan that was executed (actions).
         plan_sha256s: the plans a decision answered (decisions).
         approval_id: the approval request a decision answers, when known.
-        approvers: who authorised the action, or who decided.
+        approvers: who authorised the action, who decided, or who changed the case.
         verdict: policy's verdict for an action (``unattended``, ``approval`` ...).
         vendor, vendor_request_id: which adapter acted and the vendor's id for the call.
-        status: an :class:`ActionStatus` value, or the decision's status.
-        reason: the approver's words (decisions).
+        status: an :class:`ActionStatus` value, the decision's status, or the case
+            status after the change.
+        reason: the approver's words (decisions); the note, summary or reason (cases).
         error: why an action failed or was refused.
         idempotency_key: ``incident:capability.verb:target`` for actions; the approval
             for decisions.
@@ -192,6 +195,8 @@ def _label(record: Mapping[str, Any]) -> str:
     incident = record.get("incident_id")
     if record.get("kind") == EntryKind.DECISION.value:
         return f"{incident}, decision {record.get('approval_id')} {record.get('status')}"
+    if record.get("kind") == EntryKind.CASE.value:
+        return f"{incident}, case {record.get('verb')} ({record.get('status')})"
     target = record.get("target_label") or record.get("target")
     return f"{incident}, {record.get('capability')}.{record.get('verb')} {target}"
 

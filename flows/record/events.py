@@ -19,6 +19,7 @@ from typing import Any
 from prefect.events import emit_event
 
 from flows.models import ActionResult, ActionStatus, Incident
+from integrations.ocsf import SeverityId
 
 log = logging.getLogger("stanch.events")
 
@@ -30,6 +31,8 @@ EVENTS: tuple[str, ...] = (
     "stanch.action.executed",
     "stanch.action.refused",
     "stanch.action.failed",
+    "stanch.incident.closed",
+    "stanch.sla.breached",
 )
 """Every event name stanch emits (documented in the README's events section)."""
 
@@ -42,26 +45,37 @@ _ACTION_EVENTS: Mapping[ActionStatus, str] = {
 }
 
 
-def incident_resource(incident: Incident, playbook: str | None = None) -> dict[str, str]:
-    """The incident as a Prefect event resource, with the labels automations match on."""
+def resource_of(
+    incident_id: str, tenant: str, severity: int, playbook: str | None = None
+) -> dict[str, str]:
+    """An incident as a Prefect event resource, with the labels automations match on."""
     resource = {
-        "prefect.resource.id": f"stanch.incident.{incident.id}",
-        "prefect.resource.name": incident.id,
-        "stanch.tenant": incident.tenant,
-        "stanch.severity": incident.severity.name.lower(),
+        "prefect.resource.id": f"stanch.incident.{incident_id}",
+        "prefect.resource.name": incident_id,
+        "stanch.tenant": tenant,
+        "stanch.severity": SeverityId(severity).name.lower(),
     }
     if playbook is not None:
         resource["stanch.playbook"] = playbook
     return resource
 
 
-def _emit(name: str, incident: Incident, playbook: str | None, payload: Mapping[str, Any]) -> None:
+def incident_resource(incident: Incident, playbook: str | None = None) -> dict[str, str]:
+    """The incident as a Prefect event resource (see :func:`resource_of`)."""
+    return resource_of(incident.id, incident.tenant, int(incident.severity), playbook)
+
+
+def _send(name: str, resource: dict[str, str], payload: Mapping[str, Any]) -> None:
     # Events are a convenience for automations: one that cannot be sent never fails the
     # incident (Prefect's own worker logs what it could not deliver).
     try:
-        emit_event(name, resource=incident_resource(incident, playbook), payload=dict(payload))
+        emit_event(name, resource=resource, payload=dict(payload))
     except Exception:  # emitting must never fail the response
-        log.warning("could not emit %s for %s", name, incident.id, exc_info=True)
+        log.warning("could not emit %s for %s", name, resource["prefect.resource.id"])
+
+
+def _emit(name: str, incident: Incident, playbook: str | None, payload: Mapping[str, Any]) -> None:
+    _send(name, incident_resource(incident, playbook), payload)
 
 
 def incident_opened(incident: Incident, playbook: str | None) -> None:
@@ -162,4 +176,39 @@ def action_finished(incident: Incident, playbook: str | None, result: ActionResu
             "vendor": result.vendor,
             "error": result.error,
         },
+    )
+
+
+def incident_closed(
+    *,
+    incident_id: str,
+    tenant: str,
+    severity: int,
+    playbook: str | None,
+    disposition: str,
+    actor: str,
+    duplicate_of: str | None = None,
+) -> None:
+    """A person (or the policy's auto-close) closed the case with a disposition."""
+    _send(
+        "stanch.incident.closed",
+        resource_of(incident_id, tenant, severity, playbook),
+        {"disposition": disposition, "closed_by": actor, "duplicate_of": duplicate_of},
+    )
+
+
+def sla_breached(
+    *,
+    incident_id: str,
+    tenant: str,
+    severity: int,
+    playbook: str | None,
+    clock: str,
+    deadline: str,
+) -> None:
+    """A clock of the tenant's SLA ran past its target (recorded once per clock)."""
+    _send(
+        "stanch.sla.breached",
+        resource_of(incident_id, tenant, severity, playbook),
+        {"clock": clock, "deadline": deadline},
     )

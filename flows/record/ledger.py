@@ -6,7 +6,7 @@ fields, so editing, deleting or reordering a stored entry breaks the chain at th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +47,11 @@ from integrations.capabilities import INVERSE_VERBS
 # Outcomes that may be recorded only once per idempotency key: a vendor action that took
 # effect (a failed or refused attempt may be followed by a later, successful one).
 _ONCE_STATUSES = (ActionStatus.EXECUTED.value, ActionStatus.ALREADY_DONE.value)
+
+CaseWrite = Callable[[AsyncConnection, int, datetime], Awaitable[dict[str, Any]]]
+"""Writes a case change on the ledger's connection, under its append lock, and returns the
+entry's fields: ``(connection, seq the entry will have, recorded_at) -> fields``. Raising
+rolls the change back with nothing appended."""
 
 # Appends serialise on a lock, so a collision on seq or prev_hash only happens when a
 # writer skipped the lock (another dialect, an older stanch); one retry re-reads the head.
@@ -182,7 +187,17 @@ class Ledger:
         }
         return await self._append(fields)
 
-    async def _append(self, fields: dict[str, Any]) -> LedgerEntry:
+    async def append_case(self, write: CaseWrite) -> LedgerEntry:
+        """Record a case change and its rows in one transaction.
+
+        ``write`` runs under the append lock, so it sees the case as no concurrent change
+        can alter it: it checks the change is allowed (raising when not), writes the case
+        tables on the connection it is given, and returns the entry's fields (``kind``
+        ``case``). The rows and the entry commit together or not at all.
+        """
+        return await self._append(write)
+
+    async def _append(self, fields: dict[str, Any] | CaseWrite) -> LedgerEntry:
         for _ in range(_APPEND_ATTEMPTS - 1):
             try:
                 return await self._append_once(fields)
@@ -190,10 +205,13 @@ class Ledger:
                 continue
         return await self._append_once(fields)
 
-    async def _append_once(self, fields: dict[str, Any]) -> LedgerEntry:
+    async def _append_once(self, given: dict[str, Any] | CaseWrite) -> LedgerEntry:
         async with self._engine.connect() as conn:
             await self._lock(conn)
-            once = fields["kind"] == EntryKind.DECISION.value or fields["status"] in _ONCE_STATUSES
+            fields = given if isinstance(given, dict) else {"kind": EntryKind.CASE.value}
+            once = fields["kind"] == EntryKind.DECISION.value or (
+                fields["kind"] == EntryKind.ACTION.value and fields["status"] in _ONCE_STATUSES
+            )
             if once:
                 existing = (
                     await conn.execute(
@@ -214,6 +232,8 @@ class Ledger:
             seq, prev_hash = (head.seq + 1, head.entry_hash) if head else (1, GENESIS_HASH)
             # Taken under the lock, so recorded_at follows seq as far as the clock allows.
             recorded_at = self._clock()
+            if not isinstance(given, dict):
+                fields = _case_fields(await given(conn, seq, recorded_at))
             record = {**fields, "seq": seq, "recorded_at": utc_iso(recorded_at)}
             record["prev_hash"] = prev_hash
             record["entry_hash"] = chain_hash(prev_hash, record)
@@ -422,6 +442,34 @@ class Ledger:
                     anchored,
                 )
         return VerifyReport(ok=True, entries=len(raws), head=head)
+
+
+_CASE_DEFAULTS: dict[str, Any] = {
+    "kind": EntryKind.CASE.value,
+    "capability": None,
+    "target": None,
+    "target_label": None,
+    "parameters": {},
+    "plan_sha256": None,
+    "plan_sha256s": [],
+    "approval_id": None,
+    "approvers": [],
+    "verdict": None,
+    "vendor": None,
+    "vendor_request_id": None,
+    "reason": None,
+    "error": None,
+    "idempotency_key": None,
+    "inverse_action": None,
+}
+
+
+def _case_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A case entry's fields: what the change set, the rest empty, kind ``case``."""
+    unknown = set(fields) - set(_CASE_DEFAULTS) - {"incident_id", "tenant", "verb", "status"}
+    if unknown:
+        raise ValueError(f"not ledger fields: {sorted(unknown)}")
+    return {**_CASE_DEFAULTS, **fields, "kind": EntryKind.CASE.value}
 
 
 def _gap(

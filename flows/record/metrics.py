@@ -1,9 +1,12 @@
 """MDR clocks across incidents, from what the store recorded.
 
-Every figure is derived from stored facts — alert times, stage transitions, approval
-requests and decisions — never from timers placed by hand: time to detect (first alert →
-incident), to acknowledge (→ first human decision), to contain (→ contain stage done), to
-resolve (→ remediate stage done), time waiting on approval, and each approver's latency.
+Every figure is derived from stored facts — the alerts' own times, the incident's
+creation, approval decisions, executed actions and case changes — never from timers
+placed by hand. Each clock runs from the first alert: detect (→ the incident is opened),
+acknowledge (→ the first human touch: an approval decision, an assignment, a note, a
+closure), contain (→ the first containment action executed; absent, with the reason, when
+none was), resolve (→ the case is closed). Also the time waiting on approval, each
+approver's latency, and whether containment needed a human at all.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import select
 
-from flows.models import Incident, Stage
+from flows.models import ActionStatus, CaseStatus, Incident, Stage
+from flows.record.case_views import aware, case_touches, case_transitions
+from flows.record.cases import is_human
 from flows.record.store import Store
-from flows.record.tables import ActionRow, ApprovalRow, IncidentRow, StageEventRow
+from flows.record.tables import ActionRow, ApprovalRow, IncidentRow
 
 CLOCKS = ("detect", "acknowledge", "contain", "resolve", "approval_wait")
 HUMAN_OUTCOMES = ("approved", "denied", "partial")
@@ -29,14 +34,20 @@ BUILT_IN = "(built-in)"
 GroupBy = Literal["tenant", "playbook"]
 
 
-def _aware(at: datetime) -> datetime:
-    # SQLite hands datetimes back naive; the store writes UTC.
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+_aware = aware
 
 
 @dataclass
 class IncidentClocks:
-    """One incident's clocks, in seconds (``None`` when the milestone was not reached)."""
+    """One incident's clocks, in seconds (``None`` when the milestone was not reached).
+
+    Attributes:
+        first_seen: the first alert's own time, where every clock starts.
+        missing: for a clock that is ``None``, why (``containment denied`` ...).
+        status: the case status when the clocks were read.
+        contained_by: ``automation`` when every executed containment action ran
+            unattended, ``human`` when one needed an approval, ``None`` when none ran.
+    """
 
     incident_id: str
     tenant: str
@@ -45,6 +56,10 @@ class IncidentClocks:
     clocks: dict[str, float | None]
     approver_latency: dict[str, list[float]] = field(default_factory=dict)
     playbook: str | None = None
+    first_seen: datetime | None = None
+    missing: dict[str, str] = field(default_factory=dict)
+    status: str = CaseStatus.NEW.value
+    contained_by: Literal["automation", "human"] | None = None
 
     @property
     def playbook_label(self) -> str:
@@ -56,28 +71,68 @@ def _seconds(start: datetime, end: datetime | None) -> float | None:
     return None if end is None else round((_aware(end) - _aware(start)).total_seconds(), 3)
 
 
+def _action_field(row: Any, name: str) -> Any:
+    result = row.result if isinstance(row.result, dict) else {}
+    return result.get(name)
+
+
+def _stage(row: Any) -> str | None:
+    plan = row.plan if isinstance(row.plan, dict) else {}
+    stage = plan.get("stage")
+    return None if stage is None else str(stage)
+
+
+def _why_not_contained(containment: Sequence[Any], status: str) -> str:
+    """Why no containment action executed, from what happened to the planned ones."""
+    outcomes = {row.status for row in containment}
+    for outcome, why in (
+        (ActionStatus.DENIED.value, "containment denied"),
+        (ActionStatus.FAILED.value, "containment failed"),
+        (ActionStatus.FORBIDDEN.value, "containment forbidden by policy"),
+        (ActionStatus.ALREADY_DONE.value, "the targets were already contained"),
+    ):
+        if outcome in outcomes:
+            return why
+    if status in (CaseStatus.NEW, CaseStatus.INVESTIGATING):
+        return "not reached yet"
+    return "no containment was planned"
+
+
 def clocks_of(
     incident: Incident,
-    events: Sequence[StageEventRow],
-    approvals: Sequence[ApprovalRow],
     *,
+    approvals: Sequence[Any] = (),
+    actions: Sequence[Any] = (),
+    touches: Sequence[tuple[str, datetime]] = (),
+    status: str = CaseStatus.NEW.value,
+    closed_at: datetime | None = None,
     playbook: str | None = None,
 ) -> IncidentClocks:
-    """The clocks of one incident from its stage transitions and approval records.
+    """The clocks of one incident from what the store recorded about it.
 
-    ``playbook`` is the id of the playbook that handled it (``None``: the built-in
-    response), carried along for grouping.
+    Args:
+        incident: the incident (its alerts' times and its creation).
+        approvals: its approval requests (``ApprovalRow``).
+        actions: its action rows (``ActionRow``), with their stored results.
+        touches: its case changes as ``(actor, at)`` (assignments, notes, status
+            changes); only people's count for acknowledge.
+        status: its case status now.
+        closed_at: when the closure in force was recorded (``None`` while open).
+        playbook: the id of the playbook that handled it (``None``: the built-in
+            response), carried along for grouping.
     """
     origin = incident.first_seen
-
-    def completed(stage: Stage) -> datetime | None:
-        # The first completion: a re-run of the incident completes the stage again by
-        # replaying what was already done, which must not move the clock.
-        done = [e.at for e in events if e.stage == stage.value and e.event == "completed"]
-        return min(done, key=_aware) if done else None
-
     decided = [a for a in approvals if a.status in HUMAN_OUTCOMES and a.decided_at is not None]
-    first_decision = min((a.decided_at for a in decided if a.decided_at), default=None)
+    human = [_aware(a.decided_at) for a in decided]
+    human += [_aware(at) for actor, at in touches if is_human(actor)]
+    first_touch = min(human, default=None)
+    containment = [a for a in actions if _stage(a) == Stage.CONTAIN.value]
+    executed = [
+        a
+        for a in containment
+        if a.status == ActionStatus.EXECUTED.value and a.finished_at is not None
+    ]
+    first_contained = min((_aware(a.finished_at) for a in executed), default=None)
     waits = [
         (_aware(a.decided_at) - _aware(a.requested_at)).total_seconds()
         for a in approvals
@@ -89,6 +144,18 @@ def clocks_of(
             latency[a.decided_by].append(
                 round((_aware(a.decided_at) - _aware(a.requested_at)).total_seconds(), 3)
             )
+    resolved = closed_at if status == CaseStatus.CLOSED else None
+    missing: dict[str, str] = {}
+    if first_touch is None:
+        missing["acknowledge"] = "no person has touched the case"
+    if first_contained is None:
+        missing["contain"] = _why_not_contained(containment, status)
+    if resolved is None:
+        missing["resolve"] = f"the case is {status}"
+    contained_by: Literal["automation", "human"] | None = None
+    if executed:
+        unattended = all(_action_field(a, "verdict") == "unattended" for a in executed)
+        contained_by = "automation" if unattended else "human"
     return IncidentClocks(
         incident_id=incident.id,
         tenant=incident.tenant,
@@ -96,53 +163,68 @@ def clocks_of(
         created_at=_aware(incident.created_at),
         clocks={
             "detect": _seconds(origin, incident.created_at),
-            "acknowledge": _seconds(origin, first_decision),
-            "contain": _seconds(origin, completed(Stage.CONTAIN)),
-            "resolve": _seconds(origin, completed(Stage.REMEDIATE)),
+            "acknowledge": _seconds(origin, first_touch),
+            "contain": _seconds(origin, first_contained),
+            "resolve": _seconds(origin, resolved),
             "approval_wait": round(sum(waits), 3) if waits else None,
         },
         approver_latency=dict(latency),
         playbook=playbook,
+        first_seen=_aware(origin),
+        missing=missing,
+        status=status,
+        contained_by=contained_by,
     )
 
 
 async def incident_clocks(
-    store: Store, *, tenant: str | None = None, since: datetime | None = None
+    store: Store,
+    *,
+    tenant: str | None = None,
+    since: datetime | None = None,
+    incident_ids: Sequence[str] | None = None,
 ) -> list[IncidentClocks]:
-    """The clocks of every incident (of a tenant, created since a time), oldest first."""
+    """The clocks of every incident (of a tenant, created since a time, or named), oldest
+    first."""
     query = select(IncidentRow).order_by(IncidentRow.created_at)
     if tenant is not None:
         query = query.where(IncidentRow.tenant == tenant)
     if since is not None:
         query = query.where(IncidentRow.created_at >= since)
+    if incident_ids is not None:
+        query = query.where(IncidentRow.id.in_(list(incident_ids)))
     async with store.engine.connect() as conn:
         incidents = (await conn.execute(query)).all()
         ids = [row.id for row in incidents]
-        events = (
-            await conn.execute(
-                select(StageEventRow)
-                .where(StageEventRow.incident_id.in_(ids))
-                .order_by(StageEventRow.id)
-            )
-        ).all()
         approvals = (
             await conn.execute(select(ApprovalRow).where(ApprovalRow.incident_id.in_(ids)))
         ).all()
-    by_incident_events: dict[str, list[Any]] = defaultdict(list)
-    for event in events:
-        by_incident_events[event.incident_id].append(event)
+        actions = (
+            await conn.execute(select(ActionRow).where(ActionRow.incident_id.in_(ids)))
+        ).all()
+    touches = await case_touches(store.engine, ids)
+    transitions = await case_transitions(store.engine, ids)
     by_incident_approvals: dict[str, list[Any]] = defaultdict(list)
     for approval in approvals:
         by_incident_approvals[approval.incident_id].append(approval)
-    return [
-        clocks_of(
-            Incident.model_validate(row.document),
-            by_incident_events[row.id],
-            by_incident_approvals[row.id],
-            playbook=row.playbook,
+    by_incident_actions: dict[str, list[Any]] = defaultdict(list)
+    for action in actions:
+        by_incident_actions[action.incident_id].append(action)
+    found: list[IncidentClocks] = []
+    for row in incidents:
+        closures = [t.at for t in transitions[row.id] if t.to_status == CaseStatus.CLOSED]
+        found.append(
+            clocks_of(
+                Incident.model_validate(row.document),
+                approvals=by_incident_approvals[row.id],
+                actions=by_incident_actions[row.id],
+                touches=touches[row.id],
+                status=row.status,
+                closed_at=closures[-1] if closures else None,
+                playbook=row.playbook,
+            )
         )
-        for row in incidents
-    ]
+    return found
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -154,6 +236,22 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "p90": percentile(values, 0.9), "n": len(values)}
+
+
+def automation(clocks: Iterable[IncidentClocks]) -> dict[str, Any]:
+    """How many contained incidents needed no human, how many did, and the share without.
+
+    ``automation_rate`` is ``None`` when nothing was contained.
+    """
+    items = list(clocks)
+    unattended = sum(c.contained_by == "automation" for c in items)
+    with_human = sum(c.contained_by == "human" for c in items)
+    total = unattended + with_human
+    return {
+        "automation": unattended,
+        "human": with_human,
+        "automation_rate": round(unattended / total, 3) if total else None,
+    }
 
 
 def summarise(
@@ -181,6 +279,7 @@ def summarise(
             for who, latencies in item.approver_latency.items():
                 approvers[who].extend(latencies)
         entry["approvers"] = {who: _stats(v) for who, v in sorted(approvers.items())}
+        entry["containment"] = automation(items)
         summary[key] = entry
     return summary
 

@@ -16,14 +16,16 @@ from prefect.logging import get_run_logger
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from flows.models import IncidentOutcome
+from flows.record.case_views import read_case
 from flows.record.store import Store
+from integrations.errors import IntegrationError
 from integrations.slack import (
     MessageRef,
     SlackChat,
     SummaryAction,
     SummaryView,
+    case_summary,
     classify,
-    incident_summary,
 )
 
 log = logging.getLogger("stanch.slack_summary")
@@ -65,6 +67,7 @@ def summary_view(outcome: IncidentOutcome) -> SummaryView:
         ledger_verified=bool(ledger["verified"]) if "verified" in ledger else None,
         ledger_message=str(ledger.get("message", "")),
         failed_stages=[s.stage.value for s in outcome.stages if s.state == "failed"],
+        case_status=outcome.case_status or "",
     )
 
 
@@ -88,14 +91,16 @@ async def post_incident_summary(
     when the incident asked for approval in Slack; otherwise without, in ``chat.channel``,
     so the summary starts the incident's thread. Unfurling is off. An incident whose
     summary was posted before (a re-run) gets that message updated (``chat.update``), so
-    it has one summary, and it is current.
+    it has one summary, and it is current. Its view is kept, so a case change (Slack,
+    the CLI, the API) can redraw it with the case's status.
 
     Returns:
         The posted message's ``ts``, or ``None`` when Slack refused or could not be
         reached (logged; the incident is not failed for it).
     """
     incident_id = outcome.incident.id
-    text, blocks = incident_summary(summary_view(outcome))
+    view = summary_view(outcome)
+    text, blocks = case_summary(view)
     earlier = await store.incident_summary(incident_id)
     if earlier is not None:
         # A re-run reached the report again: the one summary is brought up to date.
@@ -131,5 +136,30 @@ async def post_incident_summary(
         )
         return None
     ts = str(response["ts"])
-    await store.record_incident_summary(incident_id, channel, ts)
+    await store.record_incident_summary(incident_id, channel, ts, view.model_dump(mode="json"))
     return ts
+
+
+async def redraw_summary(store: Store, chat: SlackChat, incident_id: str) -> bool:
+    """Redraw the incident's Slack summary with its case's current status and assignee.
+
+    Slack API: ``chat.update`` of the stored summary message. Best effort: ``False`` when
+    there is no summary (or none whose view was kept) or Slack refused; logged.
+    """
+    earlier = await store.incident_summary(incident_id)
+    if earlier is None or earlier.view is None:
+        return False
+    case = await read_case(store.engine, incident_id)
+    view = SummaryView.model_validate(
+        {**earlier.view, "case_status": case.status, "assignee": case.assignee or ""}
+    )
+    text, blocks = case_summary(view)
+    try:
+        await chat.aupdate_message(earlier.channel, earlier.ts, text, blocks)
+    except IntegrationError as exc:
+        _logger().warning("Incident %s: Slack summary not redrawn: %s", incident_id, exc)
+        return False
+    await store.record_incident_summary(
+        incident_id, earlier.channel, earlier.ts, view.model_dump(mode="json")
+    )
+    return True

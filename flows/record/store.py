@@ -71,13 +71,6 @@ class Store:
             if flow_run_id is not None:
                 row.flow_run_id = flow_run_id
 
-    async def set_incident_status(self, incident_id: str, status: str) -> None:
-        """Mark an incident ``open``, ``contained``, ``resolved`` ..."""
-        async with self._session.begin() as session:
-            row = await session.get(IncidentRow, incident_id)
-            if row is not None:
-                row.status = status
-
     async def set_incident_playbook(self, incident_id: str, playbook: str | None) -> None:
         """Record which playbook handles an incident (``None``: the built-in response).
 
@@ -341,8 +334,10 @@ class Store:
         async with self._session() as session:
             return await session.get(IncidentSummaryRow, incident_id)
 
-    async def record_incident_summary(self, incident_id: str, channel: str, ts: str) -> None:
-        """Remember (or refresh) where the incident's Slack summary is."""
+    async def record_incident_summary(
+        self, incident_id: str, channel: str, ts: str, view: dict[str, Any] | None = None
+    ) -> None:
+        """Remember (or refresh) where the incident's Slack summary is and what it shows."""
         now = utcnow()
         async with self._session.begin() as session:
             row = await session.get(IncidentSummaryRow, incident_id)
@@ -354,10 +349,13 @@ class Store:
                         ts=ts,
                         posted_at=now,
                         updated_at=now,
+                        view=view,
                     )
                 )
             else:
                 row.channel, row.ts, row.updated_at = channel, ts, now
+                if view is not None:
+                    row.view = view
 
     async def dead_letter(self, *, source: str, field: str, reason: str, payload: str) -> int:
         """Keep a rejected payload with why it was rejected; returns its id."""

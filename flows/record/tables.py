@@ -44,7 +44,8 @@ class IncidentRow(Base):
     tenant: Mapped[str] = mapped_column(String(63), index=True)
     title: Mapped[str] = mapped_column(String(200))
     severity: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="open")
+    # The case status (flows.models.CaseStatus); changed only through flows.record.cases.
+    status: Mapped[str] = mapped_column(String(20), default="new")
     flow_run_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime]
     document: Mapped[dict[str, Any]]
@@ -145,6 +146,9 @@ class IncidentSummaryRow(Base):
     ts: Mapped[str] = mapped_column(String(40))
     posted_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # What the summary shows (integrations.slack.SummaryView), so a case change made from
+    # Slack, the CLI or the API can redraw it in place; NULL for summaries posted before.
+    view: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class DeadLetterRow(Base):
@@ -227,6 +231,85 @@ class CursorRow(Base):
     source: Mapped[str] = mapped_column(String(63), primary_key=True)
     cursor: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime]
+
+
+# Cases: who owns an incident, what they wrote and concluded ----------------------------
+# Each row is written in the same transaction as its ledger entry (``ledger_seq``), so the
+# tables and the hash chain never disagree.
+class CaseTransitionRow(Base):
+    """A change of case status: who, when and why; a closure carries its disposition."""
+
+    __tablename__ = "case_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(40), index=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    from_status: Mapped[str] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    disposition: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    duplicate_of: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    at: Mapped[datetime]
+    ledger_seq: Mapped[int] = mapped_column(Integer)
+
+
+class CaseNoteRow(Base):
+    """One analyst note; notes are only ever appended."""
+
+    __tablename__ = "case_notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(40), index=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    author: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
+    ledger_seq: Mapped[int] = mapped_column(Integer)
+
+
+class CaseAssignmentRow(Base):
+    """Who an incident was given to; the latest row is the current assignee."""
+
+    __tablename__ = "case_assignments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(40), index=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    assignee: Mapped[str] = mapped_column(String(200))
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+    ledger_seq: Mapped[int] = mapped_column(Integer)
+
+
+class CaseLinkRow(Base):
+    """A link from one incident to another: ``duplicate-of``, ``related``, ``merged-into``."""
+
+    __tablename__ = "case_links"
+
+    incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    linked_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+    ledger_seq: Mapped[int] = mapped_column(Integer)
+
+
+class SlaEventRow(Base):
+    """An SLA warning or breach the sweep recorded; each happens once per incident and clock."""
+
+    __tablename__ = "sla_events"
+    __table_args__ = (UniqueConstraint("incident_id", "clock", "kind", name="uq_sla_events_once"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(40), index=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    severity: Mapped[str] = mapped_column(String(20))
+    clock: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(10))
+    deadline: Mapped[datetime]
+    at: Mapped[datetime]
 
 
 # The ledger -----------------------------------------------------------------------------

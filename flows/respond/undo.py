@@ -55,6 +55,4 @@ async def undo_incident(incident_id: str) -> list[ActionResult]:
             if plans:
                 undo_steps = [PlannedAction(step="undo", plan=p) for p in plans]
                 await responder.authorise_and_execute(Stage.REMEDIATE, undo_steps)
-        if plans and all(a.status.value in ("executed", "already_done") for a in responder.actions):
-            await store.set_incident_status(incident.id, "undone")
         return responder.actions

@@ -1,7 +1,15 @@
-"""Slack: the human-approval channel (messages, signed interactions, Web API calls, a fake)."""
+"""Slack: the human-approval channel and the incident's case buttons (messages, signed
+interactions, Web API calls, a fake)."""
 
 from __future__ import annotations
 
+from integrations.slack.case_messages import (
+    CASE_ACTIONS,
+    case_buttons,
+    case_summary,
+    close_modal,
+    note_modal,
+)
 from integrations.slack.chat import (
     Authorisation,
     Authoriser,
@@ -11,17 +19,23 @@ from integrations.slack.chat import (
     classify,
 )
 from integrations.slack.interactions import (
+    CaseClick,
+    CaseSubmission,
     Click,
     Decision,
     DenyReason,
+    Interaction,
     InteractionError,
     MalformedPayload,
     WrongMessage,
     WrongTeam,
     ensure_same_message,
+    parse_case_click,
+    parse_case_submission,
     parse_click,
     parse_deny_reason,
     parse_interaction,
+    parse_payload,
     payload_from_body,
 )
 from integrations.slack.messages import (
@@ -37,6 +51,7 @@ from integrations.slack.messages import (
     approval_request,
     deny_reason_errors,
     deny_reason_modal,
+    duration,
     escape,
     incident_summary,
 )
@@ -49,15 +64,19 @@ from integrations.slack.signing import (
 
 __all__ = [
     "APPROVE_ACTION_ID",
+    "CASE_ACTIONS",
     "DENY_ACTION_ID",
     "DENY_REASON_CALLBACK_ID",
     "ApprovalView",
     "Authorisation",
     "Authoriser",
+    "CaseClick",
+    "CaseSubmission",
     "Click",
     "Decision",
     "DenyReason",
     "FinalState",
+    "Interaction",
     "InteractionError",
     "MalformedPayload",
     "MessageRef",
@@ -73,15 +92,23 @@ __all__ = [
     "WrongTeam",
     "approval_final",
     "approval_request",
+    "case_buttons",
+    "case_summary",
     "classify",
+    "close_modal",
     "deny_reason_errors",
     "deny_reason_modal",
+    "duration",
     "ensure_same_message",
     "escape",
     "incident_summary",
+    "note_modal",
+    "parse_case_click",
+    "parse_case_submission",
     "parse_click",
     "parse_deny_reason",
     "parse_interaction",
+    "parse_payload",
     "payload_from_body",
     "sign",
 ]

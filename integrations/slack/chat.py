@@ -230,6 +230,39 @@ class SlackChat:
         opened: dict[str, Any] = response["view"]
         return str(opened.get("id", ""))
 
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        """Open a modal built by stanch; returns the view's id.
+
+        Slack API: ``views.open`` (the ``trigger_id`` is only valid for about 3 seconds).
+        """
+        response = self._call(
+            "views.open", lambda: self.client.views_open(trigger_id=trigger_id, view=view)
+        )
+        opened: dict[str, Any] = response["view"]
+        return str(opened.get("id", ""))
+
+    def update_message(
+        self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]
+    ) -> None:
+        """Redraw a message stanch posted (the incident summary) in place.
+
+        Slack API: ``chat.update``.
+        """
+        self._call(
+            "chat.update",
+            lambda: self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks),
+        )
+
+    async def aopen_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        """:meth:`open_view` in a worker thread."""
+        return await asyncio.to_thread(self.open_view, trigger_id, view)
+
+    async def aupdate_message(
+        self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]
+    ) -> None:
+        """:meth:`update_message` in a worker thread."""
+        await asyncio.to_thread(self.update_message, channel, ts, text, blocks)
+
     def approver_ids(self, usergroup_id: str) -> frozenset[str]:
         """The members of a user group.
 
@@ -266,16 +299,19 @@ class SlackChat:
         )
         return str(response["ts"])
 
-    def post_notice(self, channel: str, text: str) -> str:
-        """Post a plain-text notice (no mrkdwn, no unfurling) to ``channel``; returns its ``ts``.
+    def post_notice(self, text: str, *, channel: str, thread_ts: str | None = None) -> str:
+        """A notice for everyone following the incident; returns its ``ts``.
 
-        Slack API: ``chat.postMessage``. The text may carry alert-derived words (a title):
-        it goes out as a ``plain_text`` section, and escaped in the notification fallback.
+        Slack API: ``chat.postMessage``; with ``thread_ts`` the notice goes in the
+        incident's thread and ``reply_broadcast`` shows it in the channel too, so the
+        thread and the channel both see it. ``text`` is escaped.
         """
         response = self._call(
             "chat.postMessage",
             lambda: self.client.chat_postMessage(
                 channel=channel,
+                thread_ts=thread_ts,
+                reply_broadcast=True if thread_ts else None,
                 text=escape_clipped(text, 3000),
                 blocks=[{"type": "section", "text": plain(text)}],
                 unfurl_links=False,
@@ -284,9 +320,9 @@ class SlackChat:
         )
         return str(response["ts"])
 
-    async def apost_notice(self, channel: str, text: str) -> str:
+    async def apost_notice(self, text: str, *, channel: str, thread_ts: str | None = None) -> str:
         """:meth:`post_notice` in a worker thread."""
-        return await asyncio.to_thread(self.post_notice, channel, text)
+        return await asyncio.to_thread(self.post_notice, text, channel=channel, thread_ts=thread_ts)
 
     async def apost_approval(self, view: ApprovalView) -> MessageRef:
         """:meth:`post_approval` in a worker thread."""

@@ -329,7 +329,7 @@ class FakeSlack:
 
 
 def _message_fields(params: JSON) -> JSON:
-    keep = ("text", "blocks", "thread_ts", "unfurl_links", "unfurl_media")
+    keep = ("text", "blocks", "thread_ts", "reply_broadcast", "unfurl_links", "unfurl_media")
     fields = {k: params[k] for k in keep if k in params}
     if isinstance(fields.get("blocks"), str):
         fields["blocks"] = json.loads(fields["blocks"])
@@ -445,8 +445,11 @@ def view_submission_payload(
     team_id: str = TEAM_ID,
     username: str = "analyst",
     callback_id: str = "stanch_deny_reason",
+    values: JSON | None = None,
 ) -> JSON:
-    """A ``view_submission`` payload shaped like Slack's for the deny-reason modal."""
+    """A ``view_submission`` payload shaped like Slack's for the deny-reason modal, or, with
+    ``values`` (``state.values``) and another ``callback_id``, for another modal whose
+    ``private_metadata`` is ``approval_id``."""
     return {
         "type": "view_submission",
         "team": {"id": team_id, "domain": "stanch-fake"},
@@ -459,7 +462,9 @@ def view_submission_payload(
             "callback_id": callback_id,
             "private_metadata": approval_id,
             "state": {
-                "values": {"reason": {"value": {"type": "plain_text_input", "value": reason}}}
+                "values": values
+                if values is not None
+                else {"reason": {"value": {"type": "plain_text_input", "value": reason}}}
             },
             "hash": "156772938.1827394",
         },

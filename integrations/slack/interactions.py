@@ -20,6 +20,17 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from integrations.slack.case_messages import (
+    CASE_ACTIONS,
+    CASE_CLOSE_CALLBACK_ID,
+    CASE_NOTE_CALLBACK_ID,
+    DISPOSITION_BLOCK_ID,
+    DUPLICATE_BLOCK_ID,
+    INCIDENT_ID,
+    NOTE_BLOCK_ID,
+    SUMMARY_BLOCK_ID,
+    VALUE_ACTION_ID,
+)
 from integrations.slack.messages import (
     APPROVAL_ID,
     APPROVE_ACTION_ID,
@@ -118,6 +129,64 @@ class DenyReason(BaseModel):
     view_id: str
 
 
+class CaseClick(BaseModel):
+    """A click on one of the incident summary's case buttons.
+
+    Attributes:
+        action: ``take``, ``note`` or ``close``.
+        incident_id: the button's value.
+        channel_id, message_ts: the clicked message (must be the incident's summary).
+        response_url, trigger_id: to answer the clicker, and to open a modal.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["case_click"] = "case_click"
+    team_id: str
+    user_id: str
+    username: str
+    action: Literal["take", "note", "close"]
+    incident_id: str
+    channel_id: str
+    message_ts: str
+    response_url: str
+    trigger_id: str
+
+
+class CaseSubmission(BaseModel):
+    """A submitted "Add note" or "Close…" modal.
+
+    Attributes:
+        action: ``note`` or ``close``.
+        incident_id: from the modal's ``private_metadata``.
+        text: the note, or the closure's summary (attacker-influenced when echoed).
+        disposition: the chosen disposition (``close``).
+        duplicate_of: the incident it duplicates, when given (``close``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["case_submission"] = "case_submission"
+    team_id: str
+    user_id: str
+    username: str
+    action: Literal["note", "close"]
+    incident_id: str
+    text: str
+    disposition: str | None = None
+    duplicate_of: str | None = None
+
+
+Interaction = Click | DenyReason | CaseClick | CaseSubmission
+"""Every interaction stanch takes from Slack."""
+
+_CASE_CLICKS: dict[str, Literal["take", "note", "close"]] = {
+    CASE_ACTIONS[0]: "take",
+    CASE_ACTIONS[1]: "note",
+    CASE_ACTIONS[2]: "close",
+}
+
+
 # Slack's payload shapes, reduced to the fields stanch reads; everything else is ignored.
 class _Team(BaseModel):
     id: str = Field(pattern=SLACK_ID)
@@ -160,9 +229,14 @@ class _BlockActions(BaseModel):
     trigger_id: str = ""
 
 
+class _Option(BaseModel):
+    value: str
+
+
 class _Input(BaseModel):
     type: str = "plain_text_input"
     value: str | None = None
+    selected_option: _Option | None = None
 
 
 class _State(BaseModel):
@@ -230,6 +304,92 @@ def _validate(
         raise MalformedPayload(f"unexpected {model.__name__[1:]} payload at: {where}") from exc
 
 
+def _message_of(parsed: _BlockActions) -> tuple[str, str]:
+    container = parsed.container
+    if container.type != "message" or not container.message_ts or not container.channel_id:
+        raise MalformedPayload("click is not on a message")
+    # The message form of the same data must agree with the container when both are sent.
+    if (parsed.channel and parsed.channel.id not in (None, container.channel_id)) or (
+        parsed.message and parsed.message.ts not in (None, container.message_ts)
+    ):
+        raise MalformedPayload("container and message disagree")
+    return container.channel_id, container.message_ts
+
+
+def parse_case_click(
+    payload: Mapping[str, Any], *, team_id: str, app_id: str | None = None
+) -> CaseClick:
+    """A ``block_actions`` payload from one of the summary's case buttons.
+
+    Raises:
+        MalformedPayload: not a click on a case button, or its value is not an incident id.
+        WrongTeam: another workspace, a user of another workspace, or another app.
+    """
+    parsed: _BlockActions = _validate(_BlockActions, payload)
+    _check_team(parsed.team, parsed.user, team_id)
+    _check_app(parsed.api_app_id, app_id)
+    action = parsed.actions[0]
+    which = _CASE_CLICKS.get(action.action_id)
+    if which is None:
+        raise MalformedPayload(f"not a case button: {action.action_id[:64]!r}")
+    if not _matches(INCIDENT_ID, action.value):
+        raise MalformedPayload("button value is not an incident id")
+    channel_id, message_ts = _message_of(parsed)
+    return CaseClick(
+        team_id=parsed.team.id,
+        user_id=parsed.user.id,
+        username=parsed.user.username or parsed.user.name,
+        action=which,
+        incident_id=action.value,
+        channel_id=channel_id,
+        message_ts=message_ts,
+        response_url=parsed.response_url,
+        trigger_id=parsed.trigger_id,
+    )
+
+
+def _field(view: _View, block_id: str) -> _Input | None:
+    return view.state.values.get(block_id, {}).get(VALUE_ACTION_ID)
+
+
+def parse_case_submission(
+    payload: Mapping[str, Any], *, team_id: str, app_id: str | None = None
+) -> CaseSubmission:
+    """A ``view_submission`` of the "Add note" or "Close…" modal.
+
+    Raises:
+        MalformedPayload: another modal, no incident id, an empty note or summary.
+        WrongTeam: another workspace, a user of another workspace, or another app.
+    """
+    parsed: _ViewSubmission = _validate(_ViewSubmission, payload)
+    _check_team(parsed.team, parsed.user, team_id)
+    _check_app(parsed.api_app_id, app_id)
+    view = parsed.view
+    if not _matches(INCIDENT_ID, view.private_metadata):
+        raise MalformedPayload("modal metadata is not an incident id")
+    common = {
+        "team_id": parsed.team.id,
+        "user_id": parsed.user.id,
+        "username": parsed.user.username or parsed.user.name,
+        "incident_id": view.private_metadata,
+    }
+    if view.callback_id == CASE_NOTE_CALLBACK_ID:
+        note = _field(view, NOTE_BLOCK_ID)
+        return CaseSubmission(action="note", text=(note.value or "") if note else "", **common)
+    if view.callback_id == CASE_CLOSE_CALLBACK_ID:
+        chosen = _field(view, DISPOSITION_BLOCK_ID)
+        summary = _field(view, SUMMARY_BLOCK_ID)
+        duplicate = _field(view, DUPLICATE_BLOCK_ID)
+        return CaseSubmission(
+            action="close",
+            text=(summary.value or "") if summary else "",
+            disposition=chosen.selected_option.value if chosen and chosen.selected_option else None,
+            duplicate_of=((duplicate.value or "").strip() or None) if duplicate else None,
+            **common,
+        )
+    raise MalformedPayload(f"not a case modal: {view.callback_id[:64]!r}")
+
+
 def parse_click(payload: Mapping[str, Any], *, team_id: str, app_id: str | None = None) -> Click:
     """A ``block_actions`` payload from one of stanch's approval buttons.
 
@@ -251,22 +411,15 @@ def parse_click(payload: Mapping[str, Any], *, team_id: str, app_id: str | None 
         raise MalformedPayload(f"not an approval button: {action.action_id[:64]!r}")
     if not _matches(APPROVAL_ID, action.value):
         raise MalformedPayload("button value is not an approval id")
-    container = parsed.container
-    if container.type != "message" or not container.message_ts or not container.channel_id:
-        raise MalformedPayload("click is not on a message")
-    # The message form of the same data must agree with the container when both are sent.
-    if (parsed.channel and parsed.channel.id not in (None, container.channel_id)) or (
-        parsed.message and parsed.message.ts not in (None, container.message_ts)
-    ):
-        raise MalformedPayload("container and message disagree")
+    channel_id, message_ts = _message_of(parsed)
     return Click(
         team_id=parsed.team.id,
         user_id=parsed.user.id,
         username=parsed.user.username or parsed.user.name,
         action=decision,
         approval_id=action.value,
-        channel_id=container.channel_id,
-        message_ts=container.message_ts,
+        channel_id=channel_id,
+        message_ts=message_ts,
         response_url=parsed.response_url,
         trigger_id=parsed.trigger_id,
         action_ts=action.action_ts,
@@ -306,10 +459,34 @@ def parse_deny_reason(
     )
 
 
-def parse_interaction(
-    body: bytes | str, *, team_id: str, app_id: str | None = None
-) -> Click | DenyReason:
-    """Parse a verified interaction request body into a click or a deny reason.
+def parse_payload(
+    payload: Mapping[str, Any], *, team_id: str, app_id: str | None = None
+) -> Interaction:
+    """A decoded interaction payload as an approval click or deny reason, or a case click
+    or submission.
+
+    Raises:
+        MalformedPayload: not an interaction stanch handles.
+        WrongTeam: from another workspace or app.
+    """
+    kind = payload.get("type")
+    if kind == "block_actions":
+        actions = payload.get("actions")
+        first = actions[0] if isinstance(actions, list) and actions else {}
+        if isinstance(first, dict) and first.get("action_id") in CASE_ACTIONS:
+            return parse_case_click(payload, team_id=team_id, app_id=app_id)
+        return parse_click(payload, team_id=team_id, app_id=app_id)
+    if kind == "view_submission":
+        view = payload.get("view")
+        callback = view.get("callback_id") if isinstance(view, dict) else None
+        if callback in (CASE_NOTE_CALLBACK_ID, CASE_CLOSE_CALLBACK_ID):
+            return parse_case_submission(payload, team_id=team_id, app_id=app_id)
+        return parse_deny_reason(payload, team_id=team_id, app_id=app_id)
+    raise MalformedPayload(f"unsupported interaction type {str(kind)[:32]!r}")
+
+
+def parse_interaction(body: bytes | str, *, team_id: str, app_id: str | None = None) -> Interaction:
+    """Parse a verified interaction request body into one of the :data:`Interaction` values.
 
     Args:
         body: the raw ``application/x-www-form-urlencoded`` body.
@@ -320,13 +497,7 @@ def parse_interaction(
         MalformedPayload: not an interaction stanch handles.
         WrongTeam: from another workspace or app.
     """
-    payload = payload_from_body(body)
-    kind = payload.get("type")
-    if kind == "block_actions":
-        return parse_click(payload, team_id=team_id, app_id=app_id)
-    if kind == "view_submission":
-        return parse_deny_reason(payload, team_id=team_id, app_id=app_id)
-    raise MalformedPayload(f"unsupported interaction type {str(kind)[:32]!r}")
+    return parse_payload(payload_from_body(body), team_id=team_id, app_id=app_id)
 
 
 def ensure_same_message(click: Click, *, channel_id: str, message_ts: str) -> Click:

@@ -394,11 +394,14 @@ class SummaryView(BaseModel):
         in_effect: actions not yet undone, one line each (from alert data: shown as code).
         time_to_contain: seconds from the first alert to the end of containment; ``None``
             when containment never completed.
-        time_to_acknowledge: seconds from the first alert to the first human decision.
+        time_to_acknowledge: seconds from the first alert to the first human touch (a
+            decision, an assignment, a note).
         report_location: where the full report is (a path or URL, shown as text, never a link).
         ledger_verified: whether the hash-chained ledger verified; ``None`` when not checked.
         ledger_message: the verifier's one-line explanation.
         failed_stages: stages that failed, so a partial response does not read as complete.
+        case_status: the case's status (``awaiting-closure`` ...); empty: not shown.
+        assignee: who has the case (``slack:U…`` becomes a mention).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -415,6 +418,8 @@ class SummaryView(BaseModel):
     ledger_verified: bool | None = None
     ledger_message: str = ""
     failed_stages: list[str] = Field(default_factory=list)
+    case_status: str = Field(default="", pattern=r"^(?:[a-z][a-z-]{0,39})?$")
+    assignee: str = ""
 
 
 def duration(seconds: float | None) -> str:
@@ -475,6 +480,12 @@ def _ledger_line(view: SummaryView) -> str:
     return f":warning: *Ledger NOT verified*{detail}"
 
 
+def _owner(assignee: str) -> str:
+    # A Slack assignee is mentioned (a validated id only); anyone else is inert code.
+    slack_id = assignee.removeprefix("slack:")
+    return _mention(slack_id) if _USER_ID.fullmatch(slack_id) else code(assignee, 64)
+
+
 def summary_fallback_text(view: SummaryView) -> str:
     """The notification text: counts only, so no alert text reaches a notification."""
     failed = f"; failed stages: {', '.join(view.failed_stages)}" if view.failed_stages else ""
@@ -501,7 +512,10 @@ def incident_summary(view: SummaryView) -> tuple[str, list[JSON]]:
         f"*Time to contain*\n{duration(view.time_to_contain)}",
     ]
     if view.time_to_acknowledge is not None:
-        fields.append(f"*Time to first decision*\n{duration(view.time_to_acknowledge)}")
+        fields.append(f"*Time to acknowledge*\n{duration(view.time_to_acknowledge)}")
+    if view.case_status:
+        owner = f" · {_owner(view.assignee)}" if view.assignee else ""
+        fields.append(f"*Case*\n{code(view.case_status, 40)}{owner}")
     if view.failed_stages:
         stages = ", ".join(code(s, 40) for s in view.failed_stages)
         fields.append(f":warning: *Failed stages*\n{stages}")

@@ -23,7 +23,7 @@ from flows.detect import (
     normalise,
 )
 from flows.models import Incident
-from flows.record import AlertRow, IncidentRow, Store
+from flows.record import AlertRow, CaseBook, IncidentRow, Store
 from integrations.ocsf import DetectionFinding
 from tests.postgres import BACKENDS, backend_store
 
@@ -265,11 +265,17 @@ async def test_other_tenants_and_closed_incidents_are_not_joined(
     intake: Intake, store: Store
 ) -> None:
     """Given an acme incident about WS-1, When globex reports WS-1, Then globex gets its
-    own incident; When acme's incident is resolved and WS-1 alerts again, Then a new one."""
+    own incident; When acme's incident is closed by an analyst and WS-1 alerts again,
+    Then a new one."""
     first = await intake.ingest("acme", "ocsf", [alert("X-1", host="WS-1")])
     other = await intake.ingest("globex", "ocsf", [alert("X-2", host="WS-1")])
     assert other.new_incidents == 1
-    await store.set_incident_status(first.items[0].incident_id or "", "resolved")
+    await CaseBook(store).close(
+        first.items[0].incident_id or "",
+        disposition="false-positive",
+        summary="test host",
+        actor="cli:alice",
+    )
     again = await intake.ingest("acme", "ocsf", [alert("X-3", host="WS-1", at=T0 + 1)])
     assert (again.new_incidents, again.joined) == (1, 0)
 

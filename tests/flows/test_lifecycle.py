@@ -155,13 +155,23 @@ async def test_approved_incident_is_contained_remediated_and_reported(store: Sto
     [row] = await store.approvals(incident_id=incident.id)
     assert (row.status, row.decided_by) == ("approved", "cli:alice")
     assert outcome.clocks["acknowledge"] is not None
-    assert outcome.clocks["contain"] is not None and outcome.clocks["resolve"] is not None
+    assert outcome.clocks["contain"] is not None
+    # The flow's part ends with the report: the case waits for a person to close it.
+    assert outcome.clocks["resolve"] is None and outcome.case_status == "awaiting-closure"
     assert answered == [row.id]
 
     ledger = Ledger(store)
     entries = await ledger.export(incident.id)
     assert [e["kind"] for e in entries].count("action") == len(outcome.actions)
     assert [e["kind"] for e in entries].count("decision") == 1
+    moves = [(e["parameters"]["from"], e["status"]) for e in entries if e["kind"] == "case"]
+    assert moves == [
+        ("new", "investigating"),
+        ("investigating", "contained"),
+        ("contained", "remediated"),
+        ("remediated", "awaiting-closure"),
+    ]
+    assert all(e["approvers"] == ["stanch:flow"] for e in entries if e["kind"] == "case")
     assert (await ledger.verify()).ok
     undo = {(i.inverse.verb, i.inverse.target_label) for i in await ledger.in_effect(incident.id)}
     assert undo == {
@@ -203,6 +213,14 @@ async def test_denied_containment_is_not_sent_to_any_vendor(store: Store) -> Non
     assert not [r for r in edr.requests if "devices-actions" in r.path]
     [row] = await store.approvals(incident_id=incident.id)
     assert (row.status, row.decided_by) == ("denied", "cli:bob")
+    # Nothing was contained: the contain clock stays empty and says why; the case still
+    # goes on to wait for an analyst's closure (never "resolved" by the report).
+    assert outcome.clocks["contain"] is None
+    assert outcome.clock_notes["contain"] == "containment denied"
+    assert outcome.clocks["acknowledge"] is not None  # bob's denial was a human touch
+    assert outcome.case_status == "awaiting-closure"
+    case_row = await store.get_incident(incident.id)
+    assert case_row is not None and case_row.status == "awaiting-closure"
 
 
 async def test_forged_resume_through_prefect_cannot_approve(store: Store) -> None:

@@ -35,7 +35,7 @@ from flows.record.migrations import (
 from tests.flows.factories import incident
 from tests.postgres import BACKENDS, PG_URL, pg_schema
 
-HEAD = "0003_incident_summaries"
+HEAD = "0006_cases"
 VERSIONS = table(VERSION_TABLE, column("version_num"))
 STORE_TABLES = {
     "incidents",
@@ -53,7 +53,14 @@ INTAKE_AND_LEDGER_TABLES = {
     "incident_triage",
     "cursors",
 }
-LATER_TABLES = {"incident_summaries"}  # created by revisions after the baseline
+LATER_TABLES = {  # created by revisions after the baseline
+    "incident_summaries",
+    "case_transitions",
+    "case_notes",
+    "case_assignments",
+    "case_links",
+    "sla_events",
+}
 
 
 @dataclass
@@ -144,7 +151,12 @@ async def test_differences_are_found_when_the_schema_lags_the_models(target: Tar
         (d[0], d[2], d[3].name) if d[0] == "add_column" else (d[0], d[1].name)
         for d in await run(target, differences)
     }
-    assert found == {("add_column", "incidents", "playbook"), ("add_table", "incident_summaries")}
+    indexed = ("case_transitions", "case_notes", "case_assignments", "sla_events")
+    assert found == (
+        {("add_column", "incidents", "playbook")}
+        | {("add_table", name) for name in LATER_TABLES}
+        | {("add_index", f"ix_{name}_incident_id") for name in indexed}
+    )
 
 
 async def test_the_version_table_is_stanchs_own_and_in_the_stores_schema(
@@ -191,12 +203,49 @@ async def test_downgrade_to_the_baseline_and_back(target: Target) -> None:
     assert await run(target, differences) == []
 
 
+async def test_the_flows_old_statuses_become_case_statuses_and_back(target: Target) -> None:
+    """Given a store at 0003 whose incidents the flow marked open, contained, resolved
+    and undone,
+    When upgraded to 0006, Then they read new, contained, awaiting-closure and
+    awaiting-closure (a written report never meant a closed case); downgraded again,
+    an awaiting-closure incident is "resolved" as before."""
+    async with target.store() as store:
+        for n in range(1, 5):
+            await store.save_incident(incident(n))
+    old = {1: "open", 2: "contained", 3: "resolved", 4: "undone"}
+
+    def back_to_0003(connection: Connection) -> None:
+        command.downgrade(alembic_config(connection), "0003_incident_summaries")
+        for n, status in old.items():
+            connection.execute(
+                update(table("incidents", column("id"), column("status")))
+                .where(column("id") == incident(n).id)
+                .values(status=status)
+            )
+
+    await run(target, back_to_0003)
+    async with target.store() as store:
+        statuses = {n: (await store.get_incident(incident(n).id)).status for n in old}  # type: ignore[union-attr]
+    assert statuses == {1: "new", 2: "contained", 3: "awaiting-closure", 4: "awaiting-closure"}
+
+    def down_again(connection: Connection) -> Any:
+        command.downgrade(alembic_config(connection), "0003_incident_summaries")
+        return connection.execute(
+            select(column("status"))
+            .select_from(table("incidents"))
+            .where(column("id") == incident(3).id)
+        ).scalar_one()
+
+    assert await run(target, down_again) == "resolved"
+
+
 # Adopting stores made by create_all --------------------------------------------------------
 async def test_a_create_all_store_is_stamped_then_upgraded(target: Target) -> None:
     """Given a store made by the old create_all (every table, no version table) holding
     an incident,
     When opened, Then it is stamped at the baseline and upgraded to head: the incident is
-    kept, its playbook is NULL, and the schema matches the models."""
+    kept, its playbook is NULL, its old "open" status is now the case status "new", and
+    the schema matches the models."""
     await run(target, legacy_schema(STORE_TABLES | INTAKE_AND_LEDGER_TABLES))
     old = incident(1)
 
@@ -219,6 +268,7 @@ async def test_a_create_all_store_is_stamped_then_upgraded(target: Target) -> No
     async with target.store() as store:
         row = await store.get_incident(old.id)
         assert row is not None and row.title == old.title and row.playbook is None
+        assert row.status == "new"
         await store.set_incident_playbook(old.id, "ransomware")
     assert await run(target, current_revisions) == {HEAD}
     assert await run(target, differences) == []

@@ -435,3 +435,39 @@ async def test_an_event_without_a_tenant_is_refused_and_kept(store: Store) -> No
     assert [(k.source, k.field) for k in kept] == [
         ("prefect-event/siem-detection", "resource.stanch.tenant")
     ]
+
+
+async def test_closing_a_case_emits_incident_closed(store: Store) -> None:
+    """Given a saved incident of tenant acme,
+    When an analyst closes its case as a false positive,
+    Then Prefect receives stanch.incident.closed for it, labelled with the tenant, naming
+    the disposition and who closed it."""
+    from flows.record import CaseBook
+    from tests.flows import factories
+
+    incident = factories.incident(next(_numbers), tenant="acme")
+    await store.save_incident(incident)
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    await CaseBook(store).close(
+        incident.id, disposition="false-positive", summary="test traffic", actor="cli:alice"
+    )
+    await drain_prefect_clients()
+    closed = []
+    async with get_client() as client:
+        for _ in range(50):
+            page = await client.read_events(
+                filter=EventFilter(
+                    occurred=EventOccurredFilter(since=since, until=datetime.now(UTC)),
+                    event=EventNameFilter(name=["stanch.incident.closed"]),
+                    resource=EventResourceFilter(id=[f"stanch.incident.{incident.id}"]),
+                ),
+                limit=50,
+            )
+            closed = page.events
+            if closed:
+                break
+            await asyncio.sleep(0.2)
+    [event] = closed
+    assert event.resource["stanch.tenant"] == "acme"
+    assert event.payload["disposition"] == "false-positive"
+    assert event.payload["closed_by"] == "cli:alice"

@@ -45,8 +45,11 @@ def test_demo_runs_end_to_end_on_its_own_server(tmp_path: Path) -> None:
     When `stanch demo --json` runs,
     Then it starts a Prefect server under the stanch home, all five stages complete, at
     least three containment actions ran each with an approver and a plan hash, the report
-    names them, and the server it started is stopped again."""
+    names them, the incident ends awaiting closure with clocks that match the stored
+    events' times and a stopwatch, and the server it started is stopped again."""
+    started = datetime.now(UTC)
     result = stanch("demo", "--json", cwd=tmp_path, env=fresh_user_env(tmp_path / ".stanch"))
+    stopwatch = (datetime.now(UTC) - started).total_seconds()
     assert result.returncode == 0, result.stderr[-3000:]
     summary: dict[str, Any] = json.loads(result.stdout)
 
@@ -79,12 +82,73 @@ def test_demo_runs_end_to_end_on_its_own_server(tmp_path: Path) -> None:
     assert summary["clocks"]["approval_wait"] > 0
     assert summary["clocks"]["acknowledge"] <= summary["clocks"]["contain"]
     assert summary["elapsed_seconds"] < 60
+    assert summary["case_status"] == "awaiting-closure"
+    assert summary["clocks"]["resolve"] is None
+    assert summary["clock_notes"] == {"resolve": "the case is awaiting-closure"}
+    assert summary["clocks"] == stored_clocks(tmp_path / ".stanch" / "stanch.db")
+    # Every clock runs from an alert raised during the demo, so none is longer than the
+    # demo took by the test's own stopwatch (the 40 s the alerts once carried are gone).
+    assert 0 <= summary["clocks"]["detect"] <= summary["clocks"]["contain"] < stopwatch
+
+    # The analyst closes the case from the terminal; the ledger verifies it.
+    env = fresh_user_env(tmp_path / ".stanch")
+    incident = summary["incident_id"]
+    closed = stanch(
+        "incidents", "close", incident, "--disposition", "true-positive",
+        "--summary", "Ransomware on WS-0042 contained; jdoe's password reset",
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert closed.returncode == 0, closed.stderr
+    verified = stanch("ledger", "verify", cwd=tmp_path, env=env)
+    assert verified.returncode == 0 and verified.stdout.startswith("ledger OK"), verified.stderr
+    entries = json.loads(stanch("ledger", "show", incident, "--json", cwd=tmp_path, env=env).stdout)
+    last = entries[-1]
+    assert (last["kind"], last["verb"], last["status"]) == ("case", "close", "closed")
+    assert last["parameters"]["disposition"] == "true-positive"
+    assert last["approvers"][0].startswith("cli:")
+    shown = json.loads(
+        stanch("incidents", "show", incident, "--json", cwd=tmp_path, env=env).stdout
+    )
+    assert shown["case"]["status"] == "closed"
+    assert shown["clocks"]["resolve"] is not None and "resolve" not in shown["clock_notes"]
 
     prefect_db = tmp_path / ".stanch" / "prefect" / "prefect.db"
     assert prefect_db.exists(), "history must stay on disk for `stanch ui`"
     assert not (tmp_path / ".stanch" / "prefect" / "server.json").exists()
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{summary['ui_url']}/api/health", timeout=2)
+
+
+def stored_clocks(db: Path) -> dict[str, float | None]:
+    """The demo incident's clocks recomputed by hand from the rows the store holds."""
+    import sqlite3
+
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+    with sqlite3.connect(db) as conn:
+        created, document = conn.execute("SELECT created_at, document FROM incidents").fetchone()
+        decided, requested = conn.execute(
+            "SELECT decided_at, requested_at FROM approvals WHERE status = 'approved'"
+        ).fetchone()
+        contained = conn.execute(
+            "SELECT min(finished_at) FROM actions WHERE status = 'executed'"
+            " AND json_extract(plan, '$.stage') = 'contain'"
+        ).fetchone()[0]
+    first_alert = min(
+        datetime.fromtimestamp(a["time"] / 1000, UTC) for a in json.loads(document)["alerts"]
+    )
+
+    def since(when: str) -> float:
+        return round((at(when) - first_alert).total_seconds(), 3)
+
+    return {
+        "detect": since(created),
+        "acknowledge": since(decided),
+        "contain": since(contained),
+        "resolve": None,
+        "approval_wait": round((at(decided) - at(requested)).total_seconds(), 3),
+    }
 
 
 def test_run_rejects_a_malformed_alert_naming_the_field(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flows.models import Stage
+from flows.models import ActionResult, ActionStatus, Verdict
 from flows.record import open_store
-from tests.flows.factories import incident
+from tests.flows.factories import incident, plan
 
 
 def _stanch(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -32,7 +32,16 @@ def _seed(home: Path) -> None:
         async with open_store(f"sqlite+aiosqlite:///{home / 'stanch.db'}") as store:
             inc = incident(1)
             await store.save_incident(inc)
-            await store.record_stage(inc.id, Stage.CONTAIN, "completed")
+            contained = plan(incident_id=inc.id)
+            await store.finish_action(
+                ActionResult(
+                    plan=contained,
+                    plan_sha256=contained.sha256,
+                    verdict=Verdict.UNATTENDED,
+                    status=ActionStatus.EXECUTED,
+                    approved_by=["policy:unattended"],
+                )
+            )
             await store.set_incident_playbook(inc.id, "ransomware")
             await store.save_incident(incident(2))  # the built-in response handled it
 
@@ -51,6 +60,14 @@ def test_metrics_and_period_report(tmp_path: Path) -> None:
     summary = json.loads(metrics.stdout)
     assert summary["demo"]["incidents"] == 2
     assert summary["demo"]["contain"]["n"] == 1
+    assert summary["demo"]["containment"] == {
+        "automation": 1,
+        "human": 0,
+        "automation_rate": 1.0,
+    }
+    # The bundled default policy gives critical incidents 15 minutes to be acknowledged;
+    # nobody touched these seconds-old ones yet, so the target is pending, not breached.
+    assert summary["demo"]["sla"]["critical"]["acknowledge"]["pending"] == 2
 
     per_playbook = _stanch("metrics", "--by", "playbook", "--json", home=tmp_path)
     assert per_playbook.returncode == 0, per_playbook.stderr

@@ -147,7 +147,7 @@ def test_the_summary_says_what_happened() -> None:
         "*Severity*\n`high`",
         "*Tenant*\n`acme`",
         "*Time to contain*\n4m 12s",
-        "*Time to first decision*\n1m 01s",
+        "*Time to acknowledge*\n1m 01s",
     ]
     actions = blocks[2]["text"]["text"].split("\n")
     assert actions == [
