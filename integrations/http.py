@@ -3,7 +3,10 @@
 Adapters send every vendor call through :func:`send`, which maps transport failures and
 non-success statuses onto the error tree. Vendors disagree on how they say "wait": each
 adapter passes the parser for its rate-limit header (:func:`seconds_header`,
-:func:`epoch_header`).
+:func:`epoch_header`), and the vendor codes that mean "not in the target's current state"
+(a :class:`~integrations.errors.ConflictError`, whatever the status: Okta says it with a
+403). :func:`on_mutation` lets the caller learn that a state-changing request is about to
+leave, so an answer lost after it can be told from one lost before it.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
 
 from integrations.errors import (
     AuthError,
+    ConflictError,
     IntegrationError,
     NotFoundError,
     RateLimited,
@@ -28,6 +34,27 @@ from integrations.errors import (
 
 RetryAfterParser = Callable[[httpx.Headers], float | None]
 """Reads how many seconds a throttled caller should wait, or ``None`` if unsaid."""
+
+MutationHook = Callable[[], Awaitable[None]]
+"""Awaited just before a request that may change vendor state is sent."""
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_MUTATION_HOOK: ContextVar[MutationHook | None] = ContextVar("stanch_mutation_hook", default=None)
+
+
+@contextmanager
+def on_mutation(hook: MutationHook) -> Iterator[None]:
+    """Await ``hook`` before every state-changing request :func:`send` makes in this context.
+
+    The flow layer records there that an action's request left: if its answer is then
+    lost (a timeout, a 5xx), the vendor may have acted, and a retry that finds the state
+    already in place must not disown it.
+    """
+    token = _MUTATION_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _MUTATION_HOOK.reset(token)
 
 
 def seconds_header(name: str = "Retry-After") -> RetryAfterParser:
@@ -77,11 +104,19 @@ def error_for_status(
     message: str | None = None,
     vendor_code: str | None = None,
     retry_after: RetryAfterParser | None = None,
+    conflict_codes: Collection[str] = (),
 ) -> IntegrationError:
-    """The error a non-success response means, by status code alone."""
+    """The error a non-success response means, by status code and the vendor's own code.
+
+    A vendor code in ``conflict_codes`` is a refusal in the target's current state
+    (:class:`ConflictError`) whatever the status, so that only credential failures are
+    :class:`AuthError`; a 409 is one too.
+    """
     status = response.status_code
     text = message or f"{response.request.method} {response.request.url.path} failed"
     kwargs: dict[str, Any] = {"vendor": vendor, "status_code": status, "vendor_code": vendor_code}
+    if (vendor_code is not None and vendor_code in conflict_codes) or status == 409:
+        return ConflictError(text, **kwargs)
     if status == 429:
         wait = (retry_after or seconds_header())(response.headers)
         return RateLimited(text, retry_after=wait, **kwargs)
@@ -103,6 +138,8 @@ async def send(
     ok: Collection[int] = (200, 201, 202, 204),
     retry_after: RetryAfterParser | None = None,
     describe: Callable[[httpx.Response], tuple[str | None, str | None]] | None = None,
+    conflict_codes: Collection[str] = (),
+    mutates: bool | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send one vendor request; return the response if its status is in ``ok``.
@@ -116,12 +153,18 @@ async def send(
         retry_after: how this vendor says when to retry after a 429.
         describe: pulls ``(message, vendor_code)`` out of an error body, so errors
             carry the vendor's own words.
+        conflict_codes: vendor codes that mean "not in the target's current state".
+        mutates: whether the request may change vendor state; by default, any method
+            but GET, HEAD and OPTIONS (token requests and PAN-OS reads say ``False``).
         **kwargs: passed to :meth:`httpx.AsyncClient.request`.
 
     Raises:
         VendorTimeout: the request timed out or the connection failed.
         IntegrationError: a subclass chosen by :func:`error_for_status`.
     """
+    hook = _MUTATION_HOOK.get()
+    if hook is not None and (method.upper() not in _SAFE_METHODS if mutates is None else mutates):
+        await hook()
     try:
         response = await client.request(method, url, **kwargs)
     except httpx.TimeoutException as exc:
@@ -138,7 +181,12 @@ async def send(
             # An error body that is not the vendor's documented envelope (a proxy's HTML page).
             message, code = None, None
     raise error_for_status(
-        response, vendor=vendor, message=message, vendor_code=code, retry_after=retry_after
+        response,
+        vendor=vendor,
+        message=message,
+        vendor_code=code,
+        retry_after=retry_after,
+        conflict_codes=conflict_codes,
     )
 
 

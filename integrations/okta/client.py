@@ -260,7 +260,9 @@ def connect(
             "client_assertion": client_assertion(settings, key),
         }
         # auth=None: the token request authenticates with the assertion, not a token.
-        response = await okta_send(client, "POST", TOKEN_PATH, data=form, auth=None, ok=(200,))
+        response = await okta_send(
+            client, "POST", TOKEN_PATH, data=form, auth=None, ok=(200,), mutates=False
+        )
         token, lifetime, token_type = read_token(response, vendor=VENDOR, default_lifetime=3600)
         if token_type.lower() != "bearer":
             # A DPoP-bound token is useless without a per-request proof, which we do not send.
