@@ -1,16 +1,21 @@
 """The lifecycle's Prefect tasks: one per vendor call or side effect.
 
 Retries are for transient vendor faults only (:func:`retry_on_transient` looks at the
-error type), with exponential backoff and jitter; a 429's own wait is honoured before the
-retry. Executed actions are claimed in the store under their idempotency key first, so a
-retried task or a re-run flow does not fire the same action twice.
+error type), with exponential backoff and jitter. A 429 is different: the task itself
+waits what the vendor asked (plus a little jitter) and calls again, so Prefect's backoff
+is not added on top. Executed actions are claimed in the store under their idempotency
+key first, so a retried task or a re-run flow does not fire the same action twice; and a
+request that may change vendor state is noted before it leaves, so a state found in place
+after an answer was lost is recorded as this incident's own action, not ``already_done``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
@@ -29,16 +34,27 @@ from integrations.capabilities import (
     IdentityProvider,
     UserAccount,
 )
-from integrations.errors import IntegrationError, NotFoundError, RateLimited, TransientError
+from integrations.errors import IntegrationError, RateLimited, TransientError
+from integrations.http import on_mutation
 
 RETRIES = 3
 MAX_HONOURED_RETRY_AFTER = 60.0
+RATE_LIMIT_JITTER = 0.1
+"""At most this fraction of a vendor's asked wait is added, so callers do not all return
+at the same instant."""
+
+_T = TypeVar("_T")
 
 
 async def retry_on_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Prefect retry condition: retry only :class:`TransientError` (timeouts, 429, 5xx)."""
+    """Prefect retry condition: retry :class:`TransientError` (timeouts, 5xx) only.
+
+    A :class:`RateLimited` reaching Prefect has already been waited out and called again
+    :data:`RETRIES` times inside the task (:func:`honouring_rate_limits`); Prefect's own
+    backoff on top would make every 429 cost twice what the vendor asked.
+    """
     error = await state.aresult(raise_on_failure=False)
-    return isinstance(error, TransientError)
+    return isinstance(error, TransientError) and not isinstance(error, RateLimited)
 
 
 RETRYING: dict[str, Any] = {
@@ -52,31 +68,44 @@ RETRYING: dict[str, Any] = {
 }
 
 
-async def _honour_rate_limit(error: RateLimited) -> None:
-    # Prefect's backoff is fixed at decoration time; wait out what the vendor asked for
-    # first, so the retry does not land inside the vendor's penalty window.
-    if error.retry_after:
-        await asyncio.sleep(min(error.retry_after, MAX_HONOURED_RETRY_AFTER))
+def rate_limit_wait(error: RateLimited, attempt: int) -> float:
+    """Seconds to wait after ``error``: what the vendor asked, capped, plus small jitter.
+
+    A vendor that says nothing (SentinelOne and PAN-OS document no header, Graph's
+    Identity Protection sends none) gets exponential backoff instead.
+    """
+    asked = error.retry_after if error.retry_after is not None else float(2**attempt)
+    wait = min(asked, MAX_HONOURED_RETRY_AFTER)
+    return wait + random.uniform(0.0, RATE_LIMIT_JITTER * wait)  # noqa: S311 - not crypto
+
+
+async def honouring_rate_limits(call: Callable[[], Awaitable[_T]]) -> _T:
+    """``await call()``; after a 429, wait what the vendor asked and call again.
+
+    Only 429s are retried here (a throttled request was not carried out, so repeating it
+    is safe); after :data:`RETRIES` of them the last one is raised.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except RateLimited as error:
+            if attempt >= RETRIES:
+                raise
+            await asyncio.sleep(rate_limit_wait(error, attempt))
+            attempt += 1
 
 
 @task(name="edr.find_host", task_run_name="edr.find_host {hostname}", **RETRYING)
 async def find_host(edr: EDR, hostname: str) -> Host | None:
     """Look a host up by name in the EDR (investigate stage)."""
-    try:
-        return await edr.find_host(hostname)
-    except RateLimited as error:
-        await _honour_rate_limit(error)
-        raise
+    return await honouring_rate_limits(lambda: edr.find_host(hostname))
 
 
 @task(name="identity.find_user", task_run_name="identity.find_user {login}", **RETRYING)
 async def find_user(identity: IdentityProvider, login: str) -> UserAccount | None:
     """Look a user up by login in the identity provider (investigate stage)."""
-    try:
-        return await identity.find_user(login)
-    except RateLimited as error:
-        await _honour_rate_limit(error)
-        raise
+    return await honouring_rate_limits(lambda: identity.find_user(login))
 
 
 def failed_result(
@@ -147,23 +176,39 @@ async def execute_action(
             f"is not the approved {approved_sha256[:12]}"
         )
     ledger = Ledger(store)
-    previous = await store.claim_action(plan)
-    if previous is not None:
+    claim = await store.claim(plan)
+    if claim.done is not None:
         # Idempotent per key: restores the entry if a crash fell between store and ledger.
-        await ledger.append_action(previous)
-        return previous
+        await ledger.append_action(claim.done)
+        return claim.done
     started = utcnow()
+    noted = False
+
+    async def note_request_sent() -> None:
+        nonlocal noted
+        if not noted:
+            noted = True
+            await store.note_request_sent(plan)
+
     try:
-        receipt = await _call(plan, adapter)
-    except RateLimited as error:
-        await _honour_rate_limit(error)
-        raise
+        with on_mutation(note_request_sent):
+            receipt = await honouring_rate_limits(lambda: _call(plan, adapter))
     except IntegrationError as error:
         if not isinstance(error, TransientError):
             await record_failure(
                 store, plan, verdict=verdict, approved_by=approved_by, error=error, started=started
             )
         raise
+    if not receipt.changed and claim.request_sent:
+        # An earlier attempt's request left and its answer was lost (a timeout, a 5xx
+        # after the vendor acted): the state found now may be that request's doing.
+        # Disowning it would leave it out of "in effect" and out of `stanch undo`.
+        receipt = receipt.model_copy(
+            update={
+                "changed": True,
+                "detail": {**receipt.detail, "acknowledgement": "lost; state confirmed after"},
+            }
+        )
     result = ActionResult(
         plan=plan,
         plan_sha256=plan.sha256,
@@ -209,8 +254,8 @@ async def contain_action(
                 plan, approved_sha256, adapter, store, verdict=verdict, approved_by=approved_by
             )
         except TransientError as error:
-            # execute_action already waited out a 429's own delay.
-            if attempt < RETRIES:
+            # execute_action already waited out (and retried) a 429's own delay.
+            if attempt < RETRIES and not isinstance(error, RateLimited):
                 await asyncio.sleep(2**attempt)
                 attempt += 1
                 continue
@@ -262,15 +307,24 @@ async def _await_containment(
     within: float = 60.0,
 ) -> ActionReceipt:
     # EDRs answer "pending" and contain asynchronously; containment is only done when the
-    # host reports it, so poll within the same task rather than claim success early.
-    deadline = asyncio.get_running_loop().time() + within
+    # host reports it, so poll within the same task rather than claim success early. The
+    # vendor has accepted the action by now: a poll that fails transiently is polled
+    # again, never answered by sending the action a second time.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
     delay = 0.25
-    while asyncio.get_running_loop().time() < deadline:
+    attempt = 0
+    while loop.time() < deadline:
         try:
             host = await edr.get_host(host_id)
-        except NotFoundError:
-            raise
-        if host.containment == settled:
+        except RateLimited as error:
+            left = max(0.0, deadline - loop.time())
+            await asyncio.sleep(min(rate_limit_wait(error, attempt), left))
+            attempt += 1
+            continue
+        except TransientError:
+            host = None
+        if host is not None and host.containment == settled:
             return receipt.model_copy(update={"state": settled.value})
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
