@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -40,6 +41,8 @@ class LoggedRequest:
     status: int
     lost: bool = False
     """The simulator carried the request out but its answer was lost (a fault)."""
+    at: float = field(default_factory=time.monotonic, compare=False)
+    """When the request arrived (monotonic seconds), to measure what a client waited."""
 
 
 @dataclass
