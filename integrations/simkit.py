@@ -92,8 +92,9 @@ class _Recorder:
                 await asyncio.sleep(fault.hang_seconds)
                 return
             headers = {"content-type": "application/json", **fault.headers}
-            response = Response(fault.body, status_code=fault.status or 503, headers=headers)
-            self.sim._log(LoggedRequest(method, path, self.sim.route_of(scope), fault.status))
+            answered = fault.status or 503
+            response = Response(fault.body, status_code=answered, headers=headers)
+            self.sim._log(LoggedRequest(method, path, self.sim.route_of(scope), answered))
             await response(scope, receive, send)
             return
         status = 0

@@ -266,14 +266,22 @@ class OktaIdentity:
         Vendor API: POST /api/v1/users/{id}/lifecycle/reset_factors
 
         The user stays ACTIVE; Okta answers 200 with an empty body and the call is safe
-        to repeat.
+        to repeat. Whether a SUSPENDED user's factors can be reset is not documented; the
+        playbooks reset them after the unsuspend.
+
+        Raises:
+            ConflictError: Okta refused in the user's current status (named in ``state``).
         """
-        response = await okta_send(
-            self._client,
-            "POST",
-            f"/api/v1/users/{_path_segment(user_id)}/lifecycle/reset_factors",
-            ok=(200,),
-        )
+        try:
+            response = await okta_send(
+                self._client,
+                "POST",
+                f"/api/v1/users/{_path_segment(user_id)}/lifecycle/reset_factors",
+                ok=(200,),
+            )
+        except ConflictError as exc:
+            current = await self.get_user(user_id)
+            raise _refused_in_state(exc, "reset_factors", current.vendor_status) from exc
         return ActionReceipt(
             verb="reset_factors",
             target=user_id,

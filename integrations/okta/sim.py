@@ -168,7 +168,12 @@ class OktaSimulator(Simulator):
         *,
         rate_limit_per_minute: int | None = None,
         suspend_refusal_in: Literal["errorCauses", "errorSummary"] = "errorCauses",
+        reset_factors_while_suspended: bool = False,
     ) -> None:
+        # [U] Okta says reset_factors leaves the user ACTIVE and that the status limits the
+        # lifecycle operations allowed, not whether a SUSPENDED user's factors can be reset:
+        # refused (403 E0000038) by default, the stricter reading; True allows it.
+        self.reset_factors_while_suspended = reset_factors_while_suspended
         self.rate_limit_per_minute = rate_limit_per_minute
         # [U] where the "Cannot suspend a user that is not active" text sits in the envelope.
         self.suspend_refusal_in = suspend_refusal_in
@@ -632,6 +637,14 @@ class OktaSimulator(Simulator):
             user = self._lookup(ident)
             if user is None:
                 return self._not_found(ident)
+            if user.status not in _ACTIVE_FAMILY and not (
+                self.reset_factors_while_suspended and user.status == "SUSPENDED"
+            ):
+                return self._error(
+                    403,
+                    "E0000038",
+                    "This operation is not allowed in the user's current status.",
+                )
             user.factors = []
         return Response(status_code=200)
 

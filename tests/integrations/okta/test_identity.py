@@ -297,6 +297,28 @@ async def test_expire_password_after_unsuspending_succeeds(
     assert sim.user_status(user_id) == "PASSWORD_EXPIRED"
 
 
+@pytest.mark.parametrize("allowed", [False, True])
+async def test_reset_factors_after_unsuspending_works_under_both_readings(allowed: bool) -> None:
+    """Given an org that may or may not reset a SUSPENDED user's factors (undocumented),
+    When factors are reset while suspended and again after unsuspending,
+    Then while suspended it succeeds only under the permissive reading (else a
+    ConflictError naming SUSPENDED), and after the unsuspend it succeeds under both."""
+    sim = OktaSimulator(reset_factors_while_suspended=allowed)
+    user_id = sim.add_user("mfa-contained@example.com")
+    async with connect(ssws_settings(), transport=sim.transport()) as http:
+        idp = OktaIdentity(http)
+        await idp.suspend_user(user_id, reason="INC-1")
+        if allowed:
+            assert (await idp.reset_factors(user_id)).changed is True
+        else:
+            with pytest.raises(ConflictError) as caught:
+                await idp.reset_factors(user_id)
+            assert caught.value.state == "SUSPENDED"
+        await idp.unsuspend_user(user_id, reason="INC-1 released")
+        assert (await idp.reset_factors(user_id)).changed is True
+    assert sim.user_status(user_id) == "ACTIVE"
+
+
 @pytest.mark.parametrize("refusal_in", ["errorCauses", "errorSummary"])
 async def test_suspend_refusal_names_the_status_wherever_okta_puts_the_text(
     refusal_in: Literal["errorCauses", "errorSummary"],
