@@ -106,6 +106,8 @@ class DefenderEDR:
             vendor=VENDOR,
             retry_after=retry_after,
             describe=describe,
+            # "Action is already in progress": a refusal in the machine's current state.
+            conflict_codes=("ActiveRequestAlreadyExists",),
             **kwargs,
         )
 

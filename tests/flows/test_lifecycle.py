@@ -361,9 +361,7 @@ async def test_undo_reverses_what_is_in_effect_through_approval(store: Store) ->
     assert verbs.index("expire_password") > verbs.index("unsuspend_user")
     assert all(a.status == ActionStatus.EXECUTED for a in undone)
     # Policy pre-authorises the password expiry (it only tightens); the rest was approved.
-    assert {a.plan.verb: a.approved_by for a in undone}["expire_password"] == [
-        "policy:unattended"
-    ]
+    assert {a.plan.verb: a.approved_by for a in undone}["expire_password"] == ["policy:unattended"]
     assert all(a.approved_by == ["cli:alice"] for a in undone if a.plan.verb != "expire_password")
     assert len(answered) == 1
     async with connect(settings) as live:

@@ -93,8 +93,7 @@ async def undo(store: Store, incident_id: str) -> list[str]:
 
 async def still_in_effect(store: Store, incident_id: str) -> set[str]:
     return {
-        f"{e.entry.verb} {e.entry.target_label}"
-        for e in await Ledger(store).in_effect(incident_id)
+        f"{e.entry.verb} {e.entry.target_label}" for e in await Ledger(store).in_effect(incident_id)
     }
 
 
