@@ -62,6 +62,8 @@ class Fault:
     path_prefix: str = ""
     hang_seconds: float = 30.0
     methods: frozenset[str] | None = None
+    headers_at: Callable[[], Mapping[str, str]] | None = None
+    """Headers computed when the fault fires (a vendor's epoch-valued retry header)."""
 
     def matches(self, method: str, path: str) -> bool:
         """Whether a request is one this fault applies to."""
@@ -92,6 +94,8 @@ class _Recorder:
                 await asyncio.sleep(fault.hang_seconds)
                 return
             headers = {"content-type": "application/json", **fault.headers}
+            if fault.headers_at is not None:
+                headers.update(fault.headers_at())
             answered = fault.status or 503
             response = Response(fault.body, status_code=answered, headers=headers)
             self.sim._log(LoggedRequest(method, path, self.sim.route_of(scope), answered))
@@ -175,6 +179,27 @@ class Simulator:
             self._faults.append(
                 Fault("timeout", count, path_prefix=path_prefix, hang_seconds=seconds)
             )
+
+    def throttle_next(self, count: int = 1, *, wait: float = 2.0, path_prefix: str = "") -> None:
+        """Answer the next ``count`` requests 429, saying "wait ``wait`` s" the vendor's way."""
+        with self._lock:
+            self._faults.append(
+                Fault(
+                    "status",
+                    count,
+                    429,
+                    path_prefix=path_prefix,
+                    headers_at=lambda: self.throttle_headers(wait),
+                )
+            )
+
+    def throttle_headers(self, wait: float) -> dict[str, str]:
+        """How this vendor tells a throttled client to wait ``wait`` seconds on a 429.
+
+        RFC 9110 ``Retry-After`` in seconds here (Microsoft's APIs); vendors that say it
+        otherwise, or not at all, override this.
+        """
+        return {"Retry-After": str(max(1, round(wait)))}
 
     def lose_next(
         self,

@@ -315,6 +315,13 @@ class CrowdStrikeSimulator(Simulator):
             headers={"X-Ratelimit-Retryafter": str(retry_at)},
         )
 
+    def throttle_headers(self, wait: float) -> dict[str, str]:
+        """Falcon names the moment to retry, in epoch seconds (not a delay)."""
+        return {
+            "X-Ratelimit-Retryafter": str(math.ceil(time.time() + wait)),
+            "X-Ratelimit-Remaining": "0",
+        }
+
     def _authorized(self, request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:

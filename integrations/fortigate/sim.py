@@ -76,6 +76,10 @@ class FortiGateSimulator(Simulator):
         self.banned: dict[str, dict[str, Ban]] = {}
         super().__init__()
 
+    def throttle_headers(self, wait: float) -> dict[str, str]:
+        """FortiOS answers 429 for an auth lockout (too many failed logins), with no header."""
+        return {}
+
     def routes(self) -> list[BaseRoute]:
         """The documented banned-users operations (reference §3)."""
         return [

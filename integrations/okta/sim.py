@@ -364,6 +364,14 @@ class OktaSimulator(Simulator):
         }
         return count > limit, headers
 
+    def throttle_headers(self, wait: float) -> dict[str, str]:
+        """Okta says when its window resets (epoch seconds) and sends no ``Retry-After``."""
+        return {
+            "X-Rate-Limit-Limit": str(self.rate_limit_per_minute or 600),
+            "X-Rate-Limit-Remaining": "0",
+            "X-Rate-Limit-Reset": str(math.ceil(time.time() + wait)),
+        }
+
     def _authorize(self, request: Request, scope: str) -> Response | None:
         header = request.headers.get("authorization", "")
         scheme, _, credential = header.partition(" ")

@@ -86,6 +86,10 @@ class PanosSimulator(Simulator):
         self.request_types: list[str] = []
         super().__init__()
 
+    def throttle_headers(self, wait: float) -> dict[str, str]:
+        """[U] PAN-OS documents no rate limit or retry header; a 429 says nothing about when."""
+        return {}
+
     def routes(self) -> list[BaseRoute]:
         """The XML API's single endpoint (reference §1: GET with query or POST form)."""
         return [Route("/api/", self._api, methods=["GET", "POST"])]
