@@ -162,5 +162,9 @@ async def serve_lab(
         print(f"# {vendor}: http://{host}:{port}")
         for name, value in lab_environment(vendor, f"http://{host}:{port}").items():
             print(f"export {name}='{value}'")
+    serving = asyncio.gather(*(server.serve() for server in servers))
+    # "ready" means every port accepts connections, so a script may start right after it.
+    while not all(server.started for server in servers) and not serving.done():
+        await asyncio.sleep(0.05)
     print("# lab ready", flush=True)
-    await asyncio.gather(*(server.serve() for server in servers))
+    await serving
