@@ -164,7 +164,8 @@ async def serve_lab(
             print(f"export {name}='{value}'")
     serving = asyncio.gather(*(server.serve() for server in servers))
     # "ready" means every port accepts connections, so a script may start right after it.
-    while not all(server.started for server in servers) and not serving.done():
+    # uvicorn exposes only a ``started`` flag, no event to wait on.
+    while not all(server.started for server in servers) and not serving.done():  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     print("# lab ready", flush=True)
     await serving
