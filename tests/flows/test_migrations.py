@@ -108,13 +108,15 @@ def tables(connection: Connection) -> set[str]:
 
 def legacy_schema(names: set[str]) -> Any:
     """What ``create_all`` made before migrations: the named tables, incidents without
-    ``playbook`` (the column revision 0002 adds)."""
+    ``playbook`` (the column revision 0002 adds), actions without ``request_sent`` (0010)."""
 
     def create(connection: Connection) -> None:
         Base.metadata.create_all(
             connection, tables=[Base.metadata.tables[name] for name in sorted(names)]
         )
         connection.execute(text("ALTER TABLE incidents DROP COLUMN playbook"))
+        if "actions" in names:
+            connection.execute(text("ALTER TABLE actions DROP COLUMN request_sent"))
 
     return create
 
@@ -132,7 +134,8 @@ async def test_head_revision_matches_the_models(target: Target) -> None:
 
 
 async def test_differences_are_found_when_the_schema_lags_the_models(target: Target) -> None:
-    """Given a store left at the baseline (no playbook column, no summaries table),
+    """Given a store left at the baseline (no playbook column, no summaries table, no
+    request_sent column),
     When compared with the models, Then what is missing is reported: the comparison
     above can fail."""
 
@@ -144,7 +147,11 @@ async def test_differences_are_found_when_the_schema_lags_the_models(target: Tar
         (d[0], d[2], d[3].name) if d[0] == "add_column" else (d[0], d[1].name)
         for d in await run(target, differences)
     }
-    assert found == {("add_column", "incidents", "playbook"), ("add_table", "incident_summaries")}
+    assert found == {
+        ("add_column", "incidents", "playbook"),
+        ("add_table", "incident_summaries"),
+        ("add_column", "actions", "request_sent"),
+    }
 
 
 async def test_the_version_table_is_stanchs_own_and_in_the_stores_schema(
