@@ -35,7 +35,7 @@ from integrations.capabilities import (
     UserAccount,
 )
 from integrations.errors import IntegrationError, RateLimited, TransientError
-from integrations.http import on_mutation
+from integrations.http import Mutations, watching
 
 RETRIES = 3
 MAX_HONOURED_RETRY_AFTER = 60.0
@@ -190,16 +190,25 @@ async def execute_action(
             noted = True
             await store.note_request_sent(plan)
 
+    mutations = Mutations(note_request_sent)
+
+    async def attempt() -> tuple[ActionReceipt, bool]:
+        # Whether a request of an earlier call in this attempt may have acted (one whose
+        # follow-up read was throttled, say), as seen before this call sends anything.
+        acted_before = mutations.maybe_applied
+        return await _call(plan, adapter), acted_before
+
     try:
-        with on_mutation(note_request_sent):
-            receipt = await honouring_rate_limits(lambda: _call(plan, adapter))
+        with watching(mutations):
+            receipt, acted_before = await honouring_rate_limits(attempt)
     except IntegrationError as error:
         if not isinstance(error, TransientError):
+            await _forget_refused_request(store, plan, claim.request_sent, mutations)
             await record_failure(
                 store, plan, verdict=verdict, approved_by=approved_by, error=error, started=started
             )
         raise
-    if not receipt.changed and claim.request_sent:
+    if not receipt.changed and (claim.request_sent or acted_before):
         # An earlier attempt's request left and its answer was lost (a timeout, a 5xx
         # after the vendor acted): the state found now may be that request's doing.
         # Disowning it would leave it out of "in effect" and out of `stanch undo`.
@@ -223,6 +232,15 @@ async def execute_action(
     await store.finish_action(result)
     await ledger.append_action(result)
     return result
+
+
+async def _forget_refused_request(
+    store: Store, plan: ActionPlan, earlier: bool, mutations: Mutations
+) -> None:
+    # Every state-changing request of this attempt was refused outright (a 4xx): the vendor
+    # did not act, so a later attempt finding the state in place did not find ours.
+    if not earlier and not mutations.maybe_applied:
+        await store.note_request_sent(plan, sent=False)
 
 
 @task(

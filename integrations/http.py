@@ -5,8 +5,8 @@ non-success statuses onto the error tree. Vendors disagree on how they say "wait
 adapter passes the parser for its rate-limit header (:func:`seconds_header`,
 :func:`epoch_header`), and the vendor codes that mean "not in the target's current state"
 (a :class:`~integrations.errors.ConflictError`, whatever the status: Okta says it with a
-403). :func:`on_mutation` lets the caller learn that a state-changing request is about to
-leave, so an answer lost after it can be told from one lost before it.
+403). :func:`watching` lets the caller learn which state-changing requests left and how
+they were answered, so an answer lost after the vendor acted can be told from a refusal.
 """
 
 from __future__ import annotations
@@ -35,26 +35,51 @@ from integrations.errors import (
 RetryAfterParser = Callable[[httpx.Headers], float | None]
 """Reads how many seconds a throttled caller should wait, or ``None`` if unsaid."""
 
-MutationHook = Callable[[], Awaitable[None]]
-"""Awaited just before a request that may change vendor state is sent."""
-
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_MUTATION_HOOK: ContextVar[MutationHook | None] = ContextVar("stanch_mutation_hook", default=None)
+
+
+class Mutations:
+    """What the state-changing requests sent in one context did (see :func:`watching`).
+
+    Args:
+        before_send: awaited just before each such request leaves, so the caller can
+            record that it did (a crash or a lost answer after it is then known).
+
+    Attributes:
+        maybe_applied: a state-changing request got a 2xx, a 5xx or no answer at all, so
+            the vendor may have acted on it. Only a 4xx (a refusal, a 429) rules that out.
+    """
+
+    def __init__(self, before_send: Callable[[], Awaitable[None]]) -> None:
+        self._before_send = before_send
+        self.maybe_applied = False
+
+    async def sending(self) -> None:
+        """A state-changing request is about to leave."""
+        await self._before_send()
+
+    def answered(self, status: int | None) -> None:
+        """Its answer: an HTTP status, or ``None`` when none came."""
+        if status is None or not 400 <= status < 500:
+            self.maybe_applied = True
+
+
+_WATCH: ContextVar[Mutations | None] = ContextVar("stanch_mutations", default=None)
 
 
 @contextmanager
-def on_mutation(hook: MutationHook) -> Iterator[None]:
-    """Await ``hook`` before every state-changing request :func:`send` makes in this context.
+def watching(mutations: Mutations) -> Iterator[Mutations]:
+    """Report every state-changing request :func:`send` makes in this context to ``mutations``.
 
-    The flow layer records there that an action's request left: if its answer is then
-    lost (a timeout, a 5xx), the vendor may have acted, and a retry that finds the state
-    already in place must not disown it.
+    The flow layer uses it to tell an answer lost after the vendor may have acted from one
+    lost before anything was sent: a retry that then finds the state already in place
+    must not disown it.
     """
-    token = _MUTATION_HOOK.set(hook)
+    token = _WATCH.set(mutations)
     try:
-        yield
+        yield mutations
     finally:
-        _MUTATION_HOOK.reset(token)
+        _WATCH.reset(token)
 
 
 def seconds_header(name: str = "Retry-After") -> RetryAfterParser:
@@ -162,15 +187,25 @@ async def send(
         VendorTimeout: the request timed out or the connection failed.
         IntegrationError: a subclass chosen by :func:`error_for_status`.
     """
-    hook = _MUTATION_HOOK.get()
-    if hook is not None and (method.upper() not in _SAFE_METHODS if mutates is None else mutates):
-        await hook()
+    watch = _WATCH.get()
+    if watch is not None and not (
+        method.upper() not in _SAFE_METHODS if mutates is None else mutates
+    ):
+        watch = None
+    if watch is not None:
+        await watch.sending()
     try:
         response = await client.request(method, url, **kwargs)
     except httpx.TimeoutException as exc:
+        if watch is not None:
+            watch.answered(None)
         raise VendorTimeout(f"{method} {url} timed out", vendor=vendor) from exc
     except httpx.TransportError as exc:
+        if watch is not None:
+            watch.answered(None)
         raise VendorTimeout(f"{method} {url}: {type(exc).__name__}", vendor=vendor) from exc
+    if watch is not None:
+        watch.answered(response.status_code)
     if response.status_code in ok:
         return response
     message, code = (None, None)

@@ -167,16 +167,17 @@ class Store:
             row.started_at = now
             return Claim(None, bool(row.request_sent))
 
-    async def note_request_sent(self, plan: ActionPlan) -> None:
+    async def note_request_sent(self, plan: ActionPlan, *, sent: bool = True) -> None:
         """Record that a request that may change the vendor's state left for ``plan``.
 
-        Written before the request goes, so a crash or a lost answer after it is known.
+        Written before the request goes, so a crash or a lost answer after it is known;
+        ``sent=False`` takes it back once every such request was refused outright.
         """
         async with self._session.begin() as session:
             await session.execute(
                 update(ActionRow)
                 .where(ActionRow.idempotency_key == plan.idempotency_key)
-                .values(request_sent=True)
+                .values(request_sent=sent)
             )
 
     async def finish_action(self, result: ActionResult) -> bool:

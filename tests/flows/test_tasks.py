@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prefect.states import Completed, Failed
 
 from flows.errors import PlanMismatch
-from flows.models import Verdict
+from flows.models import ActionStatus, Verdict
+from flows.record import open_store
 from flows.tasks import execute_action, find_user, rate_limit_wait, retry_on_transient
-from integrations.capabilities import ActionReceipt
+from integrations.capabilities import ActionReceipt, Capability
+from integrations.defender import DefenderEDR, DefenderSimulator
+from integrations.defender import connect as defender_connect
+from integrations.defender import lab_settings as defender_lab_settings
 from integrations.errors import (
     AuthError,
     NotFoundError,
@@ -21,9 +26,12 @@ from integrations.errors import (
     VendorTimeout,
     VendorUnavailable,
 )
+from integrations.fortigate import FortiGateFirewall, FortiGateSimulator
+from integrations.fortigate import connect as fortigate_connect
 from integrations.okta import OktaIdentity, OktaSimulator
 from integrations.okta import connect as okta_connect
 from tests.flows.factories import plan
+from tests.integrations.fortigate.conftest import settings as fortigate_settings
 from tests.integrations.okta.conftest import ssws_settings
 
 
@@ -123,3 +131,62 @@ async def test_a_plan_that_is_not_the_approved_one_is_refused_before_any_call() 
         )
     assert adapter.calls == []
     assert time.perf_counter() - started < 1
+
+
+async def test_a_throttled_poll_after_the_isolation_does_not_disown_it(tmp_path: Path) -> None:
+    """Given Defender accepting the isolation (201) and then throttling the adapter's first
+    poll of that machine action (429 with Retry-After),
+    When execute_action waits, calls again and the adapter finds the isolation in place,
+    Then the action is recorded executed (this attempt's request did it), not already_done,
+    and only one isolation was ever requested."""
+    sim = DefenderSimulator(settle_seconds=0.1)
+    machine = sim.add_host("ws-01")
+    sim.throttle_next(1, wait=1.0, path_prefix="/api/machineactions/")
+    contain = plan(target=machine, target_label="ws-01")
+    polling = defender_lab_settings().model_copy(
+        update={"action_poll_seconds": 0.01, "action_timeout_seconds": 2.0}
+    )
+    async with (
+        open_store(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}") as store,
+        defender_connect(polling, transport=sim.transport()) as http,
+    ):
+        result = await execute_action.fn(
+            contain,
+            contain.sha256,
+            DefenderEDR(http),
+            store,
+            verdict=Verdict.UNATTENDED,
+            approved_by=["policy:unattended"],
+        )
+    assert next(r.status for r in sim.requests if r.route == "/api/machineactions/{id}") == 429
+    assert len([a for a in sim.actions.values() if a.type == "Isolate"]) == 1
+    assert result.status == ActionStatus.EXECUTED
+
+
+async def test_a_refused_pre_existing_state_stays_already_done(tmp_path: Path) -> None:
+    """Given an address banned before stanch tried,
+    When execute_action blocks it,
+    Then it is already_done: no request of this incident could have caused the ban."""
+    sim = FortiGateSimulator()
+    block = plan(
+        capability=Capability.FIREWALL,
+        verb="block_ip",
+        target="203.0.113.10",
+        target_label="203.0.113.10",
+        parameters={"ttl_seconds": 600, "reason": "r"},
+    )
+    async with (
+        open_store(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}") as store,
+        fortigate_connect(fortigate_settings(), transport=sim.transport()) as http,
+    ):
+        firewall = FortiGateFirewall(http)
+        await firewall.block_ip("203.0.113.10", ttl_seconds=600, reason="an admin")
+        result = await execute_action.fn(
+            block,
+            block.sha256,
+            firewall,
+            store,
+            verdict=Verdict.UNATTENDED,
+            approved_by=["policy:unattended"],
+        )
+    assert result.status == ActionStatus.ALREADY_DONE
