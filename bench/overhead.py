@@ -9,7 +9,8 @@ fortigate simulators and the intake service on loopback (``bench.common``), then
 * **baseline**: the same two alerts, normalised, then the same adapter calls through the
   same vendor adapters over the same loopback HTTP (find_host, find_user; contain_host and
   polling get_host, suspend_user, revoke_sessions, block_ip per IP, concurrently; then
-  block_hash and expire_password), and a small JSON report: no Prefect, no store.
+  block_hash), and a small JSON report: no Prefect, no store. The password expiry waits for
+  the account's release, which an analyst confirms, so neither path makes it.
 
 It prints medians of both, their ratio, and the vendor requests each path made per route
 (token requests left out), which must be the same.
@@ -158,7 +159,7 @@ async def measure(prepared: common.Prepared, runs: int, warmup: int) -> dict[str
     baseline_calls = common.counts(calls["baseline"])
     checks = {
         "every_run_reported": len(stanch_times) == runs == completed_flows,
-        "seven_actions_per_incident": all(n == 7 for n in executed),
+        "six_actions_per_incident": all(n == 6 for n in executed),
         "same_vendor_calls": stanch_calls == baseline_calls,
     }
     return {

@@ -1,17 +1,21 @@
 """The lifecycle's Prefect tasks: one per vendor call or side effect.
 
 Retries are for transient vendor faults only (:func:`retry_on_transient` looks at the
-error type), with exponential backoff and jitter; a 429's own wait is honoured before the
-retry. Executed actions are claimed in the store under their idempotency key first, so a
-retried task or a re-run flow does not fire the same action twice.
+error type), with exponential backoff and jitter. A 429 is different: the task itself
+waits what the vendor asked (plus a little jitter) and calls again, so Prefect's backoff
+is not added on top. Executed actions are claimed in the store under their idempotency
+key first, so a retried task or a re-run flow does not fire the same action twice; and a
+request that may change vendor state is noted before it leaves, so a state found in place
+after an answer was lost is recorded as this incident's own action, not ``already_done``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
@@ -31,16 +35,27 @@ from integrations.capabilities import (
     IdentityProvider,
     UserAccount,
 )
-from integrations.errors import IntegrationError, NotFoundError, RateLimited, TransientError
+from integrations.errors import IntegrationError, RateLimited, TransientError
+from integrations.http import Mutations, watching
 
 RETRIES = 3
 MAX_HONOURED_RETRY_AFTER = 60.0
+RATE_LIMIT_JITTER = 0.1
+"""At most this fraction of a vendor's asked wait is added, so callers do not all return
+at the same instant."""
+
+_T = TypeVar("_T")
 
 
 async def retry_on_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Prefect retry condition: retry only :class:`TransientError` (timeouts, 429, 5xx)."""
+    """Prefect retry condition: retry :class:`TransientError` (timeouts, 5xx) only.
+
+    A :class:`RateLimited` reaching Prefect has already been waited out and called again
+    :data:`RETRIES` times inside the task (:func:`honouring_rate_limits`); Prefect's own
+    backoff on top would make every 429 cost twice what the vendor asked.
+    """
     error = await state.aresult(raise_on_failure=False)
-    return isinstance(error, TransientError)
+    return isinstance(error, TransientError) and not isinstance(error, RateLimited)
 
 
 RETRYING: dict[str, Any] = {
@@ -54,31 +69,44 @@ RETRYING: dict[str, Any] = {
 }
 
 
-async def _honour_rate_limit(error: RateLimited) -> None:
-    # Prefect's backoff is fixed at decoration time; wait out what the vendor asked for
-    # first, so the retry does not land inside the vendor's penalty window.
-    if error.retry_after:
-        await asyncio.sleep(min(error.retry_after, MAX_HONOURED_RETRY_AFTER))
+def rate_limit_wait(error: RateLimited, attempt: int) -> float:
+    """Seconds to wait after ``error``: what the vendor asked, capped, plus small jitter.
+
+    A vendor that says nothing (SentinelOne and PAN-OS document no header, Graph's
+    Identity Protection sends none) gets exponential backoff instead.
+    """
+    asked = error.retry_after if error.retry_after is not None else float(2**attempt)
+    wait = min(asked, MAX_HONOURED_RETRY_AFTER)
+    return wait + random.uniform(0.0, RATE_LIMIT_JITTER * wait)  # noqa: S311 - not crypto
+
+
+async def honouring_rate_limits(call: Callable[[], Awaitable[_T]]) -> _T:
+    """``await call()``; after a 429, wait what the vendor asked and call again.
+
+    Only 429s are retried here (a throttled request was not carried out, so repeating it
+    is safe); after :data:`RETRIES` of them the last one is raised.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except RateLimited as error:
+            if attempt >= RETRIES:
+                raise
+            await asyncio.sleep(rate_limit_wait(error, attempt))
+            attempt += 1
 
 
 @task(name="edr.find_host", task_run_name="edr.find_host {hostname}", **RETRYING)
 async def find_host(edr: EDR, hostname: str) -> Host | None:
     """Look a host up by name in the EDR (investigate stage)."""
-    try:
-        return await edr.find_host(hostname)
-    except RateLimited as error:
-        await _honour_rate_limit(error)
-        raise
+    return await honouring_rate_limits(lambda: edr.find_host(hostname))
 
 
 @task(name="identity.find_user", task_run_name="identity.find_user {login}", **RETRYING)
 async def find_user(identity: IdentityProvider, login: str) -> UserAccount | None:
     """Look a user up by login in the identity provider (investigate stage)."""
-    try:
-        return await identity.find_user(login)
-    except RateLimited as error:
-        await _honour_rate_limit(error)
-        raise
+    return await honouring_rate_limits(lambda: identity.find_user(login))
 
 
 def _lookup_run_name() -> str:
@@ -93,11 +121,7 @@ async def playbook_lookup(
     lookup: Callable[[str, Mapping[str, Any]], Awaitable[Any]], action: str, args: Mapping[str, Any]
 ) -> Any:
     """One read-only lookup a Python playbook made (investigate or a later stage)."""
-    try:
-        return await lookup(action, args)
-    except RateLimited as error:
-        await _honour_rate_limit(error)
-        raise
+    return await honouring_rate_limits(lambda: lookup(action, args))
 
 
 @task(name="playbook.stage", task_run_name="{name}", cache_policy=NO_CACHE)
@@ -174,23 +198,48 @@ async def execute_action(
             f"is not the approved {approved_sha256[:12]}"
         )
     ledger = Ledger(store)
-    previous = await store.claim_action(plan)
-    if previous is not None:
+    claim = await store.claim(plan)
+    if claim.done is not None:
         # Idempotent per key: restores the entry if a crash fell between store and ledger.
-        await ledger.append_action(previous)
-        return previous
+        await ledger.append_action(claim.done)
+        return claim.done
     started = utcnow()
+    noted = False
+
+    async def note_request_sent() -> None:
+        nonlocal noted
+        if not noted:
+            noted = True
+            await store.note_request_sent(plan)
+
+    mutations = Mutations(note_request_sent)
+
+    async def attempt() -> tuple[ActionReceipt, bool]:
+        # Whether a request of an earlier call in this attempt may have acted (one whose
+        # follow-up read was throttled, say), as seen before this call sends anything.
+        acted_before = mutations.maybe_applied
+        return await _call(plan, adapter), acted_before
+
     try:
-        receipt = await _call(plan, adapter)
-    except RateLimited as error:
-        await _honour_rate_limit(error)
-        raise
+        with watching(mutations):
+            receipt, acted_before = await honouring_rate_limits(attempt)
     except IntegrationError as error:
         if not isinstance(error, TransientError):
+            await _forget_refused_request(store, plan, claim.request_sent, mutations)
             await record_failure(
                 store, plan, verdict=verdict, approved_by=approved_by, error=error, started=started
             )
         raise
+    if not receipt.changed and (claim.request_sent or acted_before):
+        # An earlier attempt's request left and its answer was lost (a timeout, a 5xx
+        # after the vendor acted): the state found now may be that request's doing.
+        # Disowning it would leave it out of "in effect" and out of `stanch undo`.
+        receipt = receipt.model_copy(
+            update={
+                "changed": True,
+                "detail": {**receipt.detail, "acknowledgement": "lost; state confirmed after"},
+            }
+        )
     result = ActionResult(
         plan=plan,
         plan_sha256=plan.sha256,
@@ -205,6 +254,15 @@ async def execute_action(
     await store.finish_action(result)
     await ledger.append_action(result)
     return result
+
+
+async def _forget_refused_request(
+    store: Store, plan: ActionPlan, earlier: bool, mutations: Mutations
+) -> None:
+    # Every state-changing request of this attempt was refused outright (a 4xx): the vendor
+    # did not act, so a later attempt finding the state in place did not find ours.
+    if not earlier and not mutations.maybe_applied:
+        await store.note_request_sent(plan, sent=False)
 
 
 @task(
@@ -236,8 +294,8 @@ async def contain_action(
                 plan, approved_sha256, adapter, store, verdict=verdict, approved_by=approved_by
             )
         except TransientError as error:
-            # execute_action already waited out a 429's own delay.
-            if attempt < RETRIES:
+            # execute_action already waited out (and retried) a 429's own delay.
+            if attempt < RETRIES and not isinstance(error, RateLimited):
                 await asyncio.sleep(2**attempt)
                 attempt += 1
                 continue
@@ -289,15 +347,24 @@ async def _await_containment(
     within: float = 60.0,
 ) -> ActionReceipt:
     # EDRs answer "pending" and contain asynchronously; containment is only done when the
-    # host reports it, so poll within the same task rather than claim success early.
-    deadline = asyncio.get_running_loop().time() + within
+    # host reports it, so poll within the same task rather than claim success early. The
+    # vendor has accepted the action by now: a poll that fails transiently is polled
+    # again, never answered by sending the action a second time.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
     delay = 0.25
-    while asyncio.get_running_loop().time() < deadline:
+    attempt = 0
+    while loop.time() < deadline:
         try:
             host = await edr.get_host(host_id)
-        except NotFoundError:
-            raise
-        if host.containment == settled:
+        except RateLimited as error:
+            left = max(0.0, deadline - loop.time())
+            await asyncio.sleep(min(rate_limit_wait(error, attempt), left))
+            attempt += 1
+            continue
+        except TransientError:
+            host = None
+        if host is not None and host.containment == settled:
             return receipt.model_copy(update={"state": settled.value})
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)

@@ -11,6 +11,8 @@ The tree::
         ├── AuthError                401/403, bad credentials, auth lockout (FortiGate's 429)
         ├── NotFoundError            the host, user, IOC ... does not exist
         ├── RejectedError            the vendor refused the request as invalid (400, 409, 422)
+        │   └── ConflictError        ...because of the target's current state (``state`` names
+        │                            it): Okta's 403 E0000038, a 409 "already contained"
         └── UnsupportedError         the vendor's API has no such operation
 
 Retries decide on the type only, never on message text.
@@ -92,6 +94,37 @@ class NotFoundError(PermanentError):
 
 class RejectedError(PermanentError):
     """The vendor refused the request as invalid for the target's current state or shape."""
+
+
+class ConflictError(RejectedError):
+    """The vendor refused the operation in the target's current state (not a credentials fault).
+
+    Okta answers 403 E0000038 "This operation is not allowed in the user's current status";
+    a 403 of that kind is about the user, not about stanch's API token, so it is not an
+    :class:`AuthError`.
+
+    Attributes:
+        state: the target's state that the vendor refused to act in, when known
+            (``"SUSPENDED"``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        vendor: str,
+        status_code: int | None = None,
+        vendor_code: str | None = None,
+        state: str | None = None,
+    ) -> None:
+        super().__init__(message, vendor=vendor, status_code=status_code, vendor_code=vendor_code)
+        self.state = state
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.state and self.state not in text:
+            text += f" (target is {self.state})"
+        return text
 
 
 class UnsupportedError(PermanentError):

@@ -3,7 +3,10 @@
 Adapters send every vendor call through :func:`send`, which maps transport failures and
 non-success statuses onto the error tree. Vendors disagree on how they say "wait": each
 adapter passes the parser for its rate-limit header (:func:`seconds_header`,
-:func:`epoch_header`).
+:func:`epoch_header`), and the vendor codes that mean "not in the target's current state"
+(a :class:`~integrations.errors.ConflictError`, whatever the status: Okta says it with a
+403). :func:`watching` lets the caller learn which state-changing requests left and how
+they were answered, so an answer lost after the vendor acted can be told from a refusal.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
 
 from integrations.errors import (
     AuthError,
+    ConflictError,
     IntegrationError,
     NotFoundError,
     RateLimited,
@@ -28,6 +34,52 @@ from integrations.errors import (
 
 RetryAfterParser = Callable[[httpx.Headers], float | None]
 """Reads how many seconds a throttled caller should wait, or ``None`` if unsaid."""
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Mutations:
+    """What the state-changing requests sent in one context did (see :func:`watching`).
+
+    Args:
+        before_send: awaited just before each such request leaves, so the caller can
+            record that it did (a crash or a lost answer after it is then known).
+
+    Attributes:
+        maybe_applied: a state-changing request got a 2xx, a 5xx or no answer at all, so
+            the vendor may have acted on it. Only a 4xx (a refusal, a 429) rules that out.
+    """
+
+    def __init__(self, before_send: Callable[[], Awaitable[None]]) -> None:
+        self._before_send = before_send
+        self.maybe_applied = False
+
+    async def sending(self) -> None:
+        """A state-changing request is about to leave."""
+        await self._before_send()
+
+    def answered(self, status: int | None) -> None:
+        """Its answer: an HTTP status, or ``None`` when none came."""
+        if status is None or not 400 <= status < 500:
+            self.maybe_applied = True
+
+
+_WATCH: ContextVar[Mutations | None] = ContextVar("stanch_mutations", default=None)
+
+
+@contextmanager
+def watching(mutations: Mutations) -> Iterator[Mutations]:
+    """Report every state-changing request :func:`send` makes in this context to ``mutations``.
+
+    The flow layer uses it to tell an answer lost after the vendor may have acted from one
+    lost before anything was sent: a retry that then finds the state already in place
+    must not disown it.
+    """
+    token = _WATCH.set(mutations)
+    try:
+        yield mutations
+    finally:
+        _WATCH.reset(token)
 
 
 def seconds_header(name: str = "Retry-After") -> RetryAfterParser:
@@ -77,11 +129,19 @@ def error_for_status(
     message: str | None = None,
     vendor_code: str | None = None,
     retry_after: RetryAfterParser | None = None,
+    conflict_codes: Collection[str] = (),
 ) -> IntegrationError:
-    """The error a non-success response means, by status code alone."""
+    """The error a non-success response means, by status code and the vendor's own code.
+
+    A vendor code in ``conflict_codes`` is a refusal in the target's current state
+    (:class:`ConflictError`) whatever the status, so that only credential failures are
+    :class:`AuthError`; a 409 is one too.
+    """
     status = response.status_code
     text = message or f"{response.request.method} {response.request.url.path} failed"
     kwargs: dict[str, Any] = {"vendor": vendor, "status_code": status, "vendor_code": vendor_code}
+    if (vendor_code is not None and vendor_code in conflict_codes) or status == 409:
+        return ConflictError(text, **kwargs)
     if status == 429:
         wait = (retry_after or seconds_header())(response.headers)
         return RateLimited(text, retry_after=wait, **kwargs)
@@ -103,6 +163,8 @@ async def send(
     ok: Collection[int] = (200, 201, 202, 204),
     retry_after: RetryAfterParser | None = None,
     describe: Callable[[httpx.Response], tuple[str | None, str | None]] | None = None,
+    conflict_codes: Collection[str] = (),
+    mutates: bool | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send one vendor request; return the response if its status is in ``ok``.
@@ -116,18 +178,34 @@ async def send(
         retry_after: how this vendor says when to retry after a 429.
         describe: pulls ``(message, vendor_code)`` out of an error body, so errors
             carry the vendor's own words.
+        conflict_codes: vendor codes that mean "not in the target's current state".
+        mutates: whether the request may change vendor state; by default, any method
+            but GET, HEAD and OPTIONS (token requests and PAN-OS reads say ``False``).
         **kwargs: passed to :meth:`httpx.AsyncClient.request`.
 
     Raises:
         VendorTimeout: the request timed out or the connection failed.
         IntegrationError: a subclass chosen by :func:`error_for_status`.
     """
+    watch = _WATCH.get()
+    if watch is not None and not (
+        method.upper() not in _SAFE_METHODS if mutates is None else mutates
+    ):
+        watch = None
+    if watch is not None:
+        await watch.sending()
     try:
         response = await client.request(method, url, **kwargs)
     except httpx.TimeoutException as exc:
+        if watch is not None:
+            watch.answered(None)
         raise VendorTimeout(f"{method} {url} timed out", vendor=vendor) from exc
     except httpx.TransportError as exc:
+        if watch is not None:
+            watch.answered(None)
         raise VendorTimeout(f"{method} {url}: {type(exc).__name__}", vendor=vendor) from exc
+    if watch is not None:
+        watch.answered(response.status_code)
     if response.status_code in ok:
         return response
     message, code = (None, None)
@@ -138,7 +216,12 @@ async def send(
             # An error body that is not the vendor's documented envelope (a proxy's HTML page).
             message, code = None, None
     raise error_for_status(
-        response, vendor=vendor, message=message, vendor_code=code, retry_after=retry_after
+        response,
+        vendor=vendor,
+        message=message,
+        vendor_code=code,
+        retry_after=retry_after,
+        conflict_codes=conflict_codes,
     )
 
 

@@ -1,5 +1,10 @@
 """Shared machinery of the vendor simulators: request log, fault injection, transport.
 
+Faults: the next N requests answer a status (5xx, 429 with the vendor's headers), hang
+(the client times out), or -- a *lost acknowledgement* -- are carried out by the
+simulator and then answered with a 5xx or a hang, as when a vendor acts and the answer
+never reaches the caller.
+
 A simulator is a stateful Starlette app imitating one vendor's HTTP API. It can be
 mounted in-process with :meth:`Simulator.transport` or served on loopback by
 ``stanch lab``. Everything here is vendor-neutral; each vendor's ``sim.py`` adds the
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,7 +27,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-FaultKind = Literal["status", "timeout"]
+FaultKind = Literal["status", "timeout", "lost"]
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -32,19 +39,37 @@ class LoggedRequest:
     path: str
     route: str | None
     status: int
+    lost: bool = False
+    """The simulator carried the request out but its answer was lost (a fault)."""
+    at: float = field(default_factory=time.monotonic, compare=False)
+    """When the request arrived (monotonic seconds), to measure what a client waited."""
 
 
 @dataclass
 class Fault:
-    """The next ``remaining`` requests fail: with ``status`` (and headers), or by hanging."""
+    """The next ``remaining`` matching requests fail.
+
+    ``status``: answered ``status`` (and headers) without being carried out. ``timeout``:
+    never answered. ``lost``: carried out, then answered ``status`` -- or never answered
+    when ``status`` is ``None`` -- so the caller cannot know the vendor acted.
+    """
 
     kind: FaultKind
     remaining: int
-    status: int = 503
+    status: int | None = 503
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
     path_prefix: str = ""
     hang_seconds: float = 30.0
+    methods: frozenset[str] | None = None
+    headers_at: Callable[[], Mapping[str, str]] | None = None
+    """Headers computed when the fault fires (a vendor's epoch-valued retry header)."""
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether a request is one this fault applies to."""
+        return path.startswith(self.path_prefix) and (
+            self.methods is None or method in self.methods
+        )
 
 
 class _Recorder:
@@ -59,15 +84,21 @@ class _Recorder:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        fault = self.sim._take_fault(path)
+        fault = self.sim._take_fault(method, path)
+        if fault is not None and fault.kind == "lost":
+            await self._lose_answer(fault, scope, receive, send)
+            return
         if fault is not None:
             if fault.kind == "timeout":
                 self.sim._log(LoggedRequest(method, path, None, 0))
                 await asyncio.sleep(fault.hang_seconds)
                 return
             headers = {"content-type": "application/json", **fault.headers}
-            response = Response(fault.body, status_code=fault.status, headers=headers)
-            self.sim._log(LoggedRequest(method, path, self.sim.route_of(scope), fault.status))
+            if fault.headers_at is not None:
+                headers.update(fault.headers_at())
+            answered = fault.status or 503
+            response = Response(fault.body, status_code=answered, headers=headers)
+            self.sim._log(LoggedRequest(method, path, self.sim.route_of(scope), answered))
             await response(scope, receive, send)
             return
         status = 0
@@ -80,6 +111,25 @@ class _Recorder:
 
         await self.app(scope, receive, capture)
         self.sim._log(LoggedRequest(method, path, scope.get("stanch.route"), status))
+
+    async def _lose_answer(self, fault: Fault, scope: Scope, receive: Receive, send: Send) -> None:
+        """Carry the request out, drop the simulator's answer, answer as the fault says."""
+        acted = 0
+
+        async def discard(message: MutableMapping[str, Any]) -> None:
+            nonlocal acted
+            if message["type"] == "http.response.start":
+                acted = int(message["status"])
+
+        await self.app(scope, receive, discard)
+        method, path = scope["method"], scope["path"]
+        # The log shows what the simulator did (its status) and that the answer was lost.
+        self.sim._log(LoggedRequest(method, path, scope.get("stanch.route"), acted, lost=True))
+        if fault.status is None:
+            await asyncio.sleep(fault.hang_seconds)
+            return
+        headers = {"content-type": "application/json", **fault.headers}
+        await Response(fault.body, status_code=fault.status, headers=headers)(scope, receive, send)
 
 
 class Simulator:
@@ -130,15 +180,62 @@ class Simulator:
                 Fault("timeout", count, path_prefix=path_prefix, hang_seconds=seconds)
             )
 
+    def throttle_next(self, count: int = 1, *, wait: float = 2.0, path_prefix: str = "") -> None:
+        """Answer the next ``count`` requests 429, saying "wait ``wait`` s" the vendor's way."""
+        with self._lock:
+            self._faults.append(
+                Fault(
+                    "status",
+                    count,
+                    429,
+                    path_prefix=path_prefix,
+                    headers_at=lambda: self.throttle_headers(wait),
+                )
+            )
+
+    def throttle_headers(self, wait: float) -> dict[str, str]:
+        """How this vendor tells a throttled client to wait ``wait`` seconds on a 429.
+
+        RFC 9110 ``Retry-After`` in seconds here (Microsoft's APIs); vendors that say it
+        otherwise, or not at all, override this.
+        """
+        return {"Retry-After": str(max(1, round(wait)))}
+
+    def lose_next(
+        self,
+        count: int = 1,
+        *,
+        status: int | None = 503,
+        path_prefix: str = "",
+        methods: frozenset[str] = MUTATING_METHODS,
+        hang_seconds: float = 30.0,
+    ) -> None:
+        """Carry out the next ``count`` state-changing requests, then lose their answers.
+
+        The answer becomes ``status`` (a 5xx by default) or, with ``status=None``, a hang
+        the client times out on: the vendor acted, the caller cannot tell.
+        """
+        with self._lock:
+            self._faults.append(
+                Fault(
+                    "lost",
+                    count,
+                    status,
+                    path_prefix=path_prefix,
+                    hang_seconds=hang_seconds,
+                    methods=frozenset(methods),
+                )
+            )
+
     def clear_faults(self) -> None:
         """Drop every pending fault."""
         with self._lock:
             self._faults.clear()
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if path.startswith(fault.path_prefix):
+                if fault.matches(method, path):
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self._faults.remove(fault)

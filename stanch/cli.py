@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = App(name="stanch", help="SOAR playbook orchestrator for MDR teams, built on Prefect 3.")
@@ -288,24 +289,37 @@ def list_approvals(*, all_requests: Annotated[bool, Parameter(name="--all")] = F
 
 
 @app.command
-def lab(*vendors: str, seed_demo: bool = False, first_port: int = 8801) -> int:
+def lab(
+    *vendors: str,
+    seed_demo: bool = False,
+    first_port: int = 8801,
+    faults: list[str] | None = None,
+) -> int:
     """Serve vendor simulators on loopback and print the settings that point live mode at them.
 
     Args:
         vendors: which simulators (default: all seven).
         seed_demo: give the EDR and identity simulators the demo's host and user.
         first_port: the first port to try; each vendor takes the next free one.
+        faults: VENDOR:KIND:N[:PATH], repeatable: the next N requests (under PATH) to VENDOR
+            fail. KIND is 5xx (503), 429 (with the vendor's retry header), timeout (no
+            answer) or lost (a state-changing request is carried out, then answered 503).
     """
     from integrations.plugin import VENDORS
-    from stanch.lab import serve_lab
+    from stanch.lab import FaultSpec, FaultSpecError, serve_lab
 
     chosen = list(vendors) or list(VENDORS)
     unknown = sorted(set(chosen) - set(VENDORS))
     if unknown:
         err.print(f"[red]unknown vendor(s): {', '.join(unknown)}[/red]")
         return 2
+    try:
+        armed = [FaultSpec.parse(text, chosen) for text in faults or ()]
+    except FaultSpecError as exc:
+        err.print(f"[red]--faults {escape(str(exc))}[/red]")
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_lab(chosen, first_port=first_port, seed=seed_demo))
+        asyncio.run(serve_lab(chosen, first_port=first_port, seed=seed_demo, faults=armed))
     return 0
 
 

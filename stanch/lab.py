@@ -3,12 +3,16 @@
 Each simulator gets its own port. The command prints, per vendor, the
 ``STANCH_<VENDOR>_<FIELD>`` settings that point live mode at it (the lab's credentials
 are not secrets), so ``STANCH_MODE=live`` runs the same adapters over real sockets.
+``--faults VENDOR:KIND:N[:PATH]`` makes a vendor misbehave, so a SOC lead can watch what a
+playbook does then.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
@@ -20,6 +24,80 @@ from stanch.prefect_server import _free_port
 
 DEMO_HOSTS = ("WS-0042",)
 DEMO_USERS = ("jdoe@acme.example",)
+
+FaultKind = Literal["5xx", "429", "timeout", "lost"]
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+HANG_SECONDS = 120.0
+"""How long a ``timeout`` fault keeps a request unanswered (past every adapter timeout)."""
+
+
+class FaultSpecError(ValueError):
+    """A ``--faults`` value that is not ``VENDOR:KIND:N[:PATH]``."""
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One ``--faults`` value: the next ``count`` matching requests to ``vendor`` misbehave.
+
+    Attributes:
+        vendor: the simulator it applies to.
+        kind: ``5xx`` (503), ``429`` (with the vendor's own retry header), ``timeout`` (no
+            answer), ``lost`` (a state-changing request is carried out, then answered 503:
+            a lost acknowledgement).
+        count: how many requests.
+        path_prefix: only requests whose path starts with it (all when empty).
+    """
+
+    vendor: str
+    kind: FaultKind
+    count: int
+    path_prefix: str = ""
+
+    @classmethod
+    def parse(cls, text: str, vendors: Iterable[str]) -> FaultSpec:
+        """Read ``VENDOR:KIND:N[:PATH]``.
+
+        Raises:
+            FaultSpecError: naming what is wrong with ``text``.
+        """
+        parts = text.split(":", 3)
+        if len(parts) < 3:
+            raise FaultSpecError(f"{text!r}: expected VENDOR:KIND:N[:PATH]")
+        vendor, kind, count = parts[0], parts[1], parts[2]
+        known = sorted(vendors)
+        if vendor not in known:
+            raise FaultSpecError(f"{text!r}: unknown vendor {vendor!r} (one of {', '.join(known)})")
+        if kind not in FAULT_KINDS:
+            kinds = ", ".join(FAULT_KINDS)
+            raise FaultSpecError(f"{text!r}: unknown kind {kind!r} (one of {kinds})")
+        if not count.isdigit() or int(count) < 1:
+            raise FaultSpecError(f"{text!r}: N must be a whole number of requests, 1 or more")
+        path = parts[3] if len(parts) == 4 else ""
+        if path and not path.startswith("/"):
+            raise FaultSpecError(f"{text!r}: PATH must start with /")
+        return cls(vendor, kind, int(count), path)  # type: ignore[arg-type]
+
+    def apply(self, simulator: Simulator) -> None:
+        """Arm the fault on ``simulator``."""
+        if self.kind == "5xx":
+            simulator.fail_next(self.count, status=503, path_prefix=self.path_prefix)
+        elif self.kind == "429":
+            simulator.throttle_next(self.count, path_prefix=self.path_prefix)
+        elif self.kind == "timeout":
+            simulator.hang_next(self.count, seconds=HANG_SECONDS, path_prefix=self.path_prefix)
+        else:
+            simulator.lose_next(self.count, path_prefix=self.path_prefix)
+
+    def describe(self) -> str:
+        """One line for the lab's output."""
+        what = {
+            "5xx": "answered 503",
+            "429": "answered 429 with the vendor's retry header",
+            "timeout": "never answered",
+            "lost": "state-changing requests carried out, then answered 503",
+        }[self.kind]
+        where = f" under {self.path_prefix}" if self.path_prefix else ""
+        return f"# fault {self.vendor}: next {self.count} request(s){where} {what}"
 
 
 def _on_loopback(value: str, origin: str) -> str:
@@ -59,7 +137,12 @@ def seed_demo(vendor: str, simulator: Simulator) -> None:
 
 
 async def serve_lab(
-    vendors: Iterable[str], *, host: str = "127.0.0.1", first_port: int = 8801, seed: bool = False
+    vendors: Iterable[str],
+    *,
+    host: str = "127.0.0.1",
+    first_port: int = 8801,
+    seed: bool = False,
+    faults: Sequence[FaultSpec] = (),
 ) -> None:
     """Serve each vendor's simulator on its own port until cancelled."""
     servers: list[uvicorn.Server] = []
@@ -67,6 +150,10 @@ async def serve_lab(
         simulator = load_plugin(vendor).simulator()
         if seed:
             seed_demo(vendor, simulator)
+        for fault in faults:
+            if fault.vendor == vendor:
+                fault.apply(simulator)
+                print(fault.describe())
         port = _free_port(first_port + offset)
         config = uvicorn.Config(
             simulator.app, host=host, port=port, log_level="warning", lifespan="off"
@@ -75,5 +162,10 @@ async def serve_lab(
         print(f"# {vendor}: http://{host}:{port}")
         for name, value in lab_environment(vendor, f"http://{host}:{port}").items():
             print(f"export {name}='{value}'")
+    serving = asyncio.gather(*(server.serve() for server in servers))
+    # "ready" means every port accepts connections, so a script may start right after it.
+    # uvicorn exposes only a ``started`` flag, no event to wait on.
+    while not all(server.started for server in servers) and not serving.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
     print("# lab ready", flush=True)
-    await asyncio.gather(*(server.serve() for server in servers))
+    await serving

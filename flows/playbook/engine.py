@@ -65,12 +65,16 @@ class PlannedAction:
         plan: the canonical plan.
         approval: ``required`` when the step always wants a human; see :func:`decide`.
         description: the step's description.
+        after: the steps this one depends on: in its stage, it runs only once their
+            plans have, and only if they all succeeded (Okta expires the password of an
+            active account only, so an expiry waits for the unsuspend it follows).
     """
 
     step: str
     plan: ActionPlan
     approval: Literal["policy", "required"] = "policy"
     description: str | None = None
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -266,7 +270,13 @@ class _Run:
             stage=step.stage,  # the loader allows only contain and remediate for actions
         )
         self.out.actions.append(
-            PlannedAction(step.id, plan, step.step.approval, step.step.description)
+            PlannedAction(
+                step.id,
+                plan,
+                step.step.approval,
+                step.step.description,
+                tuple(sorted(step.depends)),
+            )
         )
         results.append(plan.model_dump(mode="json"))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,19 @@ from flows.record.tables import (
 )
 
 _DONE = (ActionStatus.EXECUTED.value, ActionStatus.ALREADY_DONE.value)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What :meth:`Store.claim` found for an action about to run.
+
+    Attributes:
+        done: the stored result when the action already ran, else ``None``.
+        request_sent: an earlier attempt sent a request that may have changed vendor state.
+    """
+
+    done: ActionResult | None
+    request_sent: bool
 
 
 class Store:
@@ -103,6 +117,16 @@ class Store:
             ``None`` when the caller should call the vendor now; otherwise the stored
             result of a previous successful execution of the same idempotency key.
         """
+        return (await self.claim(plan)).done
+
+    async def claim(self, plan: ActionPlan) -> Claim:
+        """Record that ``plan`` is about to run, and what earlier attempts left behind.
+
+        Returns:
+            The earlier result if the action already ran (then the caller does nothing),
+            and whether an earlier attempt of this incident sent a request that may have
+            changed the vendor's state (then state found in place may be its own doing).
+        """
         now = utcnow()
         async with self._session.begin() as session:
             row = (
@@ -111,7 +135,7 @@ class Store:
                 )
             ).one_or_none()
             if row is not None and row.status in _DONE and row.result is not None:
-                return ActionResult.model_validate(row.result)
+                return Claim(ActionResult.model_validate(row.result), bool(row.request_sent))
             if row is None:
                 session.add(
                     ActionRow(
@@ -124,16 +148,30 @@ class Store:
                         plan=plan.model_dump(mode="json"),
                         status="started",
                         attempts=1,
+                        request_sent=False,
                         started_at=now,
                     )
                 )
-            else:
-                # A crash or failure left it unfinished: the adapters' verbs are idempotent,
-                # so calling again is safe; count the attempt for the record.
-                row.status = "started"
-                row.attempts += 1
-                row.started_at = now
-        return None
+                return Claim(None, False)
+            # A crash or failure left it unfinished: the adapters' verbs are idempotent,
+            # so calling again is safe; count the attempt for the record.
+            row.status = "started"
+            row.attempts += 1
+            row.started_at = now
+            return Claim(None, bool(row.request_sent))
+
+    async def note_request_sent(self, plan: ActionPlan, *, sent: bool = True) -> None:
+        """Record that a request that may change the vendor's state left for ``plan``.
+
+        Written before the request goes, so a crash or a lost answer after it is known;
+        ``sent=False`` takes it back once every such request was refused outright.
+        """
+        async with self._session.begin() as session:
+            await session.execute(
+                update(ActionRow)
+                .where(ActionRow.idempotency_key == plan.idempotency_key)
+                .values(request_sent=sent)
+            )
 
     async def finish_action(self, result: ActionResult) -> bool:
         """Store the outcome of a claimed (or refused) action.

@@ -132,11 +132,17 @@ def containment_plans(incident: Incident, found: Investigation) -> list[ActionPl
 
 
 def remediation_plans(incident: Incident, found: Investigation) -> list[ActionPlan]:
-    """Block the malicious file hashes fleet-wide and force the users' passwords to change."""
+    """Block the malicious file hashes fleet-wide.
+
+    The users' passwords are not expired here: containment suspended them, and Okta
+    refuses to expire a suspended user's password (403 E0000038; its user status limits
+    the lifecycle operations allowed). ``stanch undo`` expires it right after giving the
+    account back, the first moment it can be.
+    """
     if found.verdict == "benign":
         return []
     reason = f"stanch {incident.id}"
-    plans = [
+    return [
         _plan(
             incident,
             Capability.EDR,
@@ -148,8 +154,3 @@ def remediation_plans(incident: Incident, found: Investigation) -> list[ActionPl
         )
         for sha256 in incident.sha256s
     ]
-    plans.extend(
-        _plan(incident, Capability.IDENTITY, "expire_password", user["id"], login, Stage.REMEDIATE)
-        for login, user in found.users.items()
-    )
-    return plans

@@ -9,7 +9,7 @@ earlier run already carried out are replayed from the store instead of being dec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -162,11 +162,14 @@ class Responder:
                         ActionStatus.DENIED,
                         f"{outcome.status}: {outcome.reason}",
                     )
+        order = _Order(planned)
         if stage == Stage.CONTAIN:
-            results = await self._execute_all_or_none(stage, authorised)
+            results = await self._execute_all_or_none(stage, authorised, order, notes)
         else:
-            results = await asyncio.gather(
-                *(self._execute(stage, plan, verdict, by) for plan, verdict, by in authorised)
+            results = await order.run(
+                authorised,
+                lambda plan, verdict, by: self._execute(stage, plan, verdict, by),
+                notes,
             )
         failed = [r for r in results if r.status == ActionStatus.FAILED]
         if failed:
@@ -204,7 +207,11 @@ class Responder:
         return remaining
 
     async def _execute_all_or_none(
-        self, stage: Stage, authorised: Sequence[tuple[ActionPlan, Verdict, list[str]]]
+        self,
+        stage: Stage,
+        authorised: Sequence[tuple[ActionPlan, Verdict, list[str]]],
+        order: _Order,
+        notes: list[str],
     ) -> list[ActionResult]:
         """Run the containment steps in one Prefect transaction: all hold, or none does.
 
@@ -216,13 +223,12 @@ class Responder:
             ContainmentRolledBack: a step failed and the others were rolled back.
         """
         async with atransaction():
-            results = list(
-                await asyncio.gather(
-                    *(
-                        self._execute(stage, plan, verdict, by, step=self._contain_step)
-                        for plan, verdict, by in authorised
-                    )
-                )
+            results = await order.run(
+                authorised,
+                lambda plan, verdict, by: self._execute(
+                    stage, plan, verdict, by, step=self._contain_step
+                ),
+                notes,
             )
             failed = [r for r in results if r.status == ActionStatus.FAILED]
             if failed:
@@ -296,6 +302,75 @@ class Responder:
                     incident_id=self.incident.id,
                 )
             )
+
+
+Authorised = tuple[ActionPlan, Verdict, list[str]]
+_SUCCEEDED = (ActionStatus.EXECUTED, ActionStatus.ALREADY_DONE)
+
+
+class _Order:
+    """Runs a stage's authorised plans in the order their steps' ``depends_on`` asks.
+
+    Plans whose steps depend on nothing still pending run together; a plan runs only
+    once the plans of the steps it depends on have, and not at all if the one for the
+    same target (or, when none shares its target, any of them) did not succeed or was
+    never authorised. Its stage note says so.
+    """
+
+    def __init__(self, planned: Sequence[PlannedAction]) -> None:
+        self._step = {p.plan.sha256: p.step for p in planned}
+        self._after = {p.plan.sha256: p.after for p in planned}
+        self._targets: dict[str, set[str]] = {}
+        for p in planned:
+            self._targets.setdefault(p.step, set()).add(p.plan.target)
+        # (step, target) of every plan of this stage: each counts as unsuccessful until
+        # it has run and succeeded.
+        self._open = {(p.step, p.plan.target) for p in planned}
+
+    def _blocked_by(self, plan: ActionPlan, unsuccessful: set[tuple[str, str]]) -> list[str]:
+        blocked = []
+        for dep in self._after[plan.sha256]:
+            targets = self._targets.get(dep, set())
+            if plan.target in targets:
+                if (dep, plan.target) in unsuccessful:
+                    blocked.append(dep)
+            elif any((dep, t) in unsuccessful for t in targets):
+                blocked.append(dep)
+        return sorted(blocked)
+
+    async def run(
+        self,
+        authorised: Sequence[Authorised],
+        execute: Callable[[ActionPlan, Verdict, list[str]], Awaitable[ActionResult]],
+        notes: list[str],
+    ) -> list[ActionResult]:
+        """Execute ``authorised`` wave by wave; return the results in completion order."""
+        waiting = list(authorised)
+        # Denied and forbidden plans never run: they stay unsuccessful.
+        unsuccessful = set(self._open)
+        results: list[ActionResult] = []
+        while waiting:
+            pending = {self._step[plan.sha256] for plan, _, _ in waiting}
+            wave = [a for a in waiting if not set(self._after[a[0].sha256]) & pending]
+            if not wave:  # the loader refuses dependency cycles; run the rest regardless
+                wave = waiting
+            waiting = [a for a in waiting if a not in wave]
+            runnable = []
+            for plan, verdict, by in wave:
+                blocked = self._blocked_by(plan, unsuccessful)
+                if blocked:
+                    notes.append(
+                        f"not run: {plan.action} {plan.target_label} "
+                        f"({', '.join(blocked)} did not succeed)"
+                    )
+                else:
+                    runnable.append((plan, verdict, by))
+            done = await asyncio.gather(*(execute(p, v, b) for p, v, b in runnable))
+            for result in done:
+                if result.status in _SUCCEEDED:
+                    unsuccessful.discard((self._step[result.plan.sha256], result.plan.target))
+            results.extend(done)
+        return results
 
 
 def _approvers_of(decisions: list[RoeDecision]) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 The inverse of every executed, reversible action the ledger shows in effect (release the
 host, unsuspend the user, unblock the address and the hash) becomes an action plan that
 goes through the tenant's policy and the approval gate like any other: undoing
-containment is itself a decision someone must own.
+containment is itself a decision someone must own. A user given back has their password
+expired right after the unsuspend: the suspension was for credentials an attacker may
+hold, and Okta expires only an active account's password.
 """
 
 from __future__ import annotations
@@ -25,6 +27,24 @@ from flows.settings import load_settings, policy_directory
 async def inverse_plans(store: Store, incident: Incident) -> list[ActionPlan]:
     """The plans that undo what the incident's response still has in effect."""
     return [effect.inverse_plan() for effect in await Ledger(store).in_effect(incident.id)]
+
+
+def undo_steps(plans: list[ActionPlan]) -> list[PlannedAction]:
+    """The inverse plans as steps, each unsuspend followed by that user's password expiry.
+
+    The expiry runs only once its unsuspend has succeeded (a suspended user's password
+    cannot be expired).
+    """
+    steps: list[PlannedAction] = []
+    for plan in plans:
+        step = f"undo {plan.action} {plan.target}"
+        steps.append(PlannedAction(step=step, plan=plan))
+        if plan.verb == "unsuspend_user":
+            expire = ActionPlan.model_validate(
+                {**plan.model_dump(), "verb": "expire_password", "parameters": {}}
+            )
+            steps.append(PlannedAction(step=f"after {step}", plan=expire, after=(step,)))
+    return steps
 
 
 @flow(name="undo-incident", flow_run_name="undo {incident_id}", log_prints=False)
@@ -53,6 +73,5 @@ async def undo_incident(incident_id: str) -> list[ActionResult]:
                 flow_run_id=str(run_id) if run_id else None,
             )
             if plans:
-                undo_steps = [PlannedAction(step="undo", plan=p) for p in plans]
-                await responder.authorise_and_execute(Stage.REMEDIATE, undo_steps)
+                await responder.authorise_and_execute(Stage.REMEDIATE, undo_steps(plans))
         return responder.actions

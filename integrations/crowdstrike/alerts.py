@@ -73,6 +73,8 @@ _MAPPED = frozenset(
         "device",
         "user_name",
         "user_id",
+        "user_principal",
+        "network_accesses",
         "filename",
         "filepath",
         "cmdline",
@@ -246,7 +248,7 @@ def normalize_alert(payload: dict[str, Any]) -> DetectionFinding:
     device = _device(payload)
     if device is not None:
         event["device"] = device
-    user = _user(payload, "")
+    user = _actor(payload)
     if user is not None:
         event["actor"] = {"user": user}
     evidences = _evidences(payload)
@@ -379,6 +381,20 @@ def _device(payload: dict[str, Any]) -> dict[str, Any] | None:
     return device
 
 
+def _actor(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The user behind the alert: the identity-provider login when Falcon knows it.
+
+    ``user_principal`` is the UPN the user signs in with (what an identity provider
+    looks users up by); ``user_name`` is the account on the host, which stays on the
+    process.
+    """
+    user = _user(payload, "")
+    principal = _text(payload, "user_principal")
+    if principal:
+        user = {**(user or {}), "name": principal}
+    return user
+
+
 def _user(source: dict[str, Any], prefix: str) -> dict[str, Any] | None:
     user: dict[str, Any] = {}
     _put(user, "name", _text(source, "user_name", prefix=prefix))
@@ -444,7 +460,56 @@ def _evidences(payload: dict[str, Any]) -> list[dict[str, Any]]:
     if isinstance(many, list):
         source_ips.extend(ip for ip in many if isinstance(ip, str) and ip not in source_ips)
     evidences.extend({"src_endpoint": {"ip": ip}} for ip in source_ips)
+    evidences.extend(_connections(payload))
     return evidences
+
+
+def _connections(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """``network_accesses[]`` as connection evidences: who talked to whom, which way.
+
+    An outbound connection's remote address is where the host called out to (a C2
+    server: what a firewall should block); an inbound one's is who came in.
+
+    Raises:
+        NormalizationError: ``network_accesses`` is not a list of objects.
+    """
+    accesses = payload.get("network_accesses")
+    if accesses is None:
+        return []
+    if not isinstance(accesses, list) or not all(isinstance(a, dict) for a in accesses):
+        raise NormalizationError(VENDOR, "network_accesses", "must be a list of objects")
+    found: list[dict[str, Any]] = []
+    for n, access in enumerate(accesses):
+        at = f"network_accesses[{n}]."
+        local = _endpoint(access, "local", at)
+        remote = _endpoint(access, "remote", at)
+        if local is None and remote is None:
+            continue
+        direction = _text(access, "connection_direction", prefix=at)
+        inbound = (direction or "").lower() == "inbound"
+        evidence: dict[str, Any] = {}
+        _put(evidence, "src_endpoint", remote if inbound else local)
+        _put(evidence, "dst_endpoint", local if inbound else remote)
+        info: dict[str, Any] = {}
+        if direction:
+            # OCSF network_connection_info direction_id: 1 inbound, 2 outbound.
+            info = {"direction": direction, "direction_id": 1 if inbound else 2}
+        _put(info, "protocol_name", _text(access, "protocol", prefix=at))
+        if info:
+            evidence["connection_info"] = info
+        found.append(evidence)
+    return found
+
+
+def _endpoint(access: dict[str, Any], side: str, prefix: str) -> dict[str, Any] | None:
+    endpoint: dict[str, Any] = {}
+    _put(endpoint, "ip", _text(access, f"{side}_address", prefix=prefix))
+    port = access.get(f"{side}_port")
+    if isinstance(port, int) and not isinstance(port, bool):
+        endpoint["port"] = port
+    elif isinstance(port, str) and port.isdigit():
+        endpoint["port"] = int(port)
+    return endpoint or None
 
 
 def _observables(
@@ -482,9 +547,10 @@ def _observables(
                         f"{at}.process.file.hashes[{h}].value",
                         digest.get("value"),
                     )
-        endpoint = evidence.get("src_endpoint")
-        if isinstance(endpoint, dict):
-            add(ObservableType.IP_ADDRESS, f"{at}.src_endpoint.ip", endpoint.get("ip"))
+        for side in ("src_endpoint", "dst_endpoint"):
+            endpoint = evidence.get(side)
+            if isinstance(endpoint, dict):
+                add(ObservableType.IP_ADDRESS, f"{at}.{side}.ip", endpoint.get("ip"))
     return found
 
 

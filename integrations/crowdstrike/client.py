@@ -95,6 +95,7 @@ def connect(
             },
             # The token request must not carry the bearer it is fetching.
             auth=None,
+            mutates=False,
         )
         token, lifetime, _ = read_token(response, vendor=VENDOR, default_lifetime=1799)
         return token, lifetime

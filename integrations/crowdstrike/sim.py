@@ -158,6 +158,9 @@ class CrowdStrikeSimulator(Simulator):
         rate_limit_per_minute: requests allowed per minute before 429; ``None`` for
             no limit.
         token_lifetime: ``expires_in`` of issued tokens, in seconds (Falcon: 1799).
+        duplicate_ioc_status: [U] the status of a create for an IOC whose type and value
+            exist: 400 (the default: a whole-request failure) or 409; either way the
+            duplicate rides as an ``errors[]`` entry with that code.
         clock: monotonic time source for token expiry, settling and rate windows;
             tests inject one to move time.
     """
@@ -174,8 +177,10 @@ class CrowdStrikeSimulator(Simulator):
         settle_seconds: float = 0.5,
         rate_limit_per_minute: int | None = None,
         token_lifetime: int = 1799,
+        duplicate_ioc_status: int = 400,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.duplicate_ioc_status = duplicate_ioc_status
         self.settle_seconds = settle_seconds
         self.rate_limit_per_minute = rate_limit_per_minute
         self.token_lifetime = token_lifetime
@@ -314,6 +319,13 @@ class CrowdStrikeSimulator(Simulator):
             status=429,
             headers={"X-Ratelimit-Retryafter": str(retry_at)},
         )
+
+    def throttle_headers(self, wait: float) -> dict[str, str]:
+        """Falcon names the moment to retry, in epoch seconds (not a delay)."""
+        return {
+            "X-Ratelimit-Retryafter": str(math.ceil(time.time() + wait)),
+            "X-Ratelimit-Remaining": "0",
+        }
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -525,7 +537,12 @@ class CrowdStrikeSimulator(Simulator):
             if kind in ("sha256", "md5"):
                 value = value.lower()
             if any(i["type"] == kind and i["value"] == value for i in self.iocs.values()):
-                errors.append((400, f"Duplicate type: '{kind}' and value: '{value}' combination."))
+                errors.append(
+                    (
+                        self.duplicate_ioc_status,
+                        f"Duplicate type: '{kind}' and value: '{value}' combination.",
+                    )
+                )
                 continue
             now = _now_iso()
             ioc = {
@@ -551,7 +568,7 @@ class CrowdStrikeSimulator(Simulator):
             self.iocs[ioc["id"]] = ioc
             created.append(dict(ioc))
         # Nothing created means the request failed as a whole; partial success is 201.
-        status = 201 if created else 400
+        status = 201 if created else max(code for code, _ in errors) if errors else 400
         return self._envelope(
             created, errors=errors, status=status, writes=len(created), powered_by="ioc-manager"
         )

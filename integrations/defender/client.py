@@ -135,6 +135,7 @@ def connect(
                 describe=describe_token_error,
                 data=form,
                 auth=None,
+                mutates=False,
             )
         except RejectedError as exc:
             # Entra answers 400 for an unknown tenant or app (invalid_request,

@@ -106,6 +106,8 @@ class DefenderEDR:
             vendor=VENDOR,
             retry_after=retry_after,
             describe=describe,
+            # "Action is already in progress": a refusal in the machine's current state.
+            conflict_codes=("ActiveRequestAlreadyExists",),
             **kwargs,
         )
 
@@ -270,8 +272,12 @@ class DefenderEDR:
                 raise
             action = await self._poll(latest)
             return self._receipt(verb, host_id, action, changed=False)
-        action = await self._poll(_object(response))
-        return self._receipt(verb, host_id, action, changed=True)
+        created = _object(response)
+        # MDE may answer a duplicate with the pending action instead of a 400: one whose
+        # comment is not ours is someone else's request, adopted rather than claimed.
+        ours = created.get("requestorComment") in (None, body.get("Comment"))
+        action = await self._poll(created)
+        return self._receipt(verb, host_id, action, changed=ours)
 
     async def _poll(self, action: dict[str, Any]) -> dict[str, Any]:
         """Re-read a machine action until it is final or the polling budget is spent.

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -174,6 +174,9 @@ class DefenderSimulator(Simulator):
             ``InProgress`` for the second, then ``Succeeded``.
         rate_limit_per_minute: answer 429 with ``Retry-After`` beyond this many API calls
             in a sliding minute (``None``: no limit).
+        duplicate_action: [U] MDE documents two answers to an action requested while the
+            same one is pending: HTTP 400 "Action is already in progress" (``refused``,
+            the default) or the pending MachineAction itself (``returned``).
         clock: monotonic time source.
     """
 
@@ -190,8 +193,10 @@ class DefenderSimulator(Simulator):
         *,
         settle_seconds: float = 0.5,
         rate_limit_per_minute: int | None = None,
+        duplicate_action: Literal["refused", "returned"] = "refused",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.duplicate_action = duplicate_action
         self.settle_seconds = settle_seconds
         self.rate_limit_per_minute = rate_limit_per_minute
         self.clock = clock
@@ -512,7 +517,10 @@ class DefenderSimulator(Simulator):
         scope: str | None = None,
         related_file: dict[str, str] | None = None,
     ) -> Response:
-        if self._in_flight(machine_id, action_type) is not None:
+        pending = self._in_flight(machine_id, action_type)
+        if pending is not None and self.duplicate_action == "returned":
+            return JSONResponse(self._render(pending), status_code=201)
+        if pending is not None:
             return _error(400, "ActiveRequestAlreadyExists", "Action is already in progress")
         created = datetime.now(UTC)
         if self._last_created is not None and created <= self._last_created:

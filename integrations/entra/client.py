@@ -136,7 +136,9 @@ def connect(
 
     async def fetch() -> tuple[str, float]:
         try:
-            response = await graph_send(client, "POST", token_url, data=form, auth=None)
+            response = await graph_send(
+                client, "POST", token_url, data=form, auth=None, mutates=False
+            )
         except RejectedError as exc:
             # The identity platform answers 400 for an unknown tenant or client id and
             # for a bad scope: all configuration mistakes that retrying cannot fix.

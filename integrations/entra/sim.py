@@ -123,6 +123,10 @@ class EntraSimulator(Simulator):
             with ``Retry-After`` in seconds.
         identity_protection_rps_limit: ``/identityProtection`` requests allowed per
             sliding second; beyond it, 429 **without** ``Retry-After``, as Graph does.
+        password_change_while_disabled: [U] Graph does not say whether
+            ``passwordProfile.forceChangePasswordNextSignIn`` may be set on a disabled
+            account. By default the simulator refuses (400), the stricter reading;
+            ``True`` accepts it.
         clock: monotonic seconds, injectable so throttling tests are deterministic.
     """
 
@@ -139,9 +143,11 @@ class EntraSimulator(Simulator):
         revoke_returns_204: bool = False,
         rate_limit_per_minute: int | None = None,
         identity_protection_rps_limit: int | None = None,
+        password_change_while_disabled: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.revoke_returns_204 = revoke_returns_204
+        self.password_change_while_disabled = password_change_while_disabled
         self.rate_limit_per_minute = rate_limit_per_minute
         self.identity_protection_rps_limit = identity_protection_rps_limit
         self._clock = clock
@@ -517,6 +523,15 @@ class EntraSimulator(Simulator):
             or not isinstance(profile.get("forceChangePasswordNextSignIn", False), bool)
         ):
             raise _bad_request("Invalid value for property 'passwordProfile'.")
+        enabled = body.get("accountEnabled", user.account_enabled)
+        if (
+            isinstance(profile, dict)
+            and profile.get("forceChangePasswordNextSignIn")
+            and not enabled
+            and not self.password_change_while_disabled
+        ):
+            # [U] the stricter reading: no password change is forced on a disabled account.
+            raise _bad_request("The password profile of a disabled account cannot be changed.")
         if "accountEnabled" in body:
             user.account_enabled = body["accountEnabled"]
         if isinstance(profile, dict) and "forceChangePasswordNextSignIn" in profile:
@@ -583,7 +598,7 @@ class EntraSimulator(Simulator):
         ids = body.get("userIds") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
             raise _bad_request("userIds must be a non-empty array of user object ids.")
-        # Graph's answer for an unknown id is undocumented; the simulator says 404.
+        # [U] Graph's answer for an unknown id is undocumented; the simulator says 404.
         for user_id in ids:
             if user_id not in self.users:
                 raise _not_found(user_id)

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -54,6 +54,11 @@ class FortiGateSimulator(Simulator):
         lockout_threshold: consecutive bad tokens after which the source is locked out
             (FortiOS's ``admin-lockout-threshold``).
         lockout_seconds: how long every request then gets 429.
+        reban: [U] what ``add_users`` does to an address already banned: ``refused``
+            (424, the default: the strictest reading), ``replaced`` (a new ban, new
+            expiry) or ``kept`` (the old ban stands, success).
+        clear_unbanned: [U] what ``clear_users`` does to an address not banned:
+            ``refused`` (424, the default) or ``ignored`` (success).
     """
 
     vendor = "fortigate"
@@ -66,7 +71,11 @@ class FortiGateSimulator(Simulator):
         clock: Callable[[], float] = time.time,
         lockout_threshold: int = 3,
         lockout_seconds: float = 60.0,
+        reban: Literal["refused", "replaced", "kept"] = "refused",
+        clear_unbanned: Literal["refused", "ignored"] = "refused",
     ) -> None:
+        self.reban = reban
+        self.clear_unbanned = clear_unbanned
         self.token = token
         self.clock = clock
         self.lockout_threshold = lockout_threshold
@@ -75,6 +84,10 @@ class FortiGateSimulator(Simulator):
         self.locked_until = 0.0
         self.banned: dict[str, dict[str, Ban]] = {}
         super().__init__()
+
+    def throttle_headers(self, wait: float) -> dict[str, str]:
+        """FortiOS answers 429 for an auth lockout (too many failed logins), with no header."""
+        return {}
 
     def routes(self) -> list[BaseRoute]:
         """The documented banned-users operations (reference §3)."""
@@ -191,8 +204,12 @@ class FortiGateSimulator(Simulator):
             return self._envelope(request, http_status=424, action="add_users")
         created = int(self.clock())
         table = self.table(request.query_params.get("vdom", "root"))
+        if self.reban == "refused" and any(ip in table for ip in ips):
+            # [U] re-banning a banned address, strictest reading: refused, nothing changed.
+            return self._envelope(request, http_status=424, action="add_users", error=-5)
         for ip in ips:
-            # [U] re-banning a banned address: modelled as replacing the ban (new expiry).
+            if ip in table and self.reban == "kept":
+                continue
             table[ip] = Ban(ip, created, created + expiry if expiry else 0)
         return self._envelope(request, results={}, action="add_users")
 
@@ -203,8 +220,10 @@ class FortiGateSimulator(Simulator):
         if ips is None:
             return self._envelope(request, http_status=424, action="clear_users")
         table = self.table(request.query_params.get("vdom", "root"))
+        if self.clear_unbanned == "refused" and any(ip not in table for ip in ips):
+            # [U] clearing an address that is not banned, strictest reading: refused.
+            return self._envelope(request, http_status=424, action="clear_users")
         for ip in ips:
-            # [U] clearing an address that is not banned: modelled as a silent success.
             table.pop(ip, None)
         return self._envelope(request, results={}, action="clear_users")
 

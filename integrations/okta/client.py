@@ -32,6 +32,10 @@ ASSERTION_LIFETIME_SECONDS = 300
 # Okta says when the rate-limit window resets (epoch seconds) and never sends Retry-After.
 OKTA_RETRY_AFTER = epoch_header("X-Rate-Limit-Reset")
 
+# E0000038 "This operation is not allowed in the user's current status." comes with 403:
+# a refusal in the user's state, not a credentials failure.
+OKTA_CONFLICT_CODES = frozenset({"E0000038"})
+
 
 class OktaSettings(BaseSettings):
     """How to reach one Okta org, read from ``STANCH_OKTA_<FIELD>``.
@@ -205,6 +209,7 @@ async def okta_send(
         vendor=VENDOR,
         retry_after=OKTA_RETRY_AFTER,
         describe=describe_error,
+        conflict_codes=OKTA_CONFLICT_CODES,
         **kwargs,
     )
 
@@ -260,7 +265,9 @@ def connect(
             "client_assertion": client_assertion(settings, key),
         }
         # auth=None: the token request authenticates with the assertion, not a token.
-        response = await okta_send(client, "POST", TOKEN_PATH, data=form, auth=None, ok=(200,))
+        response = await okta_send(
+            client, "POST", TOKEN_PATH, data=form, auth=None, ok=(200,), mutates=False
+        )
         token, lifetime, token_type = read_token(response, vendor=VENDOR, default_lifetime=3600)
         if token_type.lower() != "bearer":
             # A DPoP-bound token is useless without a per-request proof, which we do not send.

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import httpx
 
 from integrations.capabilities import ActionReceipt, UserAccount, UserStatus
-from integrations.errors import NotFoundError, RejectedError, VendorUnavailable
+from integrations.errors import ConflictError, NotFoundError, RejectedError, VendorUnavailable
 from integrations.okta.client import VENDOR, okta_send
 
 OKTA_STATUS: dict[str, UserStatus] = {
@@ -64,6 +64,17 @@ def user_account(body: Any) -> UserAccount:
         raise VendorUnavailable(
             "Okta answered with a body that is not a User", vendor=VENDOR
         ) from exc
+
+
+def _refused_in_state(error: RejectedError, action: str, status: str | None) -> ConflictError:
+    """A lifecycle refusal as a :class:`ConflictError` naming the user's Okta status."""
+    return ConflictError(
+        f"{action} refused while the user is {status or 'in an unknown status'}: {error.args[0]}",
+        vendor=VENDOR,
+        status_code=error.status_code,
+        vendor_code=error.vendor_code,
+        state=status,
+    )
 
 
 class OktaIdentity:
@@ -132,7 +143,8 @@ class OktaIdentity:
         Okta has no field for the reason; it is kept in the receipt for the ledger.
 
         Raises:
-            RejectedError: the user is in a state Okta cannot suspend (e.g. DEPROVISIONED).
+            ConflictError: the user is in a status Okta cannot suspend (only ACTIVE users
+                can be; e.g. DEPROVISIONED or PASSWORD_EXPIRED), named in ``state``.
         """
         return await self._transition(
             user_id, verb="suspend_user", action="suspend", target="SUSPENDED", reason=reason
@@ -144,7 +156,8 @@ class OktaIdentity:
         Vendor API: POST /api/v1/users/{id}/lifecycle/unsuspend
 
         Raises:
-            RejectedError: the user is neither SUSPENDED nor ACTIVE (e.g. DEPROVISIONED).
+            ConflictError: the user is neither SUSPENDED nor ACTIVE (e.g. DEPROVISIONED),
+                named in ``state``.
         """
         return await self._transition(
             user_id, verb="unsuspend_user", action="unsuspend", target="ACTIVE", reason=reason
@@ -165,12 +178,12 @@ class OktaIdentity:
                 f"/api/v1/users/{_path_segment(before.id)}/lifecycle/{action}",
                 ok=(200,),
             )
-        except RejectedError:
+        except RejectedError as exc:
             # Someone else may have made the same change between our read and our write.
             after = await self.get_user(before.id)
             if after.vendor_status == target:
                 return self._receipt(verb, after.id, changed=False, state=target, reason=reason)
-            raise
+            raise _refused_in_state(exc, action, after.vendor_status) from exc
         return self._receipt(
             verb,
             before.id,
@@ -213,18 +226,30 @@ class OktaIdentity:
         Okta answers with the User object, whose status (normally PASSWORD_EXPIRED) is the
         receipt's state. Expiring an already expired password changes nothing visible, so
         the receipt then says ``changed=False``.
+
+        Okta's user status limits the lifecycle operations allowed: the password of a
+        SUSPENDED user cannot be expired (403 E0000038). Expire it before suspending, or
+        after unsuspending; the playbooks do the latter.
+
+        Raises:
+            ConflictError: Okta refused in the user's current status (named in ``state``).
         """
         before = await self.get_user(user_id)
         if before.vendor_status == "PASSWORD_EXPIRED":
             return self._receipt(
                 "expire_password", before.id, changed=False, state="PASSWORD_EXPIRED"
             )
-        response = await okta_send(
-            self._client,
-            "POST",
-            f"/api/v1/users/{_path_segment(before.id)}/lifecycle/expire_password",
-            ok=(200,),
-        )
+        try:
+            response = await okta_send(
+                self._client,
+                "POST",
+                f"/api/v1/users/{_path_segment(before.id)}/lifecycle/expire_password",
+                ok=(200,),
+            )
+        except ConflictError as exc:
+            # 403 E0000038: Okta expires the password of an active account only (not of a
+            # SUSPENDED one); say which status it refused, as read just before.
+            raise _refused_in_state(exc, "expire_password", before.vendor_status) from exc
         after = user_account(response.json())
         return self._receipt(
             "expire_password",
@@ -241,14 +266,22 @@ class OktaIdentity:
         Vendor API: POST /api/v1/users/{id}/lifecycle/reset_factors
 
         The user stays ACTIVE; Okta answers 200 with an empty body and the call is safe
-        to repeat.
+        to repeat. Whether a SUSPENDED user's factors can be reset is not documented; the
+        playbooks reset them after the unsuspend.
+
+        Raises:
+            ConflictError: Okta refused in the user's current status (named in ``state``).
         """
-        response = await okta_send(
-            self._client,
-            "POST",
-            f"/api/v1/users/{_path_segment(user_id)}/lifecycle/reset_factors",
-            ok=(200,),
-        )
+        try:
+            response = await okta_send(
+                self._client,
+                "POST",
+                f"/api/v1/users/{_path_segment(user_id)}/lifecycle/reset_factors",
+                ok=(200,),
+            )
+        except ConflictError as exc:
+            current = await self.get_user(user_id)
+            raise _refused_in_state(exc, "reset_factors", current.vendor_status) from exc
         return ActionReceipt(
             verb="reset_factors",
             target=user_id,

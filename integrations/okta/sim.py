@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, urlencode
 
 from cryptography.exceptions import InvalidSignature
@@ -146,8 +146,9 @@ class OktaSimulator(Simulator):
     only from SUSPENDED, both answering 200 with an empty body, else 400 E0000001 whose
     cause reads "Cannot suspend a user that is not active" / "Cannot unsuspend a user
     that is not suspended" (the wording third-party connectors match; its exact place in
-    Okta's envelope is unverified). Unverified too: the error for expiring the password
-    of a non-active user (here 400 E0000001).
+    Okta's envelope is unverified: ``suspend_refusal_in`` puts it in ``errorCauses``, the
+    default, or in ``errorSummary``). Expiring the password of a user outside the active
+    family (SUSPENDED, say) is refused with 403 E0000038, as documented.
     """
 
     vendor = "okta"
@@ -162,8 +163,20 @@ class OktaSimulator(Simulator):
     )
     TOKEN_LIFETIME_SECONDS: ClassVar[int] = 3600
 
-    def __init__(self, *, rate_limit_per_minute: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rate_limit_per_minute: int | None = None,
+        suspend_refusal_in: Literal["errorCauses", "errorSummary"] = "errorCauses",
+        reset_factors_while_suspended: bool = False,
+    ) -> None:
+        # [U] Okta says reset_factors leaves the user ACTIVE and that the status limits the
+        # lifecycle operations allowed, not whether a SUSPENDED user's factors can be reset:
+        # refused (403 E0000038) by default, the stricter reading; True allows it.
+        self.reset_factors_while_suspended = reset_factors_while_suspended
         self.rate_limit_per_minute = rate_limit_per_minute
+        # [U] where the "Cannot suspend a user that is not active" text sits in the envelope.
+        self.suspend_refusal_in = suspend_refusal_in
         self._state = threading.RLock()
         self._users: dict[str, _User] = {}
         self._events: list[_LogEntry] = []
@@ -350,6 +363,14 @@ class OktaSimulator(Simulator):
             "X-Rate-Limit-Reset": str(reset),
         }
         return count > limit, headers
+
+    def throttle_headers(self, wait: float) -> dict[str, str]:
+        """Okta says when its window resets (epoch seconds) and sends no ``Retry-After``."""
+        return {
+            "X-Rate-Limit-Limit": str(self.rate_limit_per_minute or 600),
+            "X-Rate-Limit-Remaining": "0",
+            "X-Rate-Limit-Reset": str(math.ceil(time.time() + wait)),
+        }
 
     def _authorize(self, request: Request, scope: str) -> Response | None:
         header = request.headers.get("authorization", "")
@@ -591,6 +612,8 @@ class OktaSimulator(Simulator):
             if user is None:
                 return self._not_found(ident)
             if user.status != source:
+                if self.suspend_refusal_in == "errorSummary":
+                    return self._error(400, "E0000001", f"Api validation failed: {cause}")
                 return self._error(400, "E0000001", f"Api validation failed: {verb}", [cause])
             self._set_status(user, target)
         # Okta answers these two with 200 and no body at all.
@@ -602,14 +625,17 @@ class OktaSimulator(Simulator):
             user = self._lookup(ident)
             if user is None:
                 return self._not_found(ident)
-            # The spec documents no 400 for this call (only 403/404/429), so the simulator
-            # refuses nothing. [U] For an account that is not in the active family (a
-            # SUSPENDED one, say) the password is marked expired without changing the
-            # status: un-suspending a contained user as a side effect would be the worst
-            # guess a simulator could make.
+            # Okta documents 403 for this call and says the user's status limits which
+            # lifecycle operations are allowed; a SUSPENDED (or never activated, or
+            # deprovisioned) user is answered 403 E0000038, as a live org does.
+            if user.status not in _ACTIVE_FAMILY:
+                return self._error(
+                    403,
+                    "E0000038",
+                    "This operation is not allowed in the user's current status.",
+                )
             user.password_expired = True
-            if user.status in _ACTIVE_FAMILY:
-                self._set_status(user, "PASSWORD_EXPIRED")
+            self._set_status(user, "PASSWORD_EXPIRED")
             body = user.body(self.base_url)
         return JSONResponse(body)
 
@@ -619,6 +645,14 @@ class OktaSimulator(Simulator):
             user = self._lookup(ident)
             if user is None:
                 return self._not_found(ident)
+            if user.status not in _ACTIVE_FAMILY and not (
+                self.reset_factors_while_suspended and user.status == "SUSPENDED"
+            ):
+                return self._error(
+                    403,
+                    "E0000038",
+                    "This operation is not allowed in the user's current status.",
+                )
             user.factors = []
         return Response(status_code=200)
 

@@ -161,7 +161,18 @@ async def read_key(response: httpx.Response) -> str:
     """
     await response.aread()
     if response.status_code != 200:
-        raise error_for_status(response, vendor=VENDOR, message="keygen failed")
+        # PAN-OS may say "Invalid Credential" with HTTP 403 as well as with 200: keep the
+        # device's words either way, so the operator reads what the firewall said.
+        try:
+            root = parse(response)
+        except VendorUnavailable:
+            raise error_for_status(response, vendor=VENDOR, message="keygen failed") from None
+        raise error_for_status(
+            response,
+            vendor=VENDOR,
+            message=f"keygen: {message(root)}",
+            vendor_code=root.get("code"),
+        )
     root = parse(response)
     key = root.findtext("./result/key")
     if root.get("status") != "success" or not key:
@@ -256,7 +267,12 @@ async def request(client: httpx.AsyncClient, params: dict[str, str]) -> ET.Eleme
         VendorUnavailable: 5xx, or a body that is not PAN-OS XML.
         IntegrationError: another non-200 status, per :func:`error_for_status`.
     """
-    response = await send(client, "POST", API, vendor=VENDOR, describe=_describe, data=params)
+    # Every XML API request is a POST; only user-id messages and config/commit requests
+    # change the firewall (op and keygen requests read).
+    changes = params.get("type") not in ("op", "keygen")
+    response = await send(
+        client, "POST", API, vendor=VENDOR, describe=_describe, data=params, mutates=changes
+    )
     return parse(response)
 
 

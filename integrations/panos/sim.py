@@ -29,11 +29,15 @@ ALREADY = "already exists, ignore"
 ABSENT = "does not exist, ignore unreg"
 
 
-def _xml(root: ET.Element) -> Response:
-    return Response(ET.tostring(root, encoding="unicode"), media_type="application/xml")
+def _xml(root: ET.Element, status: int = 200) -> Response:
+    return Response(
+        ET.tostring(root, encoding="unicode"), status_code=status, media_type="application/xml"
+    )
 
 
-def _error(code: str | None, text: str, *, in_result: bool = False) -> Response:
+def _error(
+    code: str | None, text: str, *, in_result: bool = False, http_status: int = 200
+) -> Response:
     """``<response status="error" code=…>`` with the message where PAN-OS puts it."""
     root = ET.Element("response", {"status": "error"})
     if code is not None:
@@ -44,7 +48,7 @@ def _error(code: str | None, text: str, *, in_result: bool = False) -> Response:
         msg.text = text
     else:
         ET.SubElement(msg, "line").text = text
-    return _xml(root)
+    return _xml(root, http_status)
 
 
 class PanosSimulator(Simulator):
@@ -67,7 +71,12 @@ class PanosSimulator(Simulator):
         password: str = LAB_PASSWORD,
         api_key: str = LAB_API_KEY,
         clock: Callable[[], float] = time.time,
+        credential_refusal_status: int = 403,
     ) -> None:
+        # [U] The HTTP status of an "Invalid Credential" answer: the error-code page gives
+        # code 403 inside the XML, third-party clients see it with HTTP 403 and with 200.
+        # 403 by default; 200 is the other reading (tests run the adapter under both).
+        self.credential_refusal_status = credential_refusal_status
         self.username = username
         self.password = password
         self.api_key = api_key
@@ -76,6 +85,10 @@ class PanosSimulator(Simulator):
         self.registered: dict[str, dict[str, float | None]] = {}
         self.request_types: list[str] = []
         super().__init__()
+
+    def throttle_headers(self, wait: float) -> dict[str, str]:
+        """[U] PAN-OS documents no rate limit or retry header; a 429 says nothing about when."""
+        return {}
 
     def routes(self) -> list[BaseRoute]:
         """The XML API's single endpoint (reference §1: GET with query or POST form)."""
@@ -112,7 +125,7 @@ class PanosSimulator(Simulator):
             return self._keygen(params)
         key = request.headers.get("x-pan-key") or params.get("key")
         if key != self.api_key:
-            return _error("403", "Invalid Credential", in_result=True)
+            return self._invalid_credential()
         if kind == "user-id":
             return self._user_id(params.get("cmd", ""))
         if kind == "op":
@@ -124,10 +137,15 @@ class PanosSimulator(Simulator):
 
     def _keygen(self, params: dict[str, str]) -> Response:
         if params.get("user") != self.username or params.get("password") != self.password:
-            return _error("403", "Invalid Credential", in_result=True)
+            return self._invalid_credential()
         root = ET.Element("response", {"status": "success"})
         ET.SubElement(ET.SubElement(root, "result"), "key").text = self.api_key
         return _xml(root)
+
+    def _invalid_credential(self) -> Response:
+        return _error(
+            "403", "Invalid Credential", in_result=True, http_status=self.credential_refusal_status
+        )
 
     # type=user-id ---------------------------------------------------------------------
     def _user_id(self, cmd: str) -> Response:

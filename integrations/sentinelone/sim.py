@@ -159,6 +159,10 @@ class SentinelOneSimulator(Simulator):
         return str(self._agent(agent_id)["networkStatus"])
 
     # Plumbing ---------------------------------------------------------------------------
+    def throttle_headers(self, wait: float) -> dict[str, str]:
+        """[U] SentinelOne documents no rate-limit header; a 429 says nothing about when."""
+        return {}
+
     def routes(self) -> list[BaseRoute]:
         api = self._api
         return [

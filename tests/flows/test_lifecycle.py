@@ -342,8 +342,8 @@ async def test_rerunning_an_incident_does_not_repeat_vendor_actions(store: Store
 async def test_undo_reverses_what_is_in_effect_through_approval(store: Store) -> None:
     """Given an incident whose containment and remediation ran,
     When undo-incident runs and the analyst approves the inverse plans,
-    Then the host is released, the user unsuspended, the blocks lifted, nothing is left in
-    effect, and the ledger still verifies."""
+    Then the host is released, the user unsuspended and then their password expired, the
+    blocks lifted, nothing is left in effect, and the ledger still verifies."""
     incident = new_incident()
     outcome, _ = await run(incident, store, approve)
     assert isinstance(outcome, IncidentOutcome), outcome
@@ -367,19 +367,26 @@ async def test_undo_reverses_what_is_in_effect_through_approval(store: Store) ->
         await asyncio.gather(helper, return_exceptions=True)
 
     assert sorted(a.plan.verb for a in undone) == [
+        "expire_password",
         "release_host",
         "unblock_hash",
         "unblock_ip",
         "unblock_ip",
         "unsuspend_user",
     ]
+    # Okta expires an active account's password only: the expiry ran after the unsuspend.
+    verbs = [a.plan.verb for a in undone]
+    assert verbs.index("expire_password") > verbs.index("unsuspend_user")
     assert all(a.status == ActionStatus.EXECUTED for a in undone)
-    assert all(a.approved_by == ["cli:alice"] for a in undone)
+    # Policy pre-authorises the password expiry (it only tightens); the rest was approved.
+    assert {a.plan.verb: a.approved_by for a in undone}["expire_password"] == ["policy:unattended"]
+    assert all(a.approved_by == ["cli:alice"] for a in undone if a.plan.verb != "expire_password")
     assert len(answered) == 1
     async with connect(settings) as live:
         user = await live.identity.find_user("jdoe@acme.example")
         assert await live.firewall.list_blocked() == []
     assert user is not None and user.status == "active"
+    assert user.vendor_status == "PASSWORD_EXPIRED"
     ledger = Ledger(store)
     assert await ledger.in_effect(incident.id) == []
     assert (await ledger.verify()).ok

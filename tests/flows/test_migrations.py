@@ -35,7 +35,7 @@ from flows.record.migrations import (
 from tests.flows.factories import incident
 from tests.postgres import BACKENDS, PG_URL, pg_schema
 
-HEAD = "0006_cases"
+HEAD = "0010_live_vendors"
 VERSIONS = table(VERSION_TABLE, column("version_num"))
 STORE_TABLES = {
     "incidents",
@@ -115,13 +115,15 @@ def tables(connection: Connection) -> set[str]:
 
 def legacy_schema(names: set[str]) -> Any:
     """What ``create_all`` made before migrations: the named tables, incidents without
-    ``playbook`` (the column revision 0002 adds)."""
+    ``playbook`` (the column revision 0002 adds), actions without ``request_sent`` (0010)."""
 
     def create(connection: Connection) -> None:
         Base.metadata.create_all(
             connection, tables=[Base.metadata.tables[name] for name in sorted(names)]
         )
         connection.execute(text("ALTER TABLE incidents DROP COLUMN playbook"))
+        if "actions" in names:
+            connection.execute(text("ALTER TABLE actions DROP COLUMN request_sent"))
 
     return create
 
@@ -139,7 +141,8 @@ async def test_head_revision_matches_the_models(target: Target) -> None:
 
 
 async def test_differences_are_found_when_the_schema_lags_the_models(target: Target) -> None:
-    """Given a store left at the baseline (no playbook column, no summaries table),
+    """Given a store left at the baseline (no playbook column, no summaries table, no
+    request_sent column),
     When compared with the models, Then what is missing is reported: the comparison
     above can fail."""
 
@@ -156,6 +159,7 @@ async def test_differences_are_found_when_the_schema_lags_the_models(target: Tar
         {("add_column", "incidents", "playbook")}
         | {("add_table", name) for name in LATER_TABLES}
         | {("add_index", f"ix_{name}_incident_id") for name in indexed}
+        | {("add_column", "actions", "request_sent")}
     )
 
 

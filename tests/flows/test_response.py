@@ -56,13 +56,13 @@ def test_containment_plans_cover_host_user_and_internet_ips() -> None:
     assert plans[3].parameters["ttl_seconds"] == BLOCK_TTL_SECONDS
 
 
-def test_remediation_blocks_hashes_and_expires_passwords() -> None:
-    """Given a true positive, When remediation is planned, Then hash block and expiry."""
+def test_remediation_blocks_hashes_and_leaves_the_suspended_password_to_the_release() -> None:
+    """Given a true positive whose user containment suspends,
+    When remediation is planned,
+    Then it blocks the hash and does not expire the password: Okta refuses that for a
+    suspended user (403 E0000038); `stanch undo` expires it after the unsuspend."""
     inc = incident()
     found = assess(inc, {"WS-0042": HOST}, {"jdoe@acme.example": USER})
     plans = remediation_plans(inc, found)
-    assert [(p.capability, p.verb) for p in plans] == [
-        (Capability.EDR, "block_hash"),
-        (Capability.IDENTITY, "expire_password"),
-    ]
+    assert [(p.capability, p.verb) for p in plans] == [(Capability.EDR, "block_hash")]
     assert plans[0].target == inc.sha256s[0]

@@ -12,6 +12,7 @@ import pytest
 
 from integrations.errors import (
     AuthError,
+    ConflictError,
     IntegrationError,
     NotFoundError,
     PermanentError,
@@ -177,7 +178,7 @@ def test_429_defaults_to_retry_after_seconds() -> None:
         (403, AuthError),
         (404, NotFoundError),
         (400, RejectedError),
-        (409, RejectedError),
+        (409, ConflictError),
         (422, RejectedError),
         (500, VendorUnavailable),
         (502, VendorUnavailable),
@@ -197,6 +198,22 @@ def test_status_maps_to_error_type(status: int, kind: type[IntegrationError]) ->
     transient = status >= 500 or status == 408
     assert isinstance(error, TransientError) is transient
     assert isinstance(error, PermanentError) is not transient
+
+
+@pytest.mark.parametrize("status", [400, 403])
+def test_a_state_refusal_is_a_conflict_not_an_auth_error(status: int) -> None:
+    """Given a vendor code the adapter names as "not allowed in the target's current state"
+    (Okta answers E0000038 with 403),
+    When it is mapped,
+    Then it is a ConflictError (a RejectedError), never an AuthError: operators look at
+    credentials when they read AuthError."""
+    error = error_for_status(
+        response(status), vendor="okta", vendor_code="E0000038", conflict_codes={"E0000038"}
+    )
+    assert type(error) is ConflictError
+    assert isinstance(error, RejectedError) and not isinstance(error, AuthError)
+    plain = error_for_status(response(403), vendor="okta", vendor_code="E0000006")
+    assert type(plain) is AuthError
 
 
 def test_error_message_defaults_to_method_and_path() -> None:

@@ -146,6 +146,38 @@ async def test_hang_next_with_client_timeout_raises_read_timeout(sim: TinySimula
     assert sim.requests[1].status == 200
 
 
+async def test_lost_acknowledgement_carries_the_request_out_then_answers_503(
+    sim: TinySimulator,
+) -> None:
+    """Given lose_next on state-changing requests,
+    When a read and then a create are sent,
+    Then the read passes untouched, the create is carried out (the item exists) but
+    answered 503, the log says the simulator answered 201 and the answer was lost, and the
+    next create is answered normally."""
+    sim.lose_next(1)
+    async with sim.client() as client:
+        assert (await client.get("/items/1")).status_code == 200
+        assert (await client.post("/items", json={"name": "second"})).status_code == 503
+        assert sim.items["2"] == {"id": "2", "name": "second"}
+        assert (await client.post("/items", json={"name": "third"})).status_code == 201
+    assert [(r.method, r.status, r.lost) for r in sim.requests] == [
+        ("GET", 200, False),
+        ("POST", 201, True),
+        ("POST", 201, False),
+    ]
+
+
+async def test_lost_acknowledgement_as_a_timeout(sim: TinySimulator) -> None:
+    """Given lose_next with no status (the answer never comes),
+    When a create is sent with a short read timeout,
+    Then the client times out although the item was created."""
+    sim.lose_next(1, status=None, hang_seconds=10.0)
+    async with sim.client(timeout=0.2) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post("/items", json={"name": "second"})
+    assert sim.items["2"]["name"] == "second"
+
+
 async def test_transport_is_timeout_aware(sim: TinySimulator) -> None:
     """Given the simulator's transport
     When it is inspected

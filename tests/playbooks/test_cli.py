@@ -64,7 +64,7 @@ def test_plan_prints_plans_with_policy_verdicts(capsys: pytest.CaptureFixture[st
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    assert "ransomware v1 (" in out and "for INC-20250314-0001, tenant demo" in out
+    assert "ransomware v2 (" in out and "for INC-20250314-0001, tenant demo" in out
     assert (
         "  isolate_hosts: edr.contain_host WS-0042 (reason=stanch INC-20250314-0001) -> "
         "approval by 1 of @soc-analysts\n"
@@ -122,7 +122,7 @@ def test_test_passes_for_the_library(capsys: pytest.CaptureFixture[str]) -> None
     Then every case passes for all six playbooks."""
     assert run("test", "--playbooks", str(PLAYBOOKS)) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == "7 playbooks, 12 cases, 0 failed"
+    assert out.splitlines()[-1] == "7 playbooks, 14 cases, 0 failed"
     assert "FAIL" not in out
 
 
@@ -142,7 +142,7 @@ def test_test_fails_on_a_wrong_expectation(
     out = capsys.readouterr().out
     assert "FAIL c2-beacon: two-hosts-one-server" in out
     assert '"ttl_seconds": 60' in out and '"ttl_seconds": 604800' in out
-    assert out.splitlines()[-1] == "7 playbooks, 12 cases, 1 failed"
+    assert out.splitlines()[-1] == "7 playbooks, 14 cases, 1 failed"
 
 
 def test_test_fails_for_a_playbook_without_examples(

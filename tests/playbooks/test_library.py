@@ -53,7 +53,7 @@ async def test_ransomware_plans_equal_the_built_in_response_for_the_demo(
     assert route(incident, list(LIBRARY.values())).chosen is LIBRARY["ransomware"]
     assert playbook.plans(Stage.CONTAIN) == containment_plans(incident, investigation)
     assert playbook.plans(Stage.REMEDIATE) == remediation_plans(incident, investigation)
-    assert len(playbook.plans()) == 7
+    assert len(playbook.plans()) == 6
 
 
 def test_the_library_has_its_playbooks_each_commented_and_owned() -> None:

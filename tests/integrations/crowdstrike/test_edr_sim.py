@@ -6,11 +6,11 @@ import httpx
 import pytest
 
 from integrations.capabilities import EDR, Containment
-from integrations.crowdstrike import CrowdStrikeEDR
+from integrations.crowdstrike import CrowdStrikeEDR, connect
 from integrations.crowdstrike.sim import CrowdStrikeSimulator
 from integrations.errors import NotFoundError, RejectedError
 
-from .conftest import FakeClock, operation
+from .conftest import FakeClock, lab_settings, operation
 
 HASH = "3f79bb7b435b05321651daefd374cdc681dc06faa65e374e38337b88ca046dea"
 
@@ -159,6 +159,23 @@ async def test_block_and_unblock_hash_idempotent(
     assert sim.iocs == {}
     again = await edr.unblock_hash(HASH)
     assert again.changed is False
+
+
+@pytest.mark.parametrize("status", [400, 409])
+async def test_a_duplicate_hash_block_is_already_done_under_both_readings(
+    sim_clock: FakeClock, status: int
+) -> None:
+    """Given Falcon refusing a duplicate IOC with 400 or with 409 (undocumented which),
+    When a hash is blocked twice,
+    Then the second block reports changed=False under both: the adapter looks the hash up
+    instead of reading the error."""
+    sim = CrowdStrikeSimulator(clock=sim_clock, duplicate_ioc_status=status)
+    async with connect(lab_settings(), sim.transport()) as http:
+        edr = CrowdStrikeEDR(http)
+        assert (await edr.block_hash(HASH, reason="r")).changed is True
+        assert (await edr.block_hash(HASH, reason="r")).changed is False
+    assert statuses(sim, "POST", "/iocs/entities/indicators/v1") == [201, status]
+    assert len(sim.iocs) == 1
 
 
 @pytest.mark.parametrize("bad", ["", "abc", "g" * 64, "a" * 63, "a" * 65, "a" * 32 + " " * 32])

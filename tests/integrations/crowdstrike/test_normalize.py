@@ -208,3 +208,67 @@ def test_created_timestamp_stands_in_for_timestamp() -> None:
     finding = normalize_alert(alert)
     # OCSF time is whole milliseconds.
     assert finding.occurred_at == datetime(2026, 4, 20, 22, 49, 16, 583000, tzinfo=UTC)
+
+
+C2_ALERT = {
+    **ENDPOINT_ALERT,
+    "user_principal": "alice@example.com",
+    "network_accesses": [
+        {
+            "access_type": 0,
+            "connection_direction": "Outbound",
+            "isIPV6": False,
+            "local_address": "10.0.0.5",
+            "local_port": 49822,
+            "protocol": "TCP",
+            "remote_address": "203.0.113.66",
+            "remote_port": 443,
+        },
+        {
+            "connection_direction": "Inbound",
+            "local_address": "10.0.0.5",
+            "local_port": 3389,
+            "remote_address": "198.51.100.20",
+            "remote_port": 51000,
+        },
+    ],
+}
+
+
+def test_network_accesses_and_user_principal_have_an_ocsf_home() -> None:
+    """Given an endpoint alert with an outbound C2 connection, an inbound RDP connection
+    and the user's UPN,
+    When normalised,
+    Then each connection is an evidence with src/dst endpoints the right way round and its
+    direction, the remote addresses are firewall candidates, actor.user is the UPN (what
+    the identity provider knows) while the process keeps the host account, every
+    attribute is OCSF 1.8.0, and neither field is left in unmapped."""
+    finding = normalize_alert(copy.deepcopy(C2_ALERT))
+    connections = [e for e in finding.evidences if e.dst_endpoint is not None]
+    assert [
+        (e.src_endpoint and e.src_endpoint.ip, e.dst_endpoint and e.dst_endpoint.ip)
+        for e in connections
+    ] == [("10.0.0.5", "203.0.113.66"), ("198.51.100.20", "10.0.0.5")]
+    assert connections[0].dst_endpoint is not None and connections[0].dst_endpoint.port == 443
+    dumped = finding.model_dump(mode="json", exclude_none=True)
+    infos = [e["connection_info"] for e in dumped["evidences"] if "connection_info" in e]
+    assert infos == [
+        {"direction": "Outbound", "direction_id": 2, "protocol_name": "TCP"},
+        {"direction": "Inbound", "direction_id": 1},
+    ]
+    assert {"203.0.113.66", "198.51.100.20"} <= set(finding.external_ips())
+    assert finding.actor is not None and finding.actor.user is not None
+    assert finding.actor.user.name == "alice@example.com"
+    assert "alice@example.com" in finding.observed(ObservableType.USER_NAME)
+    unmapped = (finding.unmapped or {}).get("crowdstrike", {})
+    assert "network_accesses" not in unmapped and "user_principal" not in unmapped
+    assert unknown_attributes(dumped, "class", "") == []
+
+
+@pytest.mark.parametrize("value", ["203.0.113.66", [1, 2], {"remote_address": "x"}])
+def test_malformed_network_accesses_names_the_field(value: object) -> None:
+    """Given network_accesses that is not a list of objects, When normalised, Then the
+    error names the field."""
+    with pytest.raises(NormalizationError) as caught:
+        normalize_alert(dict(ENDPOINT_ALERT, network_accesses=value))
+    assert caught.value.field == "network_accesses"

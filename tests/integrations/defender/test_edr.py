@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Literal
 
 import httpx
 import pytest
@@ -210,11 +211,15 @@ async def test_isolate_in_flight_is_adopted_not_repeated(
     assert isolations(sim, machine_id) == [rival.json()["id"]]
 
 
-async def test_active_request_already_exists_is_polled(settings: DefenderSettings) -> None:
+@pytest.mark.parametrize("duplicate", ["refused", "returned"])
+async def test_active_request_already_exists_is_polled(
+    settings: DefenderSettings, duplicate: Literal["refused", "returned"]
+) -> None:
     """Given a rival isolation sent between the adapter's read and its write, When MDE
-    answers 400 ActiveRequestAlreadyExists, Then the adapter finds the rival action and
-    polls it to Succeeded instead of failing."""
-    sim = DefenderSimulator(settle_seconds=0.2)
+    answers 400 ActiveRequestAlreadyExists or (the other documented answer) returns the
+    pending rival action, Then under both the adapter polls the rival action to Succeeded
+    and does not claim it as its own (changed=False)."""
+    sim = DefenderSimulator(settle_seconds=0.2, duplicate_action=duplicate)
     machine_id = sim.add_host("ws-01")
     transport = RacingTransport(sim)
     async with connect(settings, transport=transport) as client:
@@ -222,7 +227,7 @@ async def test_active_request_already_exists_is_polled(settings: DefenderSetting
 
     assert transport.raced
     refused = [r for r in sim.requests if r.route == "/api/machines/{id}/isolate"]
-    assert [r.status for r in refused] == [201, 400]
+    assert [r.status for r in refused] == [201, 400 if duplicate == "refused" else 201]
     assert receipt.changed is False
     assert receipt.state == Containment.CONTAINED
     assert receipt.vendor_request_id == isolations(sim, machine_id)[0]

@@ -9,7 +9,7 @@ import pytest
 from integrations.capabilities import IdentityProvider, UserStatus
 from integrations.entra import EntraIdentity, connect
 from integrations.entra.sim import PASSWORD_METHOD_ID, EntraSimulator
-from integrations.errors import NotFoundError
+from integrations.errors import NotFoundError, RejectedError
 from tests.integrations.entra.support import lab
 
 
@@ -148,6 +148,30 @@ async def test_expire_password_sets_force_change(
     receipt = await identity.expire_password(user_id)
 
     assert receipt.changed is True
+    assert sim.users[user_id].force_change_password_next_sign_in is True
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+async def test_password_expiry_after_re_enabling_works_under_both_readings(allowed: bool) -> None:
+    """Given a tenant that may or may not accept a forced password change on a disabled
+    account (Graph does not say),
+    When a suspended user is re-enabled and then their password expired (the playbooks'
+    order), Then it succeeds under both readings; expiring while still disabled fails
+    only under the strict one (the simulator's default)."""
+    sim = EntraSimulator(password_change_while_disabled=allowed)
+    user_id = sim.add_user("ivy@contoso.com")
+    async with connect(lab(), transport=sim.transport()) as http:
+        identity = EntraIdentity(http)
+        await identity.suspend_user(user_id, reason="INC-1")
+        if allowed:
+            assert (await identity.expire_password(user_id)).changed is True
+        else:
+            with pytest.raises(RejectedError):
+                await identity.expire_password(user_id)
+        await identity.unsuspend_user(user_id, reason="INC-1 released")
+        receipt = await identity.expire_password(user_id)
+    assert receipt.changed is True
+    assert sim.users[user_id].account_enabled is True
     assert sim.users[user_id].force_change_password_next_sign_in is True
 
 

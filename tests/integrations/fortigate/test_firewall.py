@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
+import httpx
 import pytest
 
 from integrations.capabilities import Firewall
@@ -219,3 +221,53 @@ async def test_vdom_from_settings_reaches_the_firewall(sim: FortiGateSimulator) 
         await FortiGateFirewall(http).block_ip(IP, ttl_seconds=60, reason="r")
         assert [b.ip for b in await FortiGateFirewall(http).list_blocked()] == [IP]
         assert await FortiGateFirewall(http, vdom="root").list_blocked() == []
+
+
+@pytest.mark.parametrize("reban", ["refused", "replaced", "kept"])
+@pytest.mark.parametrize("clear_unbanned", ["refused", "ignored"])
+async def test_block_and_unblock_twice_under_every_reading(
+    clock: Clock,
+    reban: Literal["refused", "replaced", "kept"],
+    clear_unbanned: Literal["refused", "ignored"],
+) -> None:
+    """Given a FortiGate whose answer to re-banning a banned address, and to clearing an
+    address that is not banned, is any of the readings the swagger leaves open,
+    When an address is blocked twice and unblocked twice,
+    Then the adapter never sends the doubtful request (it checks first): the first block
+    and unblock change the table, the second ones report changed=False, and the table
+    ends empty."""
+    sim = FortiGateSimulator(clock=clock, reban=reban, clear_unbanned=clear_unbanned)
+    async with connect(settings(), transport=sim.transport()) as http:
+        fw = FortiGateFirewall(http)
+        first = await fw.block_ip("198.51.100.7", ttl_seconds=600, reason="r")
+        second = await fw.block_ip("198.51.100.7", ttl_seconds=600, reason="r")
+        assert set(sim.table()) == {"198.51.100.7"}
+        lifted = await fw.unblock_ip("198.51.100.7")
+        again = await fw.unblock_ip("198.51.100.7")
+    assert (first.changed, second.changed, lifted.changed, again.changed) == (
+        True,
+        False,
+        True,
+        False,
+    )
+    assert sim.table() == {}
+    assert [r.status for r in sim.requests if r.path.endswith(("add_users", "clear_users"))] == [
+        200,
+        200,
+    ]
+
+
+async def test_the_strict_simulator_refuses_a_re_ban_and_a_clear_of_nothing(
+    sim: FortiGateSimulator, client: httpx.AsyncClient
+) -> None:
+    """Given the simulator's defaults (the strictest readings), When an address is banned
+    twice and a never-banned one cleared, Then the second ban and the clear answer 424."""
+    body = {"ip_addresses": ["198.51.100.8"], "expiry": 60}
+    assert (
+        await client.post("/api/v2/monitor/user/banned/add_users", json=body)
+    ).status_code == 200
+    again = await client.post("/api/v2/monitor/user/banned/add_users", json=body)
+    nothing = await client.post(
+        "/api/v2/monitor/user/banned/clear_users", json={"ip_addresses": ["192.0.2.9"]}
+    )
+    assert (again.status_code, nothing.status_code) == (424, 424)

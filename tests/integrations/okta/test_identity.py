@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from typing import Literal
 
 import httpx
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from integrations.capabilities import IdentityProvider, UserStatus
 from integrations.errors import (
     AuthError,
+    ConflictError,
     NotFoundError,
     RateLimited,
     RejectedError,
@@ -259,19 +261,80 @@ async def test_expire_password_returns_password_expired(
     assert second.changed is False
 
 
-async def test_expire_password_of_a_suspended_user_keeps_it_suspended(
+async def test_expire_password_of_a_suspended_user_is_a_conflict_naming_the_status(
     sim: OktaSimulator, idp: OktaIdentity
 ) -> None:
     """Given a user stanch has just suspended (containment),
-    When the remediate stage expires their password,
-    Then the call succeeds (the spec documents no 400 for it) and the user stays SUSPENDED."""
+    When their password is expired,
+    Then Okta's documented 403 E0000038 comes back as a ConflictError (not an AuthError:
+    the credentials are fine) that names the user's status, and the user stays SUSPENDED."""
     user_id = sim.add_user("contained@example.com")
     await idp.suspend_user(user_id, reason="INC-1")
 
+    with pytest.raises(ConflictError) as caught:
+        await idp.expire_password(user_id)
+
+    assert not isinstance(caught.value, AuthError)
+    assert (caught.value.status_code, caught.value.vendor_code) == (403, "E0000038")
+    assert caught.value.state == "SUSPENDED"
+    assert "SUSPENDED" in str(caught.value)
+    assert sim.user_status(user_id) == "SUSPENDED"
+
+
+async def test_expire_password_after_unsuspending_succeeds(
+    sim: OktaSimulator, idp: OktaIdentity
+) -> None:
+    """Given a suspended user,
+    When they are unsuspended and then their password expired (the order the playbooks use),
+    Then both succeed and the user ends PASSWORD_EXPIRED."""
+    user_id = sim.add_user("released@example.com")
+    await idp.suspend_user(user_id, reason="INC-1")
+    await idp.unsuspend_user(user_id, reason="INC-1 released")
+
     receipt = await idp.expire_password(user_id)
 
-    assert receipt.changed is True
-    assert sim.user_status(user_id) == "SUSPENDED"
+    assert (receipt.changed, receipt.state) == (True, "password_expired")
+    assert sim.user_status(user_id) == "PASSWORD_EXPIRED"
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+async def test_reset_factors_after_unsuspending_works_under_both_readings(allowed: bool) -> None:
+    """Given an org that may or may not reset a SUSPENDED user's factors (undocumented),
+    When factors are reset while suspended and again after unsuspending,
+    Then while suspended it succeeds only under the permissive reading (else a
+    ConflictError naming SUSPENDED), and after the unsuspend it succeeds under both."""
+    sim = OktaSimulator(reset_factors_while_suspended=allowed)
+    user_id = sim.add_user("mfa-contained@example.com")
+    async with connect(ssws_settings(), transport=sim.transport()) as http:
+        idp = OktaIdentity(http)
+        await idp.suspend_user(user_id, reason="INC-1")
+        if allowed:
+            assert (await idp.reset_factors(user_id)).changed is True
+        else:
+            with pytest.raises(ConflictError) as caught:
+                await idp.reset_factors(user_id)
+            assert caught.value.state == "SUSPENDED"
+        await idp.unsuspend_user(user_id, reason="INC-1 released")
+        assert (await idp.reset_factors(user_id)).changed is True
+    assert sim.user_status(user_id) == "ACTIVE"
+
+
+@pytest.mark.parametrize("refusal_in", ["errorCauses", "errorSummary"])
+async def test_suspend_refusal_names_the_status_wherever_okta_puts_the_text(
+    refusal_in: Literal["errorCauses", "errorSummary"],
+) -> None:
+    """Given a DEPROVISIONED user and an org that puts "Cannot suspend a user that is not
+    active" in errorCauses or in errorSummary (undocumented which),
+    When suspended,
+    Then a ConflictError naming DEPROVISIONED under both readings (the adapter decides by
+    the status it re-reads, never by the text)."""
+    sim = OktaSimulator(suspend_refusal_in=refusal_in)
+    user_id = sim.add_user("gone@example.com", status="DEPROVISIONED")
+    async with connect(ssws_settings(), transport=sim.transport()) as http:
+        with pytest.raises(ConflictError) as caught:
+            await OktaIdentity(http).suspend_user(user_id, reason="r")
+    assert caught.value.state == "DEPROVISIONED"
+    assert "Cannot suspend a user that is not active" in str(caught.value)
 
 
 async def test_reset_factors_unenrolls_and_keeps_user_active(

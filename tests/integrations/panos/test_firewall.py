@@ -146,21 +146,31 @@ async def test_maximum_ttl_is_accepted(firewall: PanosFirewall) -> None:
     assert (await firewall.block_ip(IP, ttl_seconds=2_592_000, reason="r")).changed is True
 
 
-async def test_bad_key_is_an_auth_error(sim: PanosSimulator) -> None:
-    """Given a wrong API key, When blocking, Then AuthError with the documented code 403
-    arriving inside HTTP 200."""
+@pytest.mark.parametrize("http_status", [403, 200])
+async def test_bad_key_is_an_auth_error(clock: Clock, http_status: int) -> None:
+    """Given a wrong API key and a firewall saying "Invalid Credential" (code 403) with
+    HTTP 403 or inside HTTP 200 (undocumented which),
+    When blocking,
+    Then AuthError with the device's code and words under both readings."""
+    sim = PanosSimulator(clock=clock, credential_refusal_status=http_status)
     async with connect(key_settings(api_key="wrong"), transport=sim.transport()) as http:
         with pytest.raises(AuthError) as caught:
             await PanosFirewall(http).block_ip(IP, ttl_seconds=60, reason="r")
-    assert (caught.value.status_code, caught.value.vendor_code) == (200, "403")
+    assert (caught.value.status_code, caught.value.vendor_code) == (http_status, "403")
+    assert "Invalid Credential" in str(caught.value)
 
 
-async def test_bad_credentials_fail_at_keygen(sim: PanosSimulator) -> None:
-    """Given a wrong password, When the first call needs a key, Then AuthError (§3) and
-    no user-id request was sent."""
+@pytest.mark.parametrize("http_status", [403, 200])
+async def test_bad_credentials_fail_at_keygen(clock: Clock, http_status: int) -> None:
+    """Given a wrong password, When the first call needs a key, Then AuthError (§3) that
+    keeps the device's own words ("Invalid Credential", not "keygen failed") under both
+    readings of the refusal's HTTP status, and no user-id request was sent."""
+    sim = PanosSimulator(clock=clock, credential_refusal_status=http_status)
     async with connect(login_settings(password="nope"), transport=sim.transport()) as http:
-        with pytest.raises(AuthError):
+        with pytest.raises(AuthError) as caught:
             await PanosFirewall(http).block_ip(IP, ttl_seconds=60, reason="r")
+    assert "Invalid Credential" in str(caught.value)
+    assert caught.value.vendor_code == "403"
     assert sim.request_types == ["keygen"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def test_dates_come_from_the_playbook_not_the_clock() -> None:
     When exported,
     Then created and modified are those of the file (to the millisecond, UTC)."""
     text = (PLAYBOOKS / "ransomware.yaml").read_text(encoding="utf-8")
-    later = text.replace("modified: 2026-11-21T07:10:09Z", "modified: 2027-01-02")
+    later = re.sub(r"(?m)^modified: \S+", "modified: 2027-01-02", text)
     doc = export_document(parse_playbook(later))
     assert doc["created"] == "2026-11-21T07:10:09.000Z"
     assert doc["modified"] == "2027-01-02T00:00:00.000Z"
