@@ -422,7 +422,9 @@ def test_a_run_killed_mid_containment_reruns_without_firing_any_action_twice(
     assert report.parent == tmp_path / "reports" and report.exists()
     text = report.read_text()
     assert all(a["plan_sha256"] in text for a in summary["actions"])
-    assert time.monotonic() - started < 60
+    # A bound against a hang, not a benchmark: the whole kill and rerun, with room for a
+    # loaded machine (it takes about 30 s on a quiet one).
+    assert time.monotonic() - started < 120
 
 
 def test_rerun_of_an_unknown_incident_is_refused(tmp_path: Path) -> None:
