@@ -423,7 +423,7 @@ def test_a_run_killed_mid_containment_reruns_without_firing_any_action_twice(
     text = report.read_text()
     assert all(a["plan_sha256"] in text for a in summary["actions"])
     # A bound against a hang, not a benchmark: the whole kill and rerun, with room for a
-    # loaded machine (it takes about 30 s on a quiet one).
+    # loaded machine (it passed a 60 s bound on a quiet one).
     assert time.monotonic() - started < 120
 
 
