@@ -143,6 +143,13 @@ class Lifecycle:
             )
         )
 
+    async def skip(self, stage: Stage, why: str) -> None:
+        """Record a stage that did not run, and why."""
+        at = await self.store.record_stage(self.incident.id, stage, "skipped")
+        self.stages.append(
+            StageRecord(stage=stage, state="skipped", started_at=at, finished_at=at, note=why)
+        )
+
     async def run(self) -> IncidentOutcome:
         """Run all five stages; the report is written even if an earlier stage failed."""
         logger = get_run_logger()
@@ -194,6 +201,7 @@ class Lifecycle:
             dict(zip(self.incident.hostnames, hosts, strict=True)),
             dict(zip(self.incident.users, users, strict=True)),
         )
+        self.responder.investigation = self.investigation
         notes.append(f"verdict {self.investigation.verdict}, risk {self.investigation.risk_score}")
         if self.route is not None and self.route.chosen is not None:
             self.plan = await self._plan_playbook(self.route.chosen, hosts, users)
@@ -254,7 +262,15 @@ class Lifecycle:
                 await self.store.set_incident_status(self.incident.id, "contained")
 
     async def remediate(self) -> None:
-        """Remove what the attacker left: block the file hash, expire the password."""
+        """Remove what the attacker left: block the file hash, expire the password.
+
+        Not run at all when an analyst denied containment as a false positive.
+        """
+        if self.responder.stopped is not None:
+            await self.skip(
+                Stage.REMEDIATE, "not run: the response was stopped as a false positive"
+            )
+            return
         async with self.stage(Stage.REMEDIATE) as notes:
             notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.REMEDIATE)

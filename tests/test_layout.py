@@ -18,6 +18,7 @@ CODE = ("flows", "stanch", "bench")
 SURFACES: dict[str, list[str]] = {
     "flows.approval": [
         "EXPIRY_CHANNEL",
+        "ApprovalContext",
         "ApprovalDecision",
         "ApprovalGate",
         "ApprovalOutcome",
@@ -27,10 +28,12 @@ SURFACES: dict[str, list[str]] = {
         "Handled",
         "PrefectPauseGate",
         "SlackPauseGate",
+        "approval_context",
         "approval_id_for",
         "approval_view",
         "default_gate",
         "new_approval_request",
+        "pause_description",
         "pending_row",
         "post_and_bind",
         "run_sweeper",

@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+from integrations.slack.approval_message import (
+    APPROVE_ACTION_ID,
+    APPROVE_SELECTED_ACTION_ID,
+    DENY_ACTION_ID,
+    DENY_REASON_CALLBACK_ID,
+    DENY_STOP_ACTION_ID,
+    DENY_STOP_CALLBACK_ID,
+    SELECT_ACTION_ID,
+    ApprovalView,
+    FinalState,
+    PlanView,
+    approval_final,
+    approval_request,
+    deny_reason_errors,
+    deny_reason_modal,
+)
 from integrations.slack.chat import (
     Authorisation,
     Authoriser,
@@ -16,6 +32,7 @@ from integrations.slack.interactions import (
     DenyReason,
     InteractionError,
     MalformedPayload,
+    SelectionChange,
     WrongMessage,
     WrongTeam,
     ensure_same_message,
@@ -25,18 +42,8 @@ from integrations.slack.interactions import (
     payload_from_body,
 )
 from integrations.slack.messages import (
-    APPROVE_ACTION_ID,
-    DENY_ACTION_ID,
-    DENY_REASON_CALLBACK_ID,
-    ApprovalView,
-    FinalState,
-    PlanView,
     SummaryAction,
     SummaryView,
-    approval_final,
-    approval_request,
-    deny_reason_errors,
-    deny_reason_modal,
     escape,
     incident_summary,
 )
@@ -49,8 +56,12 @@ from integrations.slack.signing import (
 
 __all__ = [
     "APPROVE_ACTION_ID",
+    "APPROVE_SELECTED_ACTION_ID",
     "DENY_ACTION_ID",
     "DENY_REASON_CALLBACK_ID",
+    "DENY_STOP_ACTION_ID",
+    "DENY_STOP_CALLBACK_ID",
+    "SELECT_ACTION_ID",
     "ApprovalView",
     "Authorisation",
     "Authoriser",
@@ -62,6 +73,7 @@ __all__ = [
     "MalformedPayload",
     "MessageRef",
     "PlanView",
+    "SelectionChange",
     "SlackChat",
     "SlackRequestVerifier",
     "SlackSignatureError",

@@ -5,6 +5,7 @@ The tree::
 
     InteractionError         the payload cannot be acted on
     ├── MalformedPayload     not a form body with a ``payload`` JSON we understand
+    ├── SelectionChange      a plan checkbox was ticked or unticked: acknowledge, no decision
     ├── WrongTeam            sent from, or by a user of, another workspace
     └── WrongMessage         the click is not on the message stanch posted for the approval
 """
@@ -20,14 +21,20 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from integrations.slack.messages import (
+from integrations.slack.approval_message import (
     APPROVAL_ID,
     APPROVE_ACTION_ID,
+    APPROVE_SELECTED_ACTION_ID,
     DENY_ACTION_ID,
     DENY_REASON_CALLBACK_ID,
+    DENY_STOP_ACTION_ID,
+    DENY_STOP_CALLBACK_ID,
     REASON_ACTION_ID,
     REASON_BLOCK_ID,
     REASON_MAX_LENGTH,
+    SELECT_ACTION_ID,
+    SELECT_BLOCK_PREFIX,
+    SHA256,
     SLACK_ID,
 )
 
@@ -41,6 +48,11 @@ class InteractionError(Exception):
 
 class MalformedPayload(InteractionError):
     """Not a form-encoded ``payload`` field holding an interaction stanch understands."""
+
+
+class SelectionChange(InteractionError):
+    """A plan checkbox was ticked or unticked. Slack sends each change; nothing is decided
+    until a button is clicked, so the request is acknowledged and otherwise ignored."""
 
 
 class WrongTeam(InteractionError):
@@ -58,10 +70,17 @@ class Decision(StrEnum):
     """What a button asks for."""
 
     APPROVE = "approve"
+    APPROVE_SELECTED = "approve_selected"
     DENY = "deny"
+    DENY_STOP = "deny_stop"
 
 
-_DECISIONS = {APPROVE_ACTION_ID: Decision.APPROVE, DENY_ACTION_ID: Decision.DENY}
+_DECISIONS = {
+    APPROVE_ACTION_ID: Decision.APPROVE,
+    APPROVE_SELECTED_ACTION_ID: Decision.APPROVE_SELECTED,
+    DENY_ACTION_ID: Decision.DENY,
+    DENY_STOP_ACTION_ID: Decision.DENY_STOP,
+}
 
 
 class Click(BaseModel):
@@ -78,6 +97,9 @@ class Click(BaseModel):
         response_url: where to send an ephemeral reply to the clicker.
         trigger_id: lets a modal be opened for the next few seconds.
         action_ts: when Slack saw the click.
+        selected: for *Approve selected*, the plan hashes ticked in the message when it
+            was clicked; ``None`` when Slack sent no state for the checkboxes (then
+            nothing is approved: the selection is never guessed).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -93,6 +115,7 @@ class Click(BaseModel):
     response_url: str
     trigger_id: str
     action_ts: str
+    selected: tuple[str, ...] | None = None
 
 
 class DenyReason(BaseModel):
@@ -105,6 +128,7 @@ class DenyReason(BaseModel):
         approval_id: from the modal's ``private_metadata``.
         reason: the denier's words (attacker-influenced when echoed).
         view_id: Slack's id of the submitted view.
+        stop: the false-positive modal: the denial stops the response.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -116,6 +140,7 @@ class DenyReason(BaseModel):
     approval_id: str
     reason: str
     view_id: str
+    stop: bool = False
 
 
 # Slack's payload shapes, reduced to the fields stanch reads; everything else is ignored.
@@ -147,6 +172,20 @@ class _Ref(BaseModel):
     ts: str | None = None
 
 
+class _Option(BaseModel):
+    value: str = ""
+
+
+class _Input(BaseModel):
+    type: str = "plain_text_input"
+    value: str | None = None
+    selected_options: list[_Option] | None = None
+
+
+class _State(BaseModel):
+    values: dict[str, dict[str, _Input]]
+
+
 class _BlockActions(BaseModel):
     type: Literal["block_actions"]
     team: _Team
@@ -158,15 +197,9 @@ class _BlockActions(BaseModel):
     message: _Ref | None = None
     response_url: str = ""
     trigger_id: str = ""
-
-
-class _Input(BaseModel):
-    type: str = "plain_text_input"
-    value: str | None = None
-
-
-class _State(BaseModel):
-    values: dict[str, dict[str, _Input]]
+    # Slack documents a full ``state`` on block_actions, but client libraries treat it as
+    # optional; without it a selection is unknown, and nothing is approved.
+    state: _State | None = None
 
 
 class _View(BaseModel):
@@ -246,6 +279,8 @@ def parse_click(payload: Mapping[str, Any], *, team_id: str, app_id: str | None 
     _check_team(parsed.team, parsed.user, team_id)
     _check_app(parsed.api_app_id, app_id)
     action = parsed.actions[0]
+    if action.action_id == SELECT_ACTION_ID:
+        raise SelectionChange("a plan checkbox changed")
     decision = _DECISIONS.get(action.action_id)
     if decision is None:
         raise MalformedPayload(f"not an approval button: {action.action_id[:64]!r}")
@@ -270,7 +305,38 @@ def parse_click(payload: Mapping[str, Any], *, team_id: str, app_id: str | None 
         response_url=parsed.response_url,
         trigger_id=parsed.trigger_id,
         action_ts=action.action_ts,
+        selected=(
+            _selection(parsed.state, action.value)
+            if decision == Decision.APPROVE_SELECTED
+            else None
+        ),
     )
+
+
+def _selection(state: _State | None, approval_id: str) -> tuple[str, ...] | None:
+    """The plan hashes ticked in this approval's checkbox groups, or ``None`` if unknown.
+
+    Raises:
+        MalformedPayload: a ticked value is not a plan hash.
+    """
+    if state is None:
+        return None
+    prefix = f"{SELECT_BLOCK_PREFIX}{approval_id}:"
+    groups = [
+        inputs[SELECT_ACTION_ID]
+        for block_id, inputs in state.values.items()
+        if block_id.startswith(prefix) and SELECT_ACTION_ID in inputs
+    ]
+    if not groups:
+        return None
+    ticked: list[str] = []
+    for group in groups:
+        for option in group.selected_options or []:
+            if not _matches(SHA256, option.value):
+                raise MalformedPayload("a ticked option is not a plan hash")
+            if option.value not in ticked:
+                ticked.append(option.value)
+    return tuple(ticked)
 
 
 def parse_deny_reason(
@@ -286,7 +352,7 @@ def parse_deny_reason(
     _check_team(parsed.team, parsed.user, team_id)
     _check_app(parsed.api_app_id, app_id)
     view = parsed.view
-    if view.callback_id != DENY_REASON_CALLBACK_ID:
+    if view.callback_id not in (DENY_REASON_CALLBACK_ID, DENY_STOP_CALLBACK_ID):
         raise MalformedPayload(f"not the deny-reason modal: {view.callback_id[:64]!r}")
     if not _matches(APPROVAL_ID, view.private_metadata):
         raise MalformedPayload("modal metadata is not an approval id")
@@ -303,6 +369,7 @@ def parse_deny_reason(
         approval_id=view.private_metadata,
         reason=reason,
         view_id=view.id,
+        stop=view.callback_id == DENY_STOP_CALLBACK_ID,
     )
 
 

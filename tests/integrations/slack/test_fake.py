@@ -101,8 +101,12 @@ def test_public_api_is_pinned() -> None:
     assert sorted(integrations.slack.__all__) == sorted(
         [
             "APPROVE_ACTION_ID",
+            "APPROVE_SELECTED_ACTION_ID",
             "DENY_ACTION_ID",
             "DENY_REASON_CALLBACK_ID",
+            "DENY_STOP_ACTION_ID",
+            "DENY_STOP_CALLBACK_ID",
+            "SELECT_ACTION_ID",
             "ApprovalView",
             "Authorisation",
             "Authoriser",
@@ -114,6 +118,7 @@ def test_public_api_is_pinned() -> None:
             "MalformedPayload",
             "MessageRef",
             "PlanView",
+            "SelectionChange",
             "SlackChat",
             "SlackRequestVerifier",
             "SlackSignatureError",
