@@ -39,7 +39,16 @@ from flows.playbook import (
     route,
 )
 from flows.policy import RulesOfEngagement, policy_for_tenant
-from flows.record import Ledger, Store, clocks_of, open_store, post_incident_summary, publish_report
+from flows.record import (
+    Ledger,
+    Store,
+    clocks_of,
+    in_effect_line,
+    open_store,
+    post_incident_summary,
+    publish_artifacts,
+    publish_report,
+)
 from flows.respond import Responder, assess, containment_plans, remediation_plans
 from flows.settings import StanchSettings, load_settings, playbook_directory, policy_directory
 from flows.tasks import find_host, find_user
@@ -312,8 +321,7 @@ class Lifecycle:
             outcome.stages = list(self.stages)
             ledger = Ledger(self.store)
             outcome.in_effect = [
-                f"{e.entry.capability}.{e.entry.verb} {e.entry.target_label}"
-                for e in await ledger.in_effect(self.incident.id)
+                in_effect_line(e) for e in await ledger.in_effect(self.incident.id)
             ]
             verified = await ledger.verify()
             outcome.ledger = {
@@ -323,6 +331,10 @@ class Lifecycle:
             }
             with tags(*self._tags(Stage.REPORT, "stanch")):
                 outcome.report_paths = await publish_report(outcome, self.settings.reports_dir)
+            # On the flow run itself (not the task), so its Artifacts tab lists them.
+            artifact = await publish_artifacts(outcome)
+            if artifact:
+                outcome.report_paths["prefect"] = artifact
             await self.store.set_incident_status(self.incident.id, "resolved")
         outcome.stages = list(self.stages)
         chat = slack_chat(self.settings)

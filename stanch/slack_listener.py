@@ -34,6 +34,7 @@ from integrations.slack import (
     DenyReason,
     InteractionError,
     MalformedPayload,
+    SelectionChange,
     SlackRequestVerifier,
     SlackSignatureError,
     WrongTeam,
@@ -94,6 +95,9 @@ class SlackInteractions:
             interaction = parse_interaction(body, team_id=self._team, app_id=self._app)
         except WrongTeam as exc:
             log.warning("slack interaction from elsewhere dropped: %s", exc)
+            return Response(status_code=200)
+        except SelectionChange:
+            # A ticked or unticked plan checkbox: Slack wants the ack, nothing is decided.
             return Response(status_code=200)
         except MalformedPayload as exc:
             log.warning("slack interaction not understood: %s", exc)
@@ -176,6 +180,8 @@ class SocketModeRunner:
             interaction = parse_socket_payload(
                 request.payload, team_id=self._team, app_id=self._app
             )
+        except SelectionChange:
+            return
         except InteractionError as exc:
             log.warning("socket mode interaction dropped: %s", exc)
             return

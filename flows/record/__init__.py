@@ -33,7 +33,14 @@ from flows.record.metrics import (
     summarise,
 )
 from flows.record.migrations import SchemaError
-from flows.record.report import md_escape, publish_report, render_html, render_markdown
+from flows.record.report import (
+    md_escape,
+    publish_artifacts,
+    publish_report,
+    render_html,
+    render_markdown,
+)
+from flows.record.report_facts import executive_summary, in_effect_line
 from flows.record.slack_summary import post_incident_summary, summary_view
 from flows.record.store import Store, open_store
 from flows.record.tables import (
@@ -87,12 +94,15 @@ __all__ = [
     "VerifyReport",
     "chain_hash",
     "clocks_of",
+    "executive_summary",
     "exported_entry_hash",
+    "in_effect_line",
     "incident_clocks",
     "md_escape",
     "open_store",
     "period_report",
     "post_incident_summary",
+    "publish_artifacts",
     "publish_report",
     "render_html",
     "render_markdown",

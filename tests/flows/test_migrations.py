@@ -54,6 +54,12 @@ INTAKE_AND_LEDGER_TABLES = {
     "cursors",
 }
 LATER_TABLES = {"incident_summaries"}  # created by revisions after the baseline
+LATER_INCIDENT_COLUMNS = (
+    "proposed_disposition",
+    "proposed_disposition_by",
+    "proposed_disposition_reason",
+    "proposed_disposition_at",
+)
 
 
 @dataclass
@@ -108,13 +114,14 @@ def tables(connection: Connection) -> set[str]:
 
 def legacy_schema(names: set[str]) -> Any:
     """What ``create_all`` made before migrations: the named tables, incidents without
-    ``playbook`` (the column revision 0002 adds)."""
+    the columns later revisions add (``playbook``, the proposed disposition)."""
 
     def create(connection: Connection) -> None:
         Base.metadata.create_all(
             connection, tables=[Base.metadata.tables[name] for name in sorted(names)]
         )
-        connection.execute(text("ALTER TABLE incidents DROP COLUMN playbook"))
+        for name in ("playbook", *LATER_INCIDENT_COLUMNS):
+            connection.execute(text(f"ALTER TABLE incidents DROP COLUMN {name}"))
 
     return create
 
@@ -144,7 +151,11 @@ async def test_differences_are_found_when_the_schema_lags_the_models(target: Tar
         (d[0], d[2], d[3].name) if d[0] == "add_column" else (d[0], d[1].name)
         for d in await run(target, differences)
     }
-    assert found == {("add_column", "incidents", "playbook"), ("add_table", "incident_summaries")}
+    assert found == {
+        ("add_column", "incidents", "playbook"),
+        ("add_table", "incident_summaries"),
+        *(("add_column", "incidents", c) for c in LATER_INCIDENT_COLUMNS),
+    }
 
 
 async def test_the_version_table_is_stanchs_own_and_in_the_stores_schema(
