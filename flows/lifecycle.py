@@ -330,7 +330,7 @@ class Lifecycle:
                 "entries": await ledger.export(self.incident.id),
             }
             with tags(*self._tags(Stage.REPORT, "stanch")):
-                outcome.report_paths = await publish_report(outcome, self.settings.reports_dir)
+                outcome.report_paths = await publish_report(outcome, self.settings.reports)
             # On the flow run itself (not the task), so its Artifacts tab lists them.
             artifact = await publish_artifacts(outcome)
             if artifact:

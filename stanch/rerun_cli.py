@@ -58,7 +58,7 @@ def _reports_written(settings: StanchSettings, incident_id: str, since: float) -
     # still reported is told apart from an old report by the file's time.
     paths: dict[str, str] = {}
     for kind, suffix in (("markdown", "md"), ("html", "html"), ("json", "json")):
-        path = settings.reports_dir / f"{incident_id}.{suffix}"
+        path = settings.reports / f"{incident_id}.{suffix}"
         if path.exists() and path.stat().st_mtime >= since:
             paths[kind] = str(path)
     return paths

@@ -151,7 +151,7 @@ async def test_approved_incident_is_contained_remediated_and_reported(store: Sto
     report = await asyncio.to_thread(Path(outcome.report_paths["markdown"]).read_text)
     for action in outcome.actions:
         assert action.plan_sha256 in report
-    assert "cli:alice" in report
+    assert "alice (cli)" in report  # who approved, as a person reads it
     [row] = await store.approvals(incident_id=incident.id)
     assert (row.status, row.decided_by) == ("approved", "cli:alice")
     assert outcome.clocks["acknowledge"] is not None
