@@ -9,10 +9,12 @@ action is recorded in the store under its idempotency key.
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, tags, task
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.exceptions import Pause
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
@@ -32,13 +34,14 @@ from flows.models import (
 from flows.playbook import (
     LoadedPlaybook,
     PlannedAction,
+    PlaybookError,
     PlaybookPlan,
     adapter_lookup,
-    load_playbooks,
+    load_library,
     plan_playbook,
     route,
 )
-from flows.policy import RulesOfEngagement, policy_for_tenant
+from flows.policy import PolicyError, RulesOfEngagement, policy_or_fail_safe
 from flows.record import (
     Ledger,
     Store,
@@ -79,8 +82,10 @@ class Lifecycle:
         policy: RulesOfEngagement,
         flow_run_id: str | None,
         playbooks: Sequence[LoadedPlaybook] = (),
+        warnings: Sequence[str] = (),
     ) -> None:
         self.settings = settings
+        self.warnings = list(warnings)
         self.store = store
         self.integrations = integrations
         self.flow_run_id = flow_run_id
@@ -310,6 +315,7 @@ class Lifecycle:
                 for n in (self.plan.notes if self.plan else [])
                 if n.status != "looked_up"
             ],
+            warnings=list(self.warnings),
         )
         async with self.stage(Stage.REPORT):
             # From the stored records, as `stanch metrics` computes them: one definition.
@@ -360,6 +366,13 @@ async def handle_incident(incident: Incident) -> IncidentOutcome:
     """
     settings = load_settings()
     run_id = flow_run.get_id()
+    library = load_library(playbook_directory(settings.playbooks_dir))
+    policy, policy_error = policy_or_fail_safe(
+        policy_directory(settings.policies_dir), incident.tenant
+    )
+    warnings = [*map(skipped_playbook, library.broken)]
+    if policy_error is not None:
+        warnings.append(fail_safe_warning(incident.tenant, policy_error))
     async with (
         open_store(settings.store_url) as store,
         wiring.connect(settings, tenant=incident.tenant) as integrations,
@@ -370,8 +383,40 @@ async def handle_incident(incident: Incident) -> IncidentOutcome:
             store=store,
             integrations=integrations,
             gate=default_gate(settings),
-            policy=policy_for_tenant(policy_directory(settings.policies_dir), incident.tenant),
+            policy=policy,
             flow_run_id=str(run_id) if run_id else None,
-            playbooks=load_playbooks(playbook_directory(settings.playbooks_dir)),
+            playbooks=library.playbooks,
+            warnings=warnings,
         )
         return await lifecycle.run()
+
+
+def skipped_playbook(error: PlaybookError) -> str:
+    """Log and announce a playbook that does not load; the incident routes among the rest.
+
+    Emits the Prefect event ``stanch.playbook.invalid`` (resource ``stanch.playbook.<file>``)
+    so an automation or the Events page shows it, and returns the report's line.
+    """
+    first = error.issues[0]
+    get_run_logger().error("Playbook %s skipped: it does not load: %s", error.file, first)
+    emit_event(
+        event="stanch.playbook.invalid",
+        resource={"prefect.resource.id": f"stanch.playbook.{Path(error.file).stem}"},
+        payload={"file": error.file, "issues": [str(i) for i in error.issues[:20]]},
+    )
+    more = f" (and {len(error.issues) - 1} more)" if len(error.issues) > 1 else ""
+    return f"playbook {error.file} was skipped, it does not load: {first}{more}"
+
+
+def fail_safe_warning(tenant: str, error: PolicyError) -> str:
+    """Log and announce a tenant policy that does not load: every action now needs a person."""
+    first = error.issues[0]
+    get_run_logger().error(
+        "Policy of tenant %s does not load (%s): every action needs approval", tenant, first
+    )
+    emit_event(
+        event="stanch.policy.invalid",
+        resource={"prefect.resource.id": f"stanch.policy.{tenant}"},
+        payload={"tenant": tenant, "issues": [str(i) for i in error.issues[:20]]},
+    )
+    return f"the policy of tenant {tenant} does not load ({first}): every action asked for approval"

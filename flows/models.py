@@ -226,6 +226,10 @@ class IncidentOutcome(BaseModel):
         default_factory=list, description="steps that planned no action, and why"
     )
     ledger: dict[str, Any] = Field(default_factory=dict, description="verification, entries")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="configuration the run worked around: skipped playbooks, fail-safe policy",
+    )
 
 
 # The verbs a plan may name, and the plan parameters each takes. Anything else is refused

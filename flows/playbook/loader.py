@@ -551,3 +551,33 @@ def load_playbooks(directory: Path | str) -> list[LoadedPlaybook]:
     if issues:
         raise PlaybookError(issues)
     return sorted(loaded, key=lambda p: p.id)
+
+
+@dataclass(frozen=True)
+class PlaybookLibrary:
+    """The playbooks of a directory, each loaded on its own.
+
+    Attributes:
+        playbooks: the valid ones, in id order.
+        broken: one error per invalid file, naming it: those playbooks are skipped, so
+            one bad file does not stop every incident.
+    """
+
+    playbooks: tuple[LoadedPlaybook, ...]
+    broken: tuple[PlaybookError, ...]
+
+
+def load_library(directory: Path | str) -> PlaybookLibrary:
+    """Every valid playbook in ``directory``; the invalid ones are set aside with their errors.
+
+    What the lifecycle loads at run time: an incident routes among the valid playbooks,
+    and the run reports the ones it skipped.
+    """
+    loaded: list[LoadedPlaybook] = []
+    broken: list[PlaybookError] = []
+    for path in playbook_files([directory]):
+        try:
+            loaded.append(load_playbook(path))
+        except PlaybookError as exc:
+            broken.append(exc)
+    return PlaybookLibrary(tuple(sorted(loaded, key=lambda p: p.id)), tuple(broken))

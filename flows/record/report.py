@@ -108,6 +108,7 @@ def export_json(outcome: IncidentOutcome) -> str:
         "ledger": outcome.ledger,
         "playbook": outcome.playbook,
         "playbook_notes": outcome.playbook_notes,
+        "warnings": outcome.warnings,
         "flow_run_id": outcome.flow_run_id,
     }
     return json.dumps(document, indent=2, ensure_ascii=False)

@@ -159,6 +159,7 @@ def executive_summary(outcome: IncidentOutcome) -> ExecutiveSummary:
             f"The response was stopped: {by} judged this a false positive "
             f"(“{stop.get('reason', '')}”). Nothing further was run."
         )
+    summary.done.extend(f"Warning: {w}." for w in outcome.warnings)
     failed = [s.stage.value for s in outcome.stages if s.state == "failed"]
     if failed:
         summary.done.append(f"Stage(s) {', '.join(failed)} failed; the SOC is following up.")
