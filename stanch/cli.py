@@ -274,11 +274,19 @@ def ui() -> int:
     return OK
 
 
-def main() -> None:
-    """Console-script entry point: exit 0 done, 1 the operation failed, 2 a usage error."""
+def main(tokens: list[str] | None = None) -> None:
+    """Console-script entry point: exit 0 done, 1 the operation failed, 2 a usage error.
+
+    Args:
+        tokens: the arguments (default: the command line's).
+    """
     telemetry_off()
     try:
-        result = app(result_action="return_value", exit_on_error=False)
+        result = app(
+            sys.argv[1:] if tokens is None else tokens,
+            result_action="return_value",
+            exit_on_error=False,
+        )
     except CycloptsError:
         sys.exit(USAGE)  # cyclopts has printed what was wrong
     except KeyboardInterrupt:

@@ -14,8 +14,8 @@ from rich.console import Console
 
 from stanch.cli_support import FAILED, OK
 
-out = Console(highlight=False, markup=False)
-err = Console(stderr=True, highlight=False, markup=False)
+out = Console(soft_wrap=True, highlight=False, markup=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 
 ENV_TEMPLATE = """\
 # stanch settings for this SOC. Nothing here is read automatically: load it into the
