@@ -216,11 +216,17 @@ def run(alert: Path, /, *, analyst_delay: float | None = None) -> int:
         return 2
     server = _with_server(settings)
     try:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         from stanch.demo import run_incident, summary
 
-        outcome, flow_run_id, error = asyncio.run(
-            run_incident(settings, alerts, analyst_delay=analyst_delay)
-        )
+        # Prefect was imported (to read the alert) before the server was known: point
+        # this process at it explicitly, or the flow would start a throwaway server that
+        # `stanch approve` in another terminal cannot reach.
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            outcome, flow_run_id, error = asyncio.run(
+                run_incident(settings, alerts, analyst_delay=analyst_delay)
+            )
     finally:
         server.stop()
     if outcome is None:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from integrations.phrases import action_phrase, describe_action, vendor_name
+from integrations.phrases import action_phrase, describe_action, duration_words, vendor_name
 from integrations.slack.messages import (
     CONFIRM_TEXT_LIMIT,
     ELLIPSIS,
@@ -246,8 +246,11 @@ def _plan_words(plan: PlanView, label_limit: int = 200) -> str:
 
 def _plan_line(plan: PlanView) -> str:
     shown = {k: v for k, v in sorted(plan.parameters.items()) if k != "reason" and v is not None}
+    ttl = shown.pop("ttl_seconds", None)
+    # A block's lifetime reads as a duration; anything else is shown as it is planned.
+    lasts = f" for {duration_words(ttl)}" if isinstance(ttl, int) and ttl > 0 else ""
     params = " " + code(" ".join(f"{k}={v}" for k, v in shown.items()), 200) if shown else ""
-    return f"• {_plan_words(plan)}{params} · plan `{plan.short_sha256}`"
+    return f"• {_plan_words(plan)}{lasts}{params} · plan `{plan.short_sha256}`"
 
 
 def _plan_blocks(view: ApprovalView) -> list[JSON]:
