@@ -170,7 +170,7 @@ def _print_summary(result: dict[str, Any]) -> None:
         out.print(f"In the Prefect UI: {result['report']['prefect']}")
     out.print(
         f"Finished in {duration_words(result['elapsed_seconds'])} "
-        "(wall time, Prefect server start included)"
+        "(wall time from the command's start to the result, Prefect server start included)"
     )
 
 
