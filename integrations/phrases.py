@@ -52,7 +52,7 @@ def describe_action(action: str, label: str, vendor: str = "") -> str:
 
 
 def duration_words(seconds: float | None) -> str:
-    """``42 s``, ``4 m 12 s``, ``2 h 05 m``, ``3 d 4 h``; an em dash for no value."""
+    """``42 s``, ``4 m 12 s``, ``2 h 05 m``, ``3 d 4 h``, ``1 d``; an em dash for no value."""
     if seconds is None:
         return "—"
     sign = "-" if seconds < 0 else ""
@@ -61,9 +61,9 @@ def duration_words(seconds: float | None) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     if days:
-        return f"{sign}{days} d {hours} h"
+        return f"{sign}{days} d" + (f" {hours} h" if hours else "")
     if hours:
-        return f"{sign}{hours} h {minutes:02d} m"
+        return f"{sign}{hours} h" + (f" {minutes:02d} m" if minutes else "")
     if minutes:
         return f"{sign}{minutes} m {secs:02d} s"
     return f"{sign}{secs} s"

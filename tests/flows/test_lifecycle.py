@@ -153,7 +153,7 @@ async def test_approved_incident_is_contained_remediated_and_reported(store: Sto
     report = await asyncio.to_thread(Path(outcome.report_paths["markdown"]).read_text)
     for action in outcome.actions:
         assert action.plan_sha256 in report
-    assert "alice (cli)" in report  # who approved, as a person reads it
+    assert "alice \\(cli\\)" in report  # who approved, as a person reads it (Markdown-escaped)
     [row] = await store.approvals(incident_id=incident.id)
     assert (row.status, row.decided_by) == ("approved", "cli:alice")
     assert outcome.clocks["acknowledge"] is not None

@@ -98,7 +98,9 @@ def test_demo_runs_end_to_end_on_its_own_server(tmp_path: Path) -> None:
     }
     assert summary["clocks"]["approval_wait"] > 0
     assert summary["clocks"]["acknowledge"] <= summary["clocks"]["contain"]
-    assert summary["elapsed_seconds"] < 60
+    # The whole wait, a fresh Prefect database's migration included (about 55 s of it on a
+    # loaded 2-core machine).
+    assert summary["elapsed_seconds"] < 180
 
     prefect_db = tmp_path / ".stanch" / "prefect" / "prefect.db"
     assert prefect_db.exists(), "history must stay on disk for `stanch ui`"

@@ -283,6 +283,8 @@ def test_a_large_incident_stays_compact_and_within_slacks_limits() -> None:
         (42.4, "42 s"),
         (252.4, "4 m 12 s"),
         (7500, "2 h 05 m"),
+        (86400, "1 d"),
+        (7200, "2 h"),
         (3 * 86400 + 4 * 3600 + 59, "3 d 4 h"),
         (-5, "-5 s"),
     ],
