@@ -11,10 +11,12 @@ import fnmatch
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, tags, task
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.exceptions import Pause
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
@@ -38,24 +40,27 @@ from flows.models import (
 from flows.playbook import (
     LoadedPlaybook,
     PlannedAction,
+    PlaybookError,
     PlaybookPlan,
     PythonPlaybook,
     Route,
     adapter_lookup,
-    load_playbooks,
+    load_library,
     plan_playbook,
     route,
 )
-from flows.policy import RulesOfEngagement, policy_for_tenant
+from flows.policy import PolicyError, RulesOfEngagement, policy_or_fail_safe
 from flows.record import (
     AUTO_CLOSE_ACTOR,
     CaseBook,
     Ledger,
     Store,
     events,
+    in_effect_line,
     incident_clocks,
     open_store,
     post_incident_summary,
+    publish_artifacts,
     publish_report,
 )
 from flows.respond import Responder, assess, containment_plans, remediation_plans
@@ -89,8 +94,10 @@ class Lifecycle:
         flow_run_id: str | None,
         playbooks: Sequence[LoadedPlaybook] = (),
         playbook: str | None = None,
+        warnings: Sequence[str] = (),
     ) -> None:
         self.settings = settings
+        self.warnings = list(warnings)
         self.store = store
         self.cases = CaseBook(store)
         self.policy = policy
@@ -170,6 +177,13 @@ class Lifecycle:
             )
         )
 
+    async def skip(self, stage: Stage, why: str) -> None:
+        """Record a stage that did not run, and why."""
+        at = await self.store.record_stage(self.incident.id, stage, "skipped")
+        self.stages.append(
+            StageRecord(stage=stage, state="skipped", started_at=at, finished_at=at, note=why)
+        )
+
     async def run(self) -> IncidentOutcome:
         """Run all five stages; the report is written even if an earlier stage failed."""
         logger = get_run_logger()
@@ -226,6 +240,7 @@ class Lifecycle:
             dict(zip(self.incident.hostnames, hosts, strict=True)),
             dict(zip(self.incident.users, users, strict=True)),
         )
+        self.responder.investigation = self.investigation
         notes.append(f"verdict {self.investigation.verdict}, risk {self.investigation.risk_score}")
         if self.route is not None and self.route.chosen is not None:
             self.plan = await self._plan_playbook(self.route.chosen, hosts, users)
@@ -289,7 +304,15 @@ class Lifecycle:
             await self._advance_if_done(Stage.CONTAIN, CaseStatus.CONTAINED)
 
     async def remediate(self) -> None:
-        """Remove what the attacker left: block the file hash, expire the password."""
+        """Remove what the attacker left: block the file hash, expire the password.
+
+        Not run at all when an analyst denied containment as a false positive.
+        """
+        if self.responder.stopped is not None:
+            await self.skip(
+                Stage.REMEDIATE, "not run: the response was stopped as a false positive"
+            )
+            return
         async with self.stage(Stage.REMEDIATE) as notes:
             notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.REMEDIATE)
@@ -355,6 +378,7 @@ class Lifecycle:
                 for n in (self.plan.notes if self.plan else [])
                 if n.status != "looked_up"
             ],
+            warnings=list(self.warnings),
         )
         async with self.stage(Stage.REPORT):
             # The flow's part ends here: a person (or the tenant's policy) closes the case.
@@ -370,8 +394,7 @@ class Lifecycle:
             outcome.stages = list(self.stages)
             ledger = Ledger(self.store)
             outcome.in_effect = [
-                f"{e.entry.capability}.{e.entry.verb} {e.entry.target_label}"
-                for e in await ledger.in_effect(self.incident.id)
+                in_effect_line(e) for e in await ledger.in_effect(self.incident.id)
             ]
             verified = await ledger.verify()
             outcome.ledger = {
@@ -380,7 +403,11 @@ class Lifecycle:
                 "entries": await ledger.export(self.incident.id),
             }
             with tags(*self._tags(Stage.REPORT, "stanch")):
-                outcome.report_paths = await publish_report(outcome, self.settings.reports_dir)
+                outcome.report_paths = await publish_report(outcome, self.settings.reports)
+            # On the flow run itself (not the task), so its Artifacts tab lists them.
+            artifact = await publish_artifacts(outcome)
+            if artifact:
+                outcome.report_paths["prefect"] = artifact
         outcome.stages = list(self.stages)
         chat = slack_chat(self.settings)
         if chat is not None:
@@ -406,6 +433,13 @@ async def handle_incident(incident: Incident, playbook: str | None = None) -> In
     """
     settings = load_settings()
     run_id = flow_run.get_id()
+    library = load_library(playbook_directory(settings.playbooks_dir))
+    policy, policy_error = policy_or_fail_safe(
+        policy_directory(settings.policies_dir), incident.tenant
+    )
+    warnings = [*map(skipped_playbook, library.broken)]
+    if policy_error is not None:
+        warnings.append(fail_safe_warning(incident.tenant, policy_error))
     async with (
         open_store(settings.store_url) as store,
         wiring.connect(settings, tenant=incident.tenant) as integrations,
@@ -416,9 +450,10 @@ async def handle_incident(incident: Incident, playbook: str | None = None) -> In
             store=store,
             integrations=integrations,
             gate=default_gate(settings),
-            policy=policy_for_tenant(policy_directory(settings.policies_dir), incident.tenant),
+            policy=policy,
             flow_run_id=str(run_id) if run_id else None,
-            playbooks=load_playbooks(playbook_directory(settings.playbooks_dir)),
+            playbooks=library.playbooks,
+            warnings=warnings,
             playbook=playbook,
         )
         return await lifecycle.run()
@@ -438,7 +473,7 @@ async def playbook_on_event(playbook: str, event: dict[str, Any]) -> IncidentOut
             letter with the field and the reason).
     """
     settings = load_settings()
-    library = {p.id: p for p in load_playbooks(playbook_directory(settings.playbooks_dir))}
+    library = {p.id: p for p in load_library(playbook_directory(settings.playbooks_dir)).playbooks}
     chosen = library.get(playbook)
     if chosen is None:
         raise ValueError(f"no playbook {playbook!r} in the library")
@@ -458,3 +493,34 @@ async def playbook_on_event(playbook: str, event: dict[str, Any]) -> IncidentOut
             raise
         await store.save_incident(incident)
     return await handle_incident(incident, playbook=playbook)
+
+
+def skipped_playbook(error: PlaybookError) -> str:
+    """Log and announce a playbook that does not load; the incident routes among the rest.
+
+    Emits the Prefect event ``stanch.playbook.invalid`` (resource ``stanch.playbook.<file>``)
+    so an automation or the Events page shows it, and returns the report's line.
+    """
+    first = error.issues[0]
+    get_run_logger().error("Playbook %s skipped: it does not load: %s", error.file, first)
+    emit_event(
+        event="stanch.playbook.invalid",
+        resource={"prefect.resource.id": f"stanch.playbook.{Path(error.file).stem}"},
+        payload={"file": error.file, "issues": [str(i) for i in error.issues[:20]]},
+    )
+    more = f" (and {len(error.issues) - 1} more)" if len(error.issues) > 1 else ""
+    return f"playbook {error.file} was skipped, it does not load: {first}{more}"
+
+
+def fail_safe_warning(tenant: str, error: PolicyError) -> str:
+    """Log and announce a tenant policy that does not load: every action now needs a person."""
+    first = error.issues[0]
+    get_run_logger().error(
+        "Policy of tenant %s does not load (%s): every action needs approval", tenant, first
+    )
+    emit_event(
+        event="stanch.policy.invalid",
+        resource={"prefect.resource.id": f"stanch.policy.{tenant}"},
+        payload={"tenant": tenant, "issues": [str(i) for i in error.issues[:20]]},
+    )
+    return f"the policy of tenant {tenant} does not load ({first}): every action asked for approval"

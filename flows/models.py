@@ -256,6 +256,10 @@ class IncidentOutcome(BaseModel):
     clock_notes: dict[str, str] = Field(
         default_factory=dict, description="why a clock has no value (containment denied ...)"
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="configuration the run worked around: skipped playbooks, fail-safe policy",
+    )
 
 
 # The verbs a plan may name, and the plan parameters each takes. Anything else is refused

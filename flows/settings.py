@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -17,13 +18,51 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import flows
 
+HOME_MARKER = ".stanch"
+"""The directory that holds a project's stanch state; finding one marks the project."""
+
+
+def _names_stanch(pyproject: Path) -> bool:
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return any(line.replace(" ", "") == 'name="stanch"' for line in text.splitlines())
+
+
+def user_data_dir(environ: dict[str, str] | None = None, platform: str = sys.platform) -> Path:
+    """The platform's per-user data directory for stanch (XDG on Linux)."""
+    env = os.environ if environ is None else environ
+    if platform == "win32":
+        base = env.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "stanch"
+    if platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "stanch"
+    return Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "stanch"
+
+
+def default_home(start: Path | None = None) -> Path:
+    """Where stanch keeps its state when ``STANCH_HOME`` is not set.
+
+    Walking up from ``start`` (the current directory): the first directory holding a
+    ``.stanch`` directory, or stanch's own ``pyproject.toml`` (a checkout), keeps it in
+    its ``.stanch``; anywhere else it is the platform's user data directory. So every
+    terminal of a project, whatever its working directory, finds the same approvals.
+    """
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / HOME_MARKER).is_dir() or _names_stanch(directory / "pyproject.toml"):
+            return directory / HOME_MARKER
+    return user_data_dir()
+
 
 class StanchSettings(BaseSettings):
     """Process-wide settings.
 
     Attributes:
-        home: where the embedded default keeps its state (Prefect DB, stanch DB, keys);
-            relative paths are taken from the current directory.
+        home: where the embedded default keeps its state (Prefect DB, stanch DB, keys,
+            reports); unset, the project's ``.stanch`` (see :func:`default_home`), else
+            the user data directory; a relative path is taken from the current directory.
         mode: ``lab`` wires every capability to an in-process simulator; ``live`` reads
             each vendor's ``STANCH_<VENDOR>_*`` settings and calls its API.
         edr, identity, firewall: which vendor answers each capability.
@@ -33,7 +72,8 @@ class StanchSettings(BaseSettings):
         approval_suspend_after_seconds: a run started from a deployment whose approval
             may wait at least this long is suspended (its process exits; a worker resumes
             it) instead of paused in place; ``0`` suspends every deployed run's wait.
-        reports_dir: where Markdown and HTML reports are written.
+        reports_dir: where Markdown and HTML reports are written; ``<home>/reports`` when
+            unset.
         database_url: the incident store; SQLite under ``home`` by default.
         policies_dir: the rules of engagement (``<tenant>.yaml``, ``default.yaml``); by
             default ``./policies`` or the bundled set.
@@ -65,7 +105,7 @@ class StanchSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STANCH_", extra="ignore")
 
-    home: Path = Path(".stanch")
+    home: Path = Field(default_factory=default_home)
     mode: Literal["lab", "live"] = "lab"
     edr: str = "crowdstrike"
     identity: str = "okta"
@@ -75,7 +115,7 @@ class StanchSettings(BaseSettings):
     approval_timeout_seconds: int = Field(default=3600, ge=5)
     approval_poll_seconds: float = Field(default=1.0, ge=0.2, le=10)
     approval_suspend_after_seconds: int | None = Field(default=600, ge=0)
-    reports_dir: Path = Path("reports")
+    reports_dir: Path | None = None
     database_url: str | None = None
     policies_dir: Path | None = None
     playbooks_dir: Path | None = None
@@ -95,6 +135,11 @@ class StanchSettings(BaseSettings):
     slack_escalate_after_seconds: int = Field(default=1200, ge=1)
     slack_overdue_channel: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,32}$")
     slack_base_url: str = "https://slack.com/api/"
+
+    @property
+    def reports(self) -> Path:
+        """Where reports are written: ``reports_dir``, else ``<home>/reports``."""
+        return self.reports_dir if self.reports_dir is not None else self.home / "reports"
 
     def vendor_for(self, capability: str, tenant: str | None = None) -> str:
         """The vendor answering ``capability`` (edr, identity, firewall) for ``tenant``."""
@@ -144,11 +189,27 @@ def content_directory(name: str, configured: Path | None, marker: str) -> Path:
     """
     if configured is not None:
         return configured
-    package = Path(flows.__file__).resolve().parent
-    for candidate in (Path(name), package / f"_{name}", package.parent / name):
+    for candidate in (Path(name), *_bundled(name)):
         if any(candidate.glob(marker)):
             return candidate
     raise FileNotFoundError(f"no {name} directory: set STANCH_{name.upper()}_DIR")
+
+
+def _bundled(name: str) -> tuple[Path, Path]:
+    package = Path(flows.__file__).resolve().parent
+    return package / f"_{name}", package.parent / name
+
+
+def bundled_directory(name: str, marker: str) -> Path:
+    """The set shipped with stanch (``policies`` or ``playbooks``), ignoring ``./<name>``.
+
+    Raises:
+        FileNotFoundError: this install carries no such set.
+    """
+    for candidate in _bundled(name):
+        if any(candidate.glob(marker)):
+            return candidate
+    raise FileNotFoundError(f"this stanch install has no bundled {name}")
 
 
 def policy_directory(configured: Path | None) -> Path:

@@ -9,22 +9,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
-import socket
+import signal
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from cyclopts import App, Parameter
+from cyclopts import App, CycloptsError, Parameter
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-app = App(name="stanch", help="SOAR playbook orchestrator for MDR teams, built on Prefect 3.")
-approvals_app = App(name="approvals", help="Approval requests waiting for a decision.")
-app.command(approvals_app)
+from stanch.approvals_cli import approve, deny
+from stanch.cli_support import FAILED, OK, USAGE, progress, telemetry_off
+from stanch.init_cli import init
+
+# Plain text: docstrings name placeholders such as INC-<date>-<n>, which Markdown would
+# take for HTML tags and drop.
+app = App(
+    name="stanch",
+    help="SOAR playbook orchestrator for MDR teams, built on Prefect 3.",
+    help_format="plaintext",
+)
 # Registered by import path so that `stanch --help` imports none of them.
+app.command(
+    "stanch.approvals_cli:app", name="approvals", help="Approval requests: list them, show one."
+)
+# These import only cyclopts and rich at load: their docstrings are the help.
+app.command(approve)
+app.command(deny)
+app.command("stanch.alerts_cli:app", name="alerts", help="Alerts that reached stanch.")
+app.command(init)
 app.command("stanch.policy_cli:app", name="policy", help="Per-tenant rules of engagement.")
 app.command("stanch.ledger_cli:app", name="ledger", help="Verify and read the action ledger.")
 app.command(
@@ -44,19 +61,29 @@ app.command(
     "stanch.playbook_cli:app", name="playbook", help="Validate, plan, test and route playbooks."
 )
 
-out = Console()
-err = Console(stderr=True)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while the block runs, so that ``finally``
+    clauses stop the embedded Prefect server instead of leaving it behind."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _settings() -> Any:
     from flows.settings import load_settings
 
     return load_settings()
-
-
-def _operator() -> str:
-    """Who is at this terminal, for the record of a CLI decision."""
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def _with_server(settings: Any) -> Any:
@@ -70,62 +97,80 @@ def _with_server(settings: Any) -> Any:
 @app.command
 def demo(
     *,
-    json_output: Annotated[bool, Parameter(name="--json")] = False,
-    keep_ui: bool = False,
+    json_output: Annotated[bool, Parameter(name="--json", negative=())] = False,
+    keep_ui: Annotated[bool, Parameter(negative=())] = False,
     analyst_delay: float = 1.0,
 ) -> int:
     """Run the built-in ransomware scenario end to end against the simulated vendors.
 
+    Exit status: 0 the incident completed; 1 it failed; 2 not in lab mode.
+
     Args:
         json_output: print one JSON object instead of the human summary.
-        keep_ui: keep the Prefect server (and its UI) running after the demo.
+        keep_ui: keep the Prefect server (and its UI) running after the demo, until
+            Ctrl-C or SIGTERM.
         analyst_delay: seconds the simulated analyst takes to approve.
     """
+    started = time.monotonic()
     settings = _settings()
     if settings.mode != "lab":
         err.print("[red]stanch demo runs against the lab; unset STANCH_MODE=live[/red]")
-        return 2
-    server = _with_server(settings)
-    try:
-        from stanch.demo import run_demo
-
-        result, error = asyncio.run(
-            run_demo(settings, analyst_delay=analyst_delay, ui_url=server.ui_url)
-        )
-    finally:
-        if not keep_ui:
-            server.stop()
-    if result is None:
-        err.print(f"[red]The incident flow failed before its report:[/red] {error}")
-        return 1
-    if json_output:
-        print(json.dumps(result, indent=2))
-    else:
-        _print_summary(result)
-    if keep_ui and server.owned:
-        out.print(f"Prefect UI: {server.ui_url}  (Ctrl-C to stop)")
-        _serve_forever(server)
-    return 0 if error is None else 1
+        return USAGE
+    with stop_on_sigterm():
+        with progress("Starting the Prefect server (the first run migrates its database)"):
+            server = _with_server(settings)
+        err.print(f"Prefect server at {server.ui_url} ({time.monotonic() - started:.0f} s)")
+        try:
+            with progress("Loading the incident flow"):
+                from stanch.demo import run_demo
+            err.print(
+                "Running the demo incident: detect, investigate, ask the simulated analyst "
+                "in the local fake Slack, contain, remediate, report"
+            )
+            result, error = asyncio.run(
+                run_demo(settings, analyst_delay=analyst_delay, ui_url=server.ui_url)
+            )
+        finally:
+            if not keep_ui:
+                server.stop()
+        if result is None:
+            err.print(f"[red]The incident flow failed before its report:[/red] {error}")
+            return FAILED
+        # What the user waited for: from the command's start, server start included.
+        result["elapsed_seconds"] = round(time.monotonic() - started, 2)
+        if json_output:
+            print(json.dumps(result, indent=2))
+        else:
+            _print_summary(result)
+        if keep_ui and server.owned:
+            out.print(f"Prefect UI: {server.ui_url}  (Ctrl-C or SIGTERM stops it)")
+            _serve_forever(server)
+    return OK if error is None else FAILED
 
 
 def _print_summary(result: dict[str, Any]) -> None:
-    out.print(f"[bold]{result['incident_id']}[/bold] {result['title']}")
+    from integrations.phrases import describe_action
+
+    out.print(f"[bold]{result['incident_id']}[/bold] {result['title']}", markup=True)
     stages = Table("stage", "state", title="Stages")
     for stage, state in result["stages"].items():
         stages.add_row(stage, state)
     out.print(stages)
-    actions = Table("action", "target", "status", "approved by", "plan sha256", title="Actions")
+    actions = Table("action", "status", "decided by", "plan", title="Actions")
     for a in result["actions"]:
         actions.add_row(
-            f"{a['capability']}.{a['verb']}",
-            a["target"],
+            describe_action(f"{a['capability']}.{a['verb']}", a["target"], a["vendor"] or ""),
             a["status"],
             ", ".join(a["approved_by"]),
-            a["plan_sha256"][:16],
+            a["plan_sha256"][:12],
         )
     out.print(actions)
-    clocks = ", ".join(f"{k} {v}s" for k, v in result["clocks"].items() if v is not None)
-    out.print(f"Clocks from first alert: {clocks}")
+    from integrations.phrases import duration_words
+
+    clocks = ", ".join(
+        f"{k} {duration_words(v)}" for k, v in result["clocks"].items() if v is not None
+    )
+    out.print(f"Clocks from the first alert: {clocks}")
     for name, why in result.get("clock_notes", {}).items():
         out.print(f"  {name}: — ({why})", markup=False)
     out.print(f"Case: {result.get('case_status')}", markup=False)
@@ -136,23 +181,29 @@ def _print_summary(result: dict[str, Any]) -> None:
             markup=False,
         )
     out.print(f"Report: {result['report'].get('markdown')} and {result['report'].get('html')}")
-    out.print(f"Finished in {result['elapsed_seconds']} s")
+    if result["report"].get("prefect"):
+        out.print(f"In the Prefect UI: {result['report']['prefect']}")
+    out.print(
+        f"Finished in {duration_words(result['elapsed_seconds'])} "
+        "(wall time from the command's start to the result, Prefect server start included)"
+    )
 
 
 def _serve_forever(server: Any) -> None:
+    """Keep the embedded server until Ctrl-C or SIGTERM (or it exits), then stop it."""
     try:
-        while server.process is not None and server.process.poll() is None:
-            server.process.wait(timeout=1)
+        with stop_on_sigterm():
+            while server.process is not None and server.process.poll() is None:
+                with contextlib.suppress(Exception):
+                    server.process.wait(timeout=1)
     except KeyboardInterrupt:
         pass
-    except Exception:
-        _serve_forever(server)
     finally:
         server.stop()
 
 
 @app.command
-def run(alert: Path, *, analyst_delay: float | None = None) -> int:
+def run(alert: Path, /, *, analyst_delay: float | None = None) -> int:
     """Process one alert file (an OCSF Detection Finding, or an array) through the lifecycle.
 
     Approvals wait for `stanch approve` from another terminal, unless --analyst-delay is
@@ -180,11 +231,17 @@ def run(alert: Path, *, analyst_delay: float | None = None) -> int:
         return 2
     server = _with_server(settings)
     try:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         from stanch.demo import run_incident, summary
 
-        outcome, flow_run_id, error = asyncio.run(
-            run_incident(settings, alerts, analyst_delay=analyst_delay)
-        )
+        # Prefect was imported (to read the alert) before the server was known: point
+        # this process at it explicitly, or the flow would start a throwaway server that
+        # `stanch approve` in another terminal cannot reach.
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            outcome, flow_run_id, error = asyncio.run(
+                run_incident(settings, alerts, analyst_delay=analyst_delay)
+            )
     finally:
         server.stop()
     if outcome is None:
@@ -202,90 +259,6 @@ async def _dead_letter(settings: Any, path: Path, exc: Any) -> None:
         await store.dead_letter(
             source=str(path), field=exc.field, reason=exc.reason, payload=payload
         )
-
-
-async def _decide(approval: str, *, approve: bool, reason: str) -> str:
-    from flows.approval import submit_decision
-    from flows.record import open_store
-
-    settings = _settings()
-    async with open_store(settings.store_url) as store:
-        approval_id = approval
-        if approval.startswith("INC-"):
-            pending = await store.approvals(incident_id=approval, status="pending")
-            if not pending:
-                raise SystemExit(f"{approval} has no pending approval request")
-            approval_id = pending[0].id
-        await submit_decision(
-            store,
-            settings.approval_key(),
-            approval_id,
-            approve=approve,
-            approver=_operator(),
-            channel="cli",
-            reason=reason,
-        )
-        return approval_id
-
-
-@app.command
-def approve(approval: str, *, reason: str = "approved at the terminal") -> int:
-    """Approve every plan of a pending approval request (by APR- id or INC- id)."""
-    from flows.errors import ApprovalError
-
-    settings = _settings()
-    _with_server(settings)
-    try:
-        approval_id = asyncio.run(_decide(approval, approve=True, reason=reason))
-    except ApprovalError as exc:
-        err.print(f"[red]{exc}[/red]")
-        return 1
-    out.print(f"{approval_id}: approved by {_operator()}")
-    return 0
-
-
-@app.command
-def deny(approval: str, *, reason: str) -> int:
-    """Deny every plan of a pending approval request; a reason is required."""
-    from flows.errors import ApprovalError
-
-    settings = _settings()
-    _with_server(settings)
-    try:
-        approval_id = asyncio.run(_decide(approval, approve=False, reason=reason))
-    except ApprovalError as exc:
-        err.print(f"[red]{exc}[/red]")
-        return 1
-    out.print(f"{approval_id}: denied by {_operator()}")
-    return 0
-
-
-@approvals_app.command(name="list")
-def list_approvals(*, all_requests: Annotated[bool, Parameter(name="--all")] = False) -> int:
-    """List approval requests (pending only, unless --all)."""
-    from flows.record import open_store
-
-    settings = _settings()
-
-    async def rows() -> Any:
-        async with open_store(settings.store_url) as store:
-            return await store.approvals(status=None if all_requests else "pending")
-
-    table = Table("id", "incident", "status", "plans", "requested", "decided by")
-    for row in asyncio.run(rows()):
-        plans = ", ".join(
-            f"{p['capability']}.{p['verb']} {p['target_label']}" for p in row.plans["plans"]
-        )
-        table.add_row(
-            row.id,
-            row.incident_id,
-            row.status,
-            plans,
-            row.requested_at.strftime("%Y-%m-%d %H:%M:%S"),
-            row.decided_by or "",
-        )
-    out.print(table)
-    return 0
 
 
 @app.command
@@ -325,16 +298,31 @@ def lab(
 
 @app.command
 def ui() -> int:
-    """Serve the Prefect UI over the embedded server's history until Ctrl-C."""
+    """Serve the Prefect UI over the embedded server's history until Ctrl-C or SIGTERM."""
     settings = _settings()
-    server = _with_server(settings)
-    out.print(f"Prefect UI: {server.ui_url}  (Ctrl-C to stop)")
+    with stop_on_sigterm():
+        server = _with_server(settings)
+    out.print(f"Prefect UI: {server.ui_url}  (Ctrl-C or SIGTERM stops it)")
     if server.owned:
         _serve_forever(server)
-    return 0
+    return OK
 
 
-def main() -> None:
-    """Console-script entry point."""
-    result = app(result_action="return_value")
-    sys.exit(result if isinstance(result, int) else 0)
+def main(tokens: list[str] | None = None) -> None:
+    """Console-script entry point: exit 0 done, 1 the operation failed, 2 a usage error.
+
+    Args:
+        tokens: the arguments (default: the command line's).
+    """
+    telemetry_off()
+    try:
+        result = app(
+            sys.argv[1:] if tokens is None else tokens,
+            result_action="return_value",
+            exit_on_error=False,
+        )
+    except CycloptsError:
+        sys.exit(USAGE)  # cyclopts has printed what was wrong
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else OK)

@@ -44,12 +44,19 @@ async def _entries(url: str, incident_id: str) -> list[LedgerEntry]:
 
 
 @app.command
-def verify(*, anchor: str | None = None) -> int:
+def verify(
+    *,
+    anchor: str | None = None,
+    json_output: Annotated[bool, Parameter(name="--json", negative=())] = False,
+) -> int:
     """Walk the hash chain; exit 1 naming the first entry that was edited, deleted or moved.
 
+    Exit status: 0 intact; 1 broken (the first bad entry is named); 2 a bad --anchor.
+
     Args:
-        anchor: ``<entries>:<head>`` from an earlier verify, kept outside the database,
+        anchor: ENTRIES:HEAD from an earlier verify, kept outside the database,
             so that entries cut off the end (or a rewritten tail) are caught too.
+        json_output: print the verification as JSON (ok, entries, head, where it broke).
     """
     from flows.record import LedgerHead
 
@@ -61,6 +68,9 @@ def verify(*, anchor: str | None = None) -> int:
             err.print(f"--anchor: {exc}", markup=False)
             return 2
     report = asyncio.run(_verify(_store_url(), expected))
+    if json_output:
+        print(json.dumps({**report.model_dump(mode="json"), "message": report.message}, indent=2))
+        return 0 if report.ok else 1
     if report.ok:
         out.print(report.message, markup=False)
         return 0
@@ -78,8 +88,15 @@ def _what(entry: LedgerEntry) -> str:
 
 
 @app.command
-def show(incident: str, *, json_output: Annotated[bool, Parameter(name="--json")] = False) -> int:
+def show(
+    incident: str,
+    /,
+    *,
+    json_output: Annotated[bool, Parameter(name="--json", negative=())] = False,
+) -> int:
     """List an incident's ledger entries, oldest first.
+
+    Exit status: 0 listed; 2 no entries for that incident id.
 
     Args:
         incident: the incident id (``INC-…``).
@@ -88,7 +105,7 @@ def show(incident: str, *, json_output: Annotated[bool, Parameter(name="--json")
     entries = asyncio.run(_entries(_store_url(), incident))
     if not entries:
         err.print(f"no ledger entries for {incident}", markup=False)
-        return 1
+        return 2
     if json_output:
         print(json.dumps([e.to_json() for e in entries], indent=2, ensure_ascii=False))
         return 0

@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from flows.models import Incident, Stage, Verdict
 from flows.playbook import (
     CacaoError,
+    CacaoIssue,
     LoadedPlaybook,
     Lookup,
     PlaybookError,
@@ -38,9 +40,12 @@ from flows.playbook import (
 )
 from flows.playbook import route as route_incident
 from flows.policy import PolicyError, RoeDecision, policy_for_tenant
-from flows.settings import StanchSettings, policy_directory
+from flows.settings import StanchSettings, playbook_directory, policy_directory
 from flows.wiring import Lab, connect
 from integrations.ocsf import DetectionFinding
+from stanch.cli_support import FAILED, OK, USAGE, print_json
+
+JsonFlag = Annotated[bool, Parameter(name="--json", negative=())]
 
 app = App(name="playbook", help="YAML playbooks: validate, dry-run, test and route.")
 app.command(
@@ -143,66 +148,85 @@ def _verdict(decision: RoeDecision) -> str:
     return decision.verdict.value
 
 
-def _validate_cacao(path: Path) -> bool:
-    """Whether a CACAO document is valid and imports as a valid playbook; prints issues."""
+def _cacao_issues(path: Path) -> list[CacaoIssue]:
+    """What is wrong with a CACAO document, or with the playbook it imports as (none: valid)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        print(f"{path}: /: cacao-no-file: cannot read the document: {exc}")
-        return False
+        return [CacaoIssue(str(path), "", "cacao-no-file", f"cannot read the document: {exc}")]
     try:
         import_document(text, str(path))
     except CacaoError as exc:
-        for issue in exc.issues:
-            print(issue)
-        return False
-    return True
+        return list(exc.issues)
+    return []
+
+
+def _playbooks_dir(given: Path | None) -> Path:
+    """The directory the runtime would load: the given one, ./playbooks, or the bundled set."""
+    return playbook_directory(given)
 
 
 @app.command
-def validate(*paths: Path) -> int:
-    """Validate playbook files; print one line per error, ``file:line: code: message``.
+def validate(*paths: Path, json_output: JsonFlag = False) -> int:
+    """Validate playbook files; print one line per error, FILE:LINE: CODE: MESSAGE.
 
     A ``.json`` file is a CACAO 2.0 document: it is checked against the OASIS schemas and
     the semantic rules, and must import as a valid playbook; its errors read
     ``file: /json/pointer: rule: message``.
 
     Args:
-        paths: files or directories (their *.yaml); default: playbooks/.
+        paths: files or directories (their *.yaml); default: ./playbooks, else the
+            bundled playbooks, as the runtime chooses.
+        json_output: print JSON (each file, valid or not, with its issues).
 
     Returns:
         0 when every file is valid, 1 otherwise.
     """
-    files = playbook_files(paths or (Path("playbooks"),))
+    files = playbook_files(paths or (_playbooks_dir(None),))
     if not files:
         print("no playbook files to validate")
-        return 1
-    failed = 0
+        return FAILED
+    results: list[dict[str, Any]] = []
     for path in files:
         if path.suffix == ".json":
-            failed += not _validate_cacao(path)
+            cacao = _cacao_issues(path)
+            results.append(
+                {"file": str(path), "valid": not cacao, "issues": [asdict(i) for i in cacao]}
+            )
+            if not json_output:
+                for cacao_issue in cacao:
+                    print(cacao_issue)
             continue
         try:
             load_playbook(path)
         except PlaybookError as exc:
-            failed += 1
-            for issue in exc.issues:
-                print(issue)
-    if failed:
-        return 1
-    print(f"{len(files)} playbook{'s' if len(files) != 1 else ''} valid")
-    return 0
+            results.append(
+                {"file": str(path), "valid": False, "issues": [asdict(i) for i in exc.issues]}
+            )
+            if not json_output:
+                for issue in exc.issues:
+                    print(issue)
+        else:
+            results.append({"file": str(path), "valid": True, "issues": []})
+    failed = sum(not r["valid"] for r in results)
+    if json_output:
+        print_json({"valid": failed == 0, "files": results})
+    elif not failed:
+        print(f"{len(files)} playbook{'s' if len(files) != 1 else ''} valid")
+    return FAILED if failed else OK
 
 
-@app.command
+@app.command(usage="Usage: stanch playbook plan PLAYBOOK --alert FILE [--alert FILE ...] [OPTIONS]")
 def plan(
     playbook: Path,
+    /,
     *,
     alert: Annotated[tuple[Path, ...], Parameter(name="--alert", negative=())],
     tenant: str | None = None,
     incident_id: str | None = None,
     confirm: Annotated[tuple[str, ...], Parameter(name="--confirm", negative=())] = (),
     policies: Path | None = None,
+    json_output: JsonFlag = False,
 ) -> int:
     """Dry run: the plans a playbook makes for the alerts, with policy's verdict on each.
 
@@ -216,6 +240,7 @@ def plan(
         incident_id: the incident id to plan for (default: INC-<alert date>-0001).
         confirm: a confirm step's id to treat as confirmed (repeatable).
         policies: the policies directory (default: ./policies or the bundled set).
+        json_output: print the plan as JSON (each stage's plans with policy's verdict).
 
     Returns:
         0 when planned; 1 for an invalid playbook, policy or template; 2 for bad alerts.
@@ -225,22 +250,25 @@ def plan(
     except PlaybookError as exc:
         for issue in exc.issues:
             print(issue)
-        return 1
+        return FAILED
     try:
         incident = incident_of(read_alerts(alert), tenant=tenant, incident_id=incident_id)
     except (_BadAlert, ValidationError) as exc:
         print(f"bad alert: {exc}")
-        return 2
+        return USAGE
     try:
         policy = policy_for_tenant(policy_directory(policies), incident.tenant)
         result = asyncio.run(_plan_in_lab(loaded, incident, confirmed=confirm))
     except PolicyError as exc:
         for policy_issue in exc.issues:
             print(policy_issue)
-        return 1
+        return FAILED
     except PlaybookRunError as exc:
         print(f"cannot plan: {exc}")
-        return 1
+        return FAILED
+    if json_output:
+        print_json(_plan_json(loaded, incident, policy, result))
+        return OK
     print(
         f"{loaded.id} v{loaded.version} ({loaded.file}) for {incident.id}, tenant "
         f"{incident.tenant}, severity {incident.severity.name.lower()}"
@@ -262,6 +290,46 @@ def plan(
         for note in notes:
             print(f"  {note.step}: {note.status.replace('_', ' ')}: {note.text}")
     return 0
+
+
+def _plan_json(
+    loaded: LoadedPlaybook, incident: Incident, policy: Any, result: PlaybookPlan
+) -> dict[str, Any]:
+    stages: dict[str, Any] = {}
+    for stage in (Stage.INVESTIGATE, Stage.CONTAIN, Stage.REMEDIATE, Stage.REPORT):
+        planned = result.planned(stage) if stage in _ACTION_STAGES else []
+        decisions = decide(policy, planned, incident) if planned else []
+        stages[stage.value] = {
+            "plans": [
+                {
+                    "step": a.step,
+                    "action": a.plan.action,
+                    "target": a.plan.target,
+                    "target_label": a.plan.target_label,
+                    "parameters": dict(a.plan.parameters),
+                    "sha256": a.plan.sha256,
+                    "verdict": d.verdict.value,
+                    "approvals_required": d.approvals_required,
+                    "explanation": d.explanation,
+                }
+                for a, d in zip(planned, decisions, strict=True)
+            ],
+            "notes": [
+                {"step": n.step, "status": n.status, "text": n.text}
+                for n in result.notes
+                if n.stage is stage
+            ],
+        }
+    return {
+        "playbook": loaded.id,
+        "version": loaded.version,
+        "file": loaded.file,
+        "incident_id": incident.id,
+        "tenant": incident.tenant,
+        "severity": incident.severity.name.lower(),
+        "policy": policy.source,
+        "stages": stages,
+    }
 
 
 def _expected_plans(case: dict[str, Any], stage: Stage) -> list[dict[str, Any]]:
@@ -318,79 +386,110 @@ def check_case(
 
 
 @app.command
-def test(*, playbooks: Path = Path("playbooks")) -> int:
-    """Run every playbook on its examples (playbooks/examples/<id>/) and compare the plans.
+def test(*, playbooks: Path | None = None, json_output: JsonFlag = False) -> int:
+    """Run every playbook on its examples (playbooks/examples/ID/) and compare the plans.
 
-    Each ``expected.yaml`` lists cases: the alert files that form the incident and the
-    plans expected per stage (action, target label, parameters).
+    Each expected.yaml lists cases: the alert files that form the incident and the plans
+    expected per stage (action, target label, parameters).
 
     Args:
-        playbooks: the playbooks directory.
+        playbooks: the playbooks directory (default: ./playbooks, else the bundled set).
+        json_output: print the cases and their results as JSON.
 
     Returns:
         0 when every case passes, 1 otherwise.
     """
+    directory = _playbooks_dir(playbooks)
     try:
-        loaded = load_playbooks(playbooks)
+        loaded = load_playbooks(directory)
     except PlaybookError as exc:
-        for issue in exc.issues:
-            print(issue)
-        return 1
-    failures = cases = 0
+        if json_output:
+            print_json({"passed": False, "issues": [asdict(i) for i in exc.issues], "cases": []})
+        else:
+            for issue in exc.issues:
+                print(issue)
+        return FAILED
+    results: list[dict[str, Any]] = []
     for playbook in loaded:
-        folder = playbooks / "examples" / playbook.id
+        folder = directory / "examples" / playbook.id
         expected = folder / "expected.yaml"
         if not expected.is_file():
-            print(f"FAIL {playbook.id}: no examples ({expected} is missing)")
-            failures += 1
+            results.append(_case(playbook.id, None, [f"no examples ({expected} is missing)"]))
             continue
         spec = yaml.safe_load(expected.read_text(encoding="utf-8")) or {}
         for case in spec.get("cases") or []:
-            cases += 1
-            name = f"{playbook.id}: {case.get('name', '?')}"
             try:
                 problems = check_case(playbook, loaded, case, folder)
             except (_BadAlert, ValidationError, PlaybookRunError, KeyError) as exc:
                 problems = [f"{type(exc).__name__}: {exc}"]
-            if problems:
-                failures += 1
-                print(f"FAIL {name}")
-                for line in problems:
-                    print(f"  {line}")
-            else:
-                print(f"ok   {name}")
+            results.append(_case(playbook.id, str(case.get("name", "?")), problems))
         if not spec.get("cases"):
-            print(f"FAIL {playbook.id}: {expected} lists no cases")
-            failures += 1
+            results.append(_case(playbook.id, None, [f"{expected} lists no cases"]))
+    failures = sum(not r["passed"] for r in results)
+    cases = sum(r["case"] is not None for r in results)
+    if json_output:
+        print_json({"passed": failures == 0, "playbooks": len(loaded), "cases": results})
+        return FAILED if failures else OK
+    for r in results:
+        name = f"{r['playbook']}: {r['case']}" if r["case"] is not None else r["playbook"]
+        if r["passed"]:
+            print(f"ok   {name}")
+        elif r["case"] is None:
+            print(f"FAIL {name}: {r['problems'][0]}")
+        else:
+            print(f"FAIL {name}")
+            for line in r["problems"]:
+                print(f"  {line}")
     print(f"{len(loaded)} playbooks, {cases} cases, {failures} failed")
-    return 1 if failures else 0
+    return FAILED if failures else OK
+
+
+def _case(playbook: str, case: str | None, problems: list[str]) -> dict[str, Any]:
+    return {"playbook": playbook, "case": case, "passed": not problems, "problems": problems}
 
 
 @app.command
-def route(*alerts: Path, playbooks: Path = Path("playbooks"), tenant: str | None = None) -> int:
+def route(
+    *alerts: Path,
+    playbooks: Path | None = None,
+    tenant: str | None = None,
+    json_output: JsonFlag = False,
+) -> int:
     """Say which playbook an incident made of these alerts goes to, and why.
 
     Args:
         alerts: OCSF alert JSON files (together, one incident).
-        playbooks: the playbooks directory.
+        playbooks: the playbooks directory (default: ./playbooks, else the bundled set).
         tenant: the tenant (default: the alerts' tenant_uid, else demo).
+        json_output: print the choice and every candidate's reasons as JSON.
 
     Returns:
         0 when a playbook was chosen, 1 when none fits or a playbook is invalid, 2 for bad
         alerts.
     """
     try:
-        loaded = load_playbooks(playbooks)
+        loaded = load_playbooks(_playbooks_dir(playbooks))
     except PlaybookError as exc:
         for issue in exc.issues:
             print(issue)
-        return 1
+        return FAILED
     try:
         incident = incident_of(read_alerts(alerts), tenant=tenant)
     except (_BadAlert, ValidationError) as exc:
         print(f"bad alert: {exc}")
-        return 2
+        return USAGE
     decision = route_incident(incident, loaded)
-    for line in decision.explain():
-        print(line)
-    return 0 if decision.chosen else 1
+    if json_output:
+        print_json(
+            {
+                "chosen": decision.chosen.id if decision.chosen else None,
+                "candidates": [
+                    {"playbook": c.playbook.id, "fits": c.fits, "reasons": list(c.reasons)}
+                    for c in decision.candidates
+                ],
+            }
+        )
+    else:
+        for line in decision.explain():
+            print(line)
+    return OK if decision.chosen else FAILED

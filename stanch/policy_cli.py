@@ -6,8 +6,9 @@ message``) can be read by editors and CI the way compiler errors are.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
@@ -18,8 +19,10 @@ from flows.policy import (
     load_policy,
     policy_for_tenant,
 )
+from flows.settings import policy_directory
 from integrations.capabilities import Capability
 from integrations.ocsf import SeverityId
+from stanch.cli_support import FAILED, OK, USAGE, print_json
 
 app = App(name="policy", help="Per-tenant rules of engagement.")
 
@@ -35,8 +38,9 @@ def check(
     severity: str | None = None,
     user: Annotated[tuple[str, ...], Parameter(name="--user", negative=())] = (),
     recent: int = 0,
-    policies: Path = Path("policies"),
-    validate: bool = False,
+    policies: Path | None = None,
+    validate: Annotated[bool, Parameter(negative=())] = False,
+    json_output: Annotated[bool, Parameter(name="--json", negative=())] = False,
 ) -> int:
     """Show what a tenant's policy decides for one action, or validate policy files.
 
@@ -49,30 +53,40 @@ def check(
         user: a user the incident names, for group conditions (repeatable); identity actions
             use the target.
         recent: how many of this action already ran in the tenant within its budget window.
-        policies: the policies directory.
+        policies: the policies directory (default: ./policies, else the bundled set, as
+            the runtime chooses).
         validate: validate files instead of deciding; exit 1 on any error.
+        json_output: print JSON instead of text.
 
     Returns:
         0 when the decision was shown or every file is valid; 1 for an invalid policy; 2 for
         a usage error.
     """
+    try:
+        directory = policy_directory(policies)
+    except FileNotFoundError as exc:
+        print(exc)
+        return USAGE
     if validate:
-        return _validate(list(files) or sorted(policies.glob("*.yaml")))
+        return _validate(list(files) or sorted(directory.glob("*.yaml")), json_output)
     if files:
         print("files are only read with --validate")
-        return 2
+        return USAGE
     if tenant is None or action is None or target is None or severity is None:
         print("check needs --tenant, --action, --target and --severity (or --validate)")
-        return 2
+        return USAGE
     if severity.lower() not in _SEVERITIES:
         print(f"unknown severity {severity!r}; use one of {', '.join(_SEVERITIES)}")
-        return 2
+        return USAGE
     try:
-        policy = policy_for_tenant(policies, tenant)
+        policy = policy_for_tenant(directory, tenant)
     except PolicyError as exc:
-        for issue in exc.issues:
-            print(issue)
-        return 1
+        if json_output:
+            print_json({"valid": False, "issues": [asdict(i) for i in exc.issues]})
+        else:
+            for issue in exc.issues:
+                print(issue)
+        return FAILED
     identity = action.partition(".")[0] == Capability.IDENTITY.value
     decision = policy.evaluate(
         tenant=tenant,
@@ -83,27 +97,50 @@ def check(
         containment=action in CONTAINMENT_ACTIONS,
         recent_actions=recent,
     )
+    approvers = decision.approvers
+    if json_output:
+        print_json(
+            {
+                "policy": policy.source,
+                "verdict": decision.verdict.value,
+                "approvals_required": decision.approvals_required,
+                "approvers": approvers.describe(),
+                "channels": list(approvers.channels),
+                "timeout_seconds": decision.timeout.total_seconds(),
+                "on_timeout": decision.on_timeout,
+                "explanation": decision.explanation,
+            }
+        )
+        return OK
     print(f"policy: {policy.source}")
     print(f"verdict: {decision.verdict.value}")
     print(f"approvals required: {decision.approvals_required}")
-    approvers = decision.approvers
     print(f"approvers: {approvers.describe()} (via {', '.join(approvers.channels)})")
     print(f"timeout: {format_duration(decision.timeout)}, then {decision.on_timeout}")
     print(decision.explanation)
-    return 0
+    return OK
 
 
-def _validate(files: list[Path]) -> int:
+def _validate(files: list[Path], json_output: bool) -> int:
     if not files:
         print("no policy files to validate")
-        return 1
-    failed = 0
+        return FAILED
+    results: list[dict[str, Any]] = []
     for path in files:
         try:
             load_policy(path)
         except PolicyError as exc:
-            failed += 1
-            for issue in exc.issues:
-                print(issue)
-    print(f"{len(files) - failed} of {len(files)} policy files valid")
-    return 1 if failed else 0
+            results.append(
+                {"file": str(path), "valid": False, "issues": [asdict(i) for i in exc.issues]}
+            )
+            if not json_output:
+                for issue in exc.issues:
+                    print(issue)
+        else:
+            results.append({"file": str(path), "valid": True, "issues": []})
+    failed = sum(not r["valid"] for r in results)
+    if json_output:
+        print_json({"valid": failed == 0, "files": results})
+    else:
+        print(f"{len(files) - failed} of {len(files)} policy files valid")
+    return FAILED if failed else OK

@@ -95,16 +95,14 @@ def _free_port(preferred: int) -> int:
 
 def server_environment(home: Path) -> dict[str, str]:
     """Environment for the server process and for clients of the embedded server."""
+    from stanch.cli_support import telemetry_off
+
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
-    env.update(
-        {
-            "PREFECT_HOME": str(home),
-            # The telemetry job logs an error on every run without internet access.
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
-        }
-    )
+    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_EPHEMERAL_ENABLED": "false"})
+    # Off unless the operator turned it on: the server's telemetry job also logs an error
+    # on every run without internet access.
+    telemetry_off(env)
     return env
 
 
@@ -182,9 +180,11 @@ def ensure_server(stanch_home: Path) -> PrefectServer:
 
 def use_server(server: PrefectServer, stanch_home: Path) -> None:
     """Point this process's Prefect client at ``server`` (call before importing prefect)."""
+    from stanch.cli_support import telemetry_off
+
     os.environ["PREFECT_API_URL"] = server.api_url
     os.environ.setdefault("PREFECT_HOME", str(prefect_home(stanch_home)))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    telemetry_off()
 
 
 async def drain_prefect_clients() -> None:

@@ -58,7 +58,7 @@ def _reports_written(settings: StanchSettings, incident_id: str, since: float) -
     # still reported is told apart from an old report by the file's time.
     paths: dict[str, str] = {}
     for kind, suffix in (("markdown", "md"), ("html", "html"), ("json", "json")):
-        path = settings.reports_dir / f"{incident_id}.{suffix}"
+        path = settings.reports / f"{incident_id}.{suffix}"
         if path.exists() and path.stat().st_mtime >= since:
             paths[kind] = str(path)
     return paths
@@ -181,6 +181,7 @@ def _print(outcome: RerunOutcome, *, json_output: bool) -> None:
 
 def rerun(
     incident: str,
+    /,
     *,
     force: bool = False,
     stale_after: float | None = None,
@@ -195,8 +196,11 @@ def rerun(
     sign of life (a heartbeat, a state change of it or its tasks) within --stale-after
     seconds is taken to be alive, and the rerun is refused unless --force.
 
+    In lab mode the vendors are fresh in-process simulators: the re-run acts on their
+    state, not on what the incident's earlier run changed (that lived in its process).
+
     Exit status: 0 the re-run completed; 1 it failed (the report may still have been
-    written); 2 it was refused before starting.
+    written); 2 it was refused before starting (an unknown incident id included).
 
     Args:
         incident: the incident id (INC-…).
@@ -224,6 +228,10 @@ def rerun(
     except RerunRefused as exc:
         err.print(f"stanch rerun: {exc}")
         return 2
+    if settings.mode == "lab":
+        from stanch.undo_cli import LAB_NOTICE
+
+        err.print(LAB_NOTICE)
     server = ensure_server(settings.home)
     use_server(server, settings.home)
     try:

@@ -323,6 +323,8 @@ def serve(
         log.error("%s", exc)
         return 2
     store_settings = load_settings()
+    if not content_is_sound(store_settings):
+        return 2
     log.info("sources: %s", ", ".join(f"{n} ({s.tenant}, {s.format})" for n, s in sources.items()))
     service = ServiceSettings(max_body_bytes=int(max_body_mb * 1024 * 1024))
     start: StartIncident = log_incident
@@ -360,6 +362,47 @@ def serve(
         if server is not None:
             server.stop()
     return 0
+
+
+def content_is_sound(settings: Any) -> bool:
+    """Check the policies and playbooks before serving; ``False`` means do not start.
+
+    An invalid policy file stops the start (each issue logged with its file and line):
+    its tenant's actions would otherwise all fall back to approval. An invalid playbook
+    is logged and skipped, as every incident run skips it.
+    """
+    from flows.playbook import load_library
+    from flows.policy import PolicyError, load_policy
+    from flows.settings import playbook_directory, policy_directory
+
+    try:
+        policies = sorted(policy_directory(settings.policies_dir).glob("*.yaml"))
+    except FileNotFoundError as exc:
+        log.error("%s", exc)
+        return False
+    sound = True
+    for path in policies:
+        try:
+            load_policy(path)
+        except PolicyError as exc:
+            sound = False
+            for issue in exc.issues:
+                log.error("invalid policy, not starting: %s", issue)
+    try:
+        library = load_library(playbook_directory(settings.playbooks_dir))
+    except FileNotFoundError as exc:
+        log.error("%s", exc)
+        return False
+    for broken in library.broken:
+        for problem in broken.issues:
+            log.warning("invalid playbook, skipped by every incident: %s", problem)
+    log.info(
+        "%d policy file(s) valid, %d playbook(s) loaded, %d skipped",
+        len(policies),
+        len(library.playbooks),
+        len(library.broken),
+    )
+    return sound
 
 
 async def _serve_and_drain(

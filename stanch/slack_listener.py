@@ -33,6 +33,7 @@ from integrations.slack import (
     Interaction,
     InteractionError,
     MalformedPayload,
+    SelectionChange,
     SlackRequestVerifier,
     SlackSignatureError,
     WrongTeam,
@@ -92,6 +93,9 @@ class SlackInteractions:
             interaction = parse_interaction(body, team_id=self._team, app_id=self._app)
         except WrongTeam as exc:
             log.warning("slack interaction from elsewhere dropped: %s", exc)
+            return Response(status_code=200)
+        except SelectionChange:
+            # A ticked or unticked plan checkbox: Slack wants the ack, nothing is decided.
             return Response(status_code=200)
         except MalformedPayload as exc:
             log.warning("slack interaction not understood: %s", exc)
@@ -169,6 +173,8 @@ class SocketModeRunner:
             interaction = parse_socket_payload(
                 request.payload, team_id=self._team, app_id=self._app
             )
+        except SelectionChange:
+            return
         except InteractionError as exc:
             log.warning("socket mode interaction dropped: %s", exc)
             return

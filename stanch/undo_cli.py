@@ -9,27 +9,51 @@ from typing import Any
 
 from rich.console import Console
 
-err = Console(stderr=True)
+from stanch.cli_support import FAILED, OK, USAGE
+
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+LAB_NOTICE = (
+    "lab mode: this acts on fresh in-process simulators, not on the ones the incident's "
+    "own run changed (they lived in that process); the store and ledger are real, the "
+    "vendors are not"
+)
+"""What `stanch undo` and `stanch rerun` say in lab mode, before they start."""
 
 
-def undo(incident: str, *, analyst_delay: float | None = None) -> int:
+def undo(incident: str, /, *, analyst_delay: float | None = None) -> int:
     """Build the inverse plans of what the incident still has in effect and run them.
 
     They go through the tenant's policy and the approval gate like any action: approve
     them with `stanch approve INCIDENT` from another terminal, or pass --analyst-delay
     (lab mode) to let the simulated analyst do it.
 
+    In lab mode the vendors are fresh in-process simulators, so the undo acts on their
+    state, not on the state the incident's own run left (which lived in that process).
+
+    Exit status: 0 every inverse ran; 1 one did not, or the flow failed; 2 no such
+    incident, or --analyst-delay outside lab mode.
+
     Args:
         incident: the incident id (INC-…).
         analyst_delay: let the simulated analyst approve after this many seconds.
     """
+    from flows.runs import RerunRefused, load_incident
     from flows.settings import load_settings
     from stanch.prefect_server import ensure_server, use_server
 
     settings = load_settings()
     if analyst_delay is not None and settings.mode != "lab":
         err.print("[red]--analyst-delay is for lab mode only[/red]")
-        return 2
+        return USAGE
+    try:
+        # The store first: an unknown incident is a usage error, and needs no server.
+        asyncio.run(load_incident(settings, incident))
+    except RerunRefused as exc:
+        err.print(f"stanch undo: {exc}", markup=False)
+        return USAGE
+    if settings.mode == "lab":
+        err.print(LAB_NOTICE, markup=False)
     server = ensure_server(settings.home)
     use_server(server, settings.home)
     try:
@@ -38,9 +62,9 @@ def undo(incident: str, *, analyst_delay: float | None = None) -> int:
         server.stop()
     if error is not None:
         err.print(f"[red]undo {incident} failed:[/red] {error}")
-        return 1
+        return FAILED
     print(json.dumps(results, indent=2))
-    return 0 if all(r["status"] in ("executed", "already_done") for r in results) else 1
+    return OK if all(r["status"] in ("executed", "already_done") for r in results) else FAILED
 
 
 async def _undo(

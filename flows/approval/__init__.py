@@ -2,7 +2,8 @@
 
 The flow files an :class:`ApprovalRequest` and waits on an :class:`ApprovalGate` — a typed
 Prefect pause (:class:`PrefectPauseGate`; the CLI resumes it) or the same pause announced
-in Slack (:class:`SlackPauseGate`). A decision counts only when its HMAC verifies and it
+in Slack (:class:`SlackPauseGate`), with the evidence behind it (:class:`ApprovalContext`).
+A decision counts only when its HMAC verifies and it
 names exactly the plans asked about (:func:`submit_decision`). :class:`ApprovalService`
 takes Slack clicks, checks who clicked against policy, and reminds, escalates and expires;
 :class:`CaseClickService` takes the incident summary's case buttons under the same checks.
@@ -11,10 +12,12 @@ takes Slack clicks, checks who clicked against policy, and reminds, escalates an
 from __future__ import annotations
 
 from flows.approval.case_clicks import CaseClickService, interaction_router, slack_case_service
+from flows.approval.context import ApprovalContext, approval_context
 from flows.approval.gate import (
     ApprovalGate,
     PrefectPauseGate,
     default_gate,
+    pause_description,
     submit_decision,
     wait_until_paused,
 )
@@ -40,6 +43,7 @@ from flows.approval.slack_gate import SlackPauseGate, approval_view, post_and_bi
 
 __all__ = [
     "EXPIRY_CHANNEL",
+    "ApprovalContext",
     "ApprovalDecision",
     "ApprovalGate",
     "ApprovalOutcome",
@@ -50,11 +54,13 @@ __all__ = [
     "Handled",
     "PrefectPauseGate",
     "SlackPauseGate",
+    "approval_context",
     "approval_id_for",
     "approval_view",
     "default_gate",
     "interaction_router",
     "new_approval_request",
+    "pause_description",
     "pending_row",
     "post_and_bind",
     "run_sweeper",

@@ -8,7 +8,7 @@ CLI and the demo's simulated analyst; the Slack service calls it too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
@@ -136,17 +136,19 @@ class PrefectPauseGate:
             await self._announce(request, store)
         # Prefect input keys allow only lowercase letters, digits and dashes.
         pause_key = f"approval-{request.id.lower()}"
+        # The Resume form in the Prefect UI shows this text above the fields.
+        form = ApprovalDecision.with_initial_data(description=pause_description(request))
         try:
             if self.suspends():
                 # Raises Pause: this process ends here and the run resumes in a new one.
                 decision = await asuspend_flow_run(
-                    wait_for_input=ApprovalDecision,
+                    wait_for_input=form,
                     timeout=self._timeout + SUSPEND_GRACE_SECONDS,
                     key=pause_key,
                 )
             else:
                 decision = await apause_flow_run(
-                    wait_for_input=ApprovalDecision,
+                    wait_for_input=form,
                     timeout=self._timeout,
                     poll_interval=self._poll,
                     key=pause_key,
@@ -211,6 +213,7 @@ class PrefectPauseGate:
             channel=decision.channel,
             reason=decision.reason,
             decided_at=decision.decided_at,
+            stop_response=decision.stop_response and status == "denied",
         )
 
     @staticmethod
@@ -247,7 +250,29 @@ class PrefectPauseGate:
         answered = set(decision.approved) | set(decision.denied)
         if answered != asked or set(decision.approved) & set(decision.denied):
             return "decision does not name exactly the plans that were asked about"
+        if decision.stop_response and decision.approved:
+            return "a false-positive stop approves nothing, yet the decision approves plans"
         return None
+
+
+def pause_description(request: ApprovalRequest) -> str:
+    """The Markdown above the Prefect UI's Resume form: what is asked, and where to answer.
+
+    Alert-derived text is not put here (the form renders Markdown); the plans are named
+    by action and hash only.
+    """
+    lines = [
+        f"**Approval {request.id}** for incident {request.incident_id}: "
+        f"{len(request.plans)} action(s) wait for a decision.",
+        "",
+        "Approve in Slack or with `stanch approve " + request.id + "` (deny with "
+        "`stanch deny " + request.id + " --reason …`). A resume here is ignored unless "
+        "this tenant's policy allows Prefect-UI approval"
+        + (" — it does." if request.allow_prefect_ui else " — it does not."),
+        "",
+        *(f"- `{p.action}` plan `{p.sha256[:12]}`" for p in request.plans[:20]),
+    ]
+    return "\n".join(lines)
 
 
 def _recorded_outcome(request: ApprovalRequest, row: ApprovalRow) -> ApprovalOutcome:
@@ -305,12 +330,29 @@ async def submit_decision(
     approver: str,
     channel: str,
     reason: str,
+    approved: Sequence[str] | None = None,
+    stop_response: bool = False,
     resume: Resumer = _resume,
 ) -> ApprovalDecision:
-    """Sign a decision on every plan of a pending request and resume its flow run.
+    """Sign a decision on the plans of a pending request and resume its flow run.
+
+    Args:
+        store: where the request is.
+        key: the approval HMAC key.
+        approval_id: the request.
+        approve: approve (the plans in ``approved``, else all of them) or deny all.
+        approver: who decided, as the channel knows them (comma-separated for several).
+        channel: ``cli``, ``slack``, ``simulated-analyst`` ...
+        reason: the decider's words.
+        approved: with ``approve``, exactly the plan hashes approved; the request's other
+            plans are denied in the same signed decision.
+        stop_response: with a denial, the incident is a false positive: stop the rest of
+            its response.
+        resume: resumes the run (Prefect's, unless a test replaces it).
 
     Raises:
-        ApprovalError: no such request, it is no longer pending, or its run is gone.
+        ApprovalError: no such request, it is no longer pending, its run is gone, or the
+            plans named are not the request's.
     """
     row = await store.get_approval(approval_id)
     if row is None:
@@ -327,13 +369,24 @@ async def submit_decision(
             "where each approver's click is counted"
         )
     hashes: list[str] = list(row.plans["sha256s"])
+    chosen = hashes if approved is None else [h for h in hashes if h in set(approved)]
+    if approve and approved is not None:
+        strangers = sorted(set(approved) - set(hashes))
+        if strangers or not chosen:
+            raise ApprovalError(
+                f"{approval_id}: approve at least one of its plans, and only its plans"
+                + (f" ({', '.join(h[:12] for h in strangers)} is not one)" if strangers else "")
+            )
+    if approve and stop_response:
+        raise ApprovalError("a false-positive stop is a denial; it approves nothing")
     fields: dict[str, Any] = {
         "approval_id": approval_id,
-        "approved": hashes if approve else [],
-        "denied": [] if approve else hashes,
+        "approved": chosen if approve else [],
+        "denied": [h for h in hashes if h not in chosen] if approve else hashes,
         "approver": approver,
         "channel": channel,
         "reason": reason,
+        "stop_response": stop_response,
         "decided_at": utcnow(),
         "signature": "0" * 64,
     }

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from prefect.input import RunInput
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.approval.context import ApprovalContext
 from flows.models import ActionPlan, utcnow
 from flows.record import ApprovalRow
 
@@ -40,6 +41,9 @@ class ApprovalRequest(BaseModel):
     allow_prefect_ui: bool = Field(
         default=False, description="policy lets a Prefect UI resume decide, unsigned"
     )
+    context: ApprovalContext = Field(
+        default_factory=ApprovalContext, description="the evidence the approver decides on"
+    )
 
     @property
     def sha256s(self) -> list[str]:
@@ -62,6 +66,11 @@ class ApprovalDecision(RunInput):
     approver: str = Field(min_length=1, description="who decided, as the channel knows them")
     channel: str = Field(min_length=1, description="cli, slack, simulated-analyst ...")
     reason: str = Field(description="the approver's words")
+    # The one default besides the signature: left alone it stops nothing, the safe reading.
+    stop_response: bool = Field(
+        default=False,
+        description="denied as a false positive: stop the rest of the response (approves nothing)",
+    )
     decided_at: datetime = Field(description="when the human decided")
     signature: str = Field(
         default="",
@@ -80,6 +89,8 @@ class ApprovalOutcome(BaseModel):
     channel: str | None
     reason: str
     decided_at: datetime
+    stop_response: bool = False
+    """Denied as a false positive: nothing more runs for the incident."""
 
 
 def _signed_fields(decision: dict[str, Any]) -> bytes:
@@ -117,6 +128,9 @@ def pending_row(request: ApprovalRequest) -> ApprovalRow:
             "sha256s": request.sha256s,
             "reasons": request.reasons,
             "required_approvals": request.required_approvals,
+            # What the approver saw, for `stanch approvals show` in another terminal.
+            "context": request.context.model_dump(mode="json"),
+            "incident_title": request.incident_title,
         },
         status="pending",
         requested_at=utcnow(),
@@ -154,6 +168,7 @@ def new_approval_request(
     approver_ids: tuple[str, ...] = (),
     approver_group: str | None = None,
     allow_prefect_ui: bool = False,
+    context: ApprovalContext | None = None,
 ) -> ApprovalRequest:
     """A request for ``plans`` with its deterministic id (:func:`approval_id_for`) and deadline."""
     return ApprovalRequest(
@@ -170,4 +185,5 @@ def new_approval_request(
         approver_ids=approver_ids,
         approver_group=approver_group,
         allow_prefect_ui=allow_prefect_ui,
+        context=context or ApprovalContext(),
     )

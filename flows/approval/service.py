@@ -90,6 +90,8 @@ class DecisionSubmitter(Protocol):
         approver: str,
         channel: str,
         reason: str,
+        approved: Sequence[str] | None = None,
+        stop_response: bool = False,
     ) -> Any: ...
 
 
@@ -184,20 +186,65 @@ class ApprovalService:
         if not allowed.allowed:
             return await self._refuse(click, f"You may not decide this request: {allowed.reason}.")
         if click.action == Decision.APPROVE:
-            return await self._approve(click, row, binding)
+            return await self._approve(click, row, binding, None)
+        if click.action == Decision.APPROVE_SELECTED:
+            selected = await self._selection(click, row, binding)
+            if isinstance(selected, Handled):
+                return selected
+            return await self._approve(click, row, binding, selected)
+        stop = click.action == Decision.DENY_STOP
         if self.ask_deny_reason and click.trigger_id:
             try:
-                await self.chat.aopen_deny_modal(click.trigger_id, row.id, row.incident_id)
+                await self.chat.aopen_deny_modal(
+                    click.trigger_id, row.id, row.incident_id, stop=stop
+                )
             except IntegrationError as exc:
                 log.warning("approval %s: deny modal failed (%s); denying", row.id, exc)
             else:
                 return Handled("modal", "asked for a deny reason")
         await self.store.add_vote(row.id, click.user_id, "deny")
+        reason = "denied in Slack as a false positive" if stop else "denied in Slack"
         return await self._finish(
-            row, binding, "denied", [click.user_id], "denied in Slack", click=click
+            row, binding, "denied", [click.user_id], reason, click=click, stop=stop
         )
 
-    async def _approve(self, click: Click, row: ApprovalRow, binding: SlackApprovalRow) -> Handled:
+    async def _selection(
+        self, click: Click, row: ApprovalRow, binding: SlackApprovalRow
+    ) -> list[str] | Handled | None:
+        """The plans ticked for *Approve selected*: ``None`` when that is all of them.
+
+        Returns a refusal (already told to the clicker) when the selection cannot count.
+        """
+        asked: list[str] = list(row.plans.get("sha256s") or [])
+        if binding.required_approvals > 1:
+            text = (
+                f"This request needs {binding.required_approvals} approvers, who all approve "
+                "the same actions: use Approve all, or Deny."
+            )
+            return await self._refuse(click, text)
+        if click.selected is None:
+            # Never guess a selection Slack did not send.
+            return await self._refuse(
+                click,
+                "Slack did not say which actions are ticked; nothing was approved. "
+                "Tick them again and click Approve selected, or use Approve all.",
+            )
+        chosen = [h for h in asked if h in click.selected]
+        if set(click.selected) - set(asked):
+            return await self._refuse(click, "The ticked actions are not this request's.")
+        if not chosen:
+            return await self._refuse(
+                click, "No action is ticked; nothing was approved. Tick some, or use Deny."
+            )
+        return None if len(chosen) == len(asked) else chosen
+
+    async def _approve(
+        self,
+        click: Click,
+        row: ApprovalRow,
+        binding: SlackApprovalRow,
+        selected: list[str] | None,
+    ) -> Handled:
         if click.user_id == row.requester:
             return await self._refuse(
                 click, "You requested this action; someone else must approve."
@@ -217,6 +264,16 @@ class ApprovalService:
             )
             await self._tell(click, text)
             return Handled("recorded", text)
+        if selected is not None:
+            return await self._finish(
+                row,
+                binding,
+                "partial",
+                approvers,
+                f"approved {len(selected)} of {len(row.plans.get('sha256s') or [])} in Slack",
+                click=click,
+                approved=selected,
+            )
         return await self._finish(
             row, binding, "approved", approvers, "approved in Slack", click=click
         )
@@ -239,7 +296,9 @@ class ApprovalService:
             await self._tell_in_channel(binding, submitted.user_id, text)
             return Handled("refused", text)
         await self.store.add_vote(row.id, submitted.user_id, "deny", submitted.reason)
-        return await self._finish(row, binding, "denied", [submitted.user_id], submitted.reason)
+        return await self._finish(
+            row, binding, "denied", [submitted.user_id], submitted.reason, stop=submitted.stop
+        )
 
     async def _approvers(self, approval_id: str) -> list[str]:
         seen: list[str] = []
@@ -269,11 +328,13 @@ class ApprovalService:
         self,
         row: ApprovalRow,
         binding: SlackApprovalRow,
-        status: Literal["approved", "denied"],
+        status: Literal["approved", "partial", "denied"],
         deciders: Sequence[str],
         reason: str,
         *,
         click: Click | None = None,
+        approved: Sequence[str] | None = None,
+        stop: bool = False,
     ) -> Handled:
         if not await self.store.claim_final(row.id, status):
             binding = await self.store.slack_approval(row.id) or binding
@@ -285,10 +346,12 @@ class ApprovalService:
                 self.store,
                 self._key,
                 row.id,
-                approve=status == "approved",
+                approve=status != "denied",
                 approver=",".join(deciders),
                 channel=SLACK_CHANNEL,
                 reason=reason,
+                approved=approved,
+                stop_response=stop,
             )
         except ApprovalError as exc:
             current = await self.store.get_approval(row.id)
@@ -299,7 +362,14 @@ class ApprovalService:
             if click is not None:
                 await self._tell(click, text)
             return Handled("error", str(exc))
-        state = FinalState(status=status, by=list(deciders), at=self._now(), reason=reason)
+        state = FinalState(
+            status=status,
+            by=list(deciders),
+            at=self._now(),
+            reason=reason,
+            approved=list(approved or []),
+            stopped=stop,
+        )
         await self._mark(binding, state)
         return Handled("final", f"{status} by {', '.join(deciders)}", status=status)
 

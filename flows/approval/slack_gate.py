@@ -14,6 +14,7 @@ pause timeout is only the backstop for a service that is down.
 from __future__ import annotations
 
 from prefect.logging import get_run_logger
+from prefect.utilities.urls import url_for
 
 from flows.approval.gate import PrefectPauseGate
 from flows.approval.request import EXPIRY_CHANNEL, ApprovalOutcome, ApprovalRequest
@@ -26,19 +27,33 @@ DEFAULT_GRACE_SECONDS = 60
 SLACK_CHANNEL = "slack"
 
 
+def flow_run_url(flow_run_id: str | None) -> str:
+    """The Prefect UI page of a flow run, when the UI's address is known (else ``""``)."""
+    if not flow_run_id:
+        return ""
+    return url_for("flow-run", obj_id=flow_run_id) or ""
+
+
 def approval_view(request: ApprovalRequest) -> ApprovalView:
     """What the approval message shows for ``request`` (the builders escape alert text)."""
+    context = request.context
     return ApprovalView(
         approval_id=request.id,
         incident_id=request.incident_id,
         incident_title=request.incident_title or request.incident_id,
         tenant=request.tenant,
+        severity=context.severity,
+        verdict=context.verdict,
+        risk_score=context.risk_score,
         requester=request.requester,
+        evidence=[*context.evidence, *(f"Assessment: {r}" for r in context.assessment)],
+        techniques=list(context.techniques),
         plans=[
             PlanView(
                 action=p.action,
                 target=p.target,
                 target_label=p.target_label,
+                vendor=context.vendors.get(p.capability.value, ""),
                 parameters=dict(p.parameters),
                 sha256=p.sha256,
                 policy_reason=request.reasons.get(p.sha256, ""),
@@ -47,6 +62,7 @@ def approval_view(request: ApprovalRequest) -> ApprovalView:
         ],
         deadline=request.deadline,
         required_approvals=request.required_approvals,
+        flow_run_url=flow_run_url(request.flow_run_id),
     )
 
 
@@ -54,11 +70,22 @@ def final_state(outcome: ApprovalOutcome) -> FinalState | None:
     """How the message should end for an outcome decided outside Slack (CLI, timeout)."""
     if outcome.status == "expired":
         return FinalState(status="expired", at=outcome.decided_at)
-    if outcome.status in ("approved", "partial"):
+    if outcome.status == "approved":
         return FinalState(status="approved", by=outcome.approvers, at=outcome.decided_at)
+    if outcome.status == "partial":
+        return FinalState(
+            status="partial",
+            by=outcome.approvers,
+            at=outcome.decided_at,
+            approved=outcome.approved,
+        )
     if outcome.status == "denied":
         return FinalState(
-            status="denied", by=outcome.approvers, at=outcome.decided_at, reason=outcome.reason
+            status="denied",
+            by=outcome.approvers,
+            at=outcome.decided_at,
+            reason=outcome.reason,
+            stopped=outcome.stop_response,
         )
     return None  # rejected: a forged resume; the buttons stay for the real approvers
 

@@ -31,7 +31,14 @@ from flows.playbook.engine import (
     adapter_lookup,
     decide,
 )
-from flows.playbook.library import load_playbook, load_playbooks, plan_playbook, playbook_files
+from flows.playbook.library import (
+    PlaybookLibrary,
+    load_library,
+    load_playbook,
+    load_playbooks,
+    plan_playbook,
+    playbook_files,
+)
 from flows.playbook.loader import LoadedPlaybook, PlaybookError, PlaybookIssue, parse_playbook
 from flows.playbook.python import (
     MutationRefused,
@@ -59,6 +66,7 @@ __all__ = [
     "PlaybookCode",
     "PlaybookError",
     "PlaybookIssue",
+    "PlaybookLibrary",
     "PlaybookPlan",
     "PlaybookRunError",
     "PythonPlaybook",
@@ -72,6 +80,7 @@ __all__ = [
     "export_document",
     "export_text",
     "import_document",
+    "load_library",
     "load_playbook",
     "load_playbooks",
     "parse_playbook",

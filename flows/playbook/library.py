@@ -8,6 +8,7 @@ what the lifecycle and the CLI call: :func:`load_playbooks`, :func:`plan_playboo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,48 @@ def load_playbooks(directory: Path | str) -> list[LoadedPlaybook]:
     if issues:
         raise PlaybookError(issues)
     return sorted(loaded, key=lambda p: p.id)
+
+
+@dataclass(frozen=True)
+class PlaybookLibrary:
+    """The playbooks of a directory, each loaded on its own.
+
+    Attributes:
+        playbooks: the valid ones, in id order.
+        broken: one error per invalid file, naming it: those playbooks are skipped, so
+            one bad file does not stop every incident.
+    """
+
+    playbooks: tuple[LoadedPlaybook, ...]
+    broken: tuple[PlaybookError, ...]
+
+
+def load_library(directory: Path | str) -> PlaybookLibrary:
+    """Every valid playbook in ``directory``; the invalid ones are set aside with their errors.
+
+    What the lifecycle loads at run time: an incident routes among the valid playbooks,
+    and the run reports the ones it skipped. A second file with an id already taken is
+    set aside too (the first in name order keeps the id).
+    """
+    loaded: dict[str, LoadedPlaybook] = {}
+    broken: list[PlaybookError] = []
+    for path in playbook_files([directory]):
+        try:
+            playbook = load_playbook(path)
+        except PlaybookError as exc:
+            broken.append(exc)
+            continue
+        if playbook.id in loaded:
+            issue = PlaybookIssue(
+                playbook.file,
+                0,
+                "id-mismatch",
+                f"{loaded[playbook.id].file} has the same id {playbook.id!r}",
+            )
+            broken.append(PlaybookError([issue]))
+            continue
+        loaded[playbook.id] = playbook
+    return PlaybookLibrary(tuple(sorted(loaded.values(), key=lambda p: p.id)), tuple(broken))
 
 
 async def plan_playbook(

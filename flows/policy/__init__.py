@@ -19,7 +19,13 @@ from flows.policy.fields import (
     TimeoutOutcome,
     parse_duration,
 )
-from flows.policy.loader import load_policy, parse_policy, policy_for_tenant
+from flows.policy.loader import (
+    fail_safe_policy,
+    load_policy,
+    parse_policy,
+    policy_for_tenant,
+    policy_or_fail_safe,
+)
 from flows.policy.rules import RulesOfEngagement, count_recent_actions, format_duration
 from flows.policy.schema import (
     ActionRule,
@@ -57,9 +63,11 @@ __all__ = [
     "SlaTargets",
     "TimeoutOutcome",
     "count_recent_actions",
+    "fail_safe_policy",
     "format_duration",
     "load_policy",
     "parse_duration",
     "parse_policy",
     "policy_for_tenant",
+    "policy_or_fail_safe",
 ]

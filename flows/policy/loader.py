@@ -15,7 +15,7 @@ from pydantic import (
 from flows.policy.errors import _CODES, PolicyError, PolicyIssue
 from flows.policy.fields import ActionCounter
 from flows.policy.rules import RulesOfEngagement
-from flows.policy.schema import _FIELD_NAMES, RulesFile, _semantic_issues
+from flows.policy.schema import _FIELD_NAMES, Approvers, RulesFile, _semantic_issues
 from flows.yaml_lines import YamlLines
 
 
@@ -142,3 +142,31 @@ def policy_for_tenant(
         raise PolicyError([PolicyIssue(str(directory), 0, "", "bad-tenant", reason)])
     own = directory / f"{tenant}.yaml"
     return load_policy(own if own.is_file() else directory / "default.yaml", counter=counter)
+
+
+def fail_safe_policy(tenant: str, problem: PolicyError) -> RulesOfEngagement:
+    """The rules for a tenant whose policy cannot be loaded: every action needs a person.
+
+    Never unattended: with no rule for any action, each one asks for one approver. The
+    approvers are the operators at the terminal and, in Slack, the approvers stanch is
+    configured with, since the tenant's own list is in the file that failed.
+    """
+    rules = RulesFile(version=1, approvers=Approvers(cli=True))
+    first = problem.issues[0] if problem.issues else None
+    source = f"fail-safe rules for {tenant} ({first})" if first else f"fail-safe rules for {tenant}"
+    return RulesOfEngagement(rules, source=source)
+
+
+def policy_or_fail_safe(
+    directory: Path | str, tenant: str, *, counter: ActionCounter | None = None
+) -> tuple[RulesOfEngagement, PolicyError | None]:
+    """The tenant's rules, or — when they cannot be loaded — :func:`fail_safe_policy`.
+
+    Returns:
+        The rules to decide by, and the error that made them fail-safe (``None`` when the
+        tenant's own policy loaded).
+    """
+    try:
+        return policy_for_tenant(directory, tenant, counter=counter), None
+    except PolicyError as exc:
+        return fail_safe_policy(tenant, exc), exc

@@ -59,7 +59,14 @@ from flows.record.metrics import (
     summarise,
 )
 from flows.record.migrations import SchemaError
-from flows.record.report import md_escape, publish_report, render_html, render_markdown
+from flows.record.report import (
+    md_escape,
+    publish_artifacts,
+    publish_report,
+    render_html,
+    render_markdown,
+)
+from flows.record.report_facts import executive_summary, in_effect_line
 from flows.record.sla import SLA_CLOCKS, SlaClock, sla_attainment, sla_clocks
 from flows.record.slack_summary import post_incident_summary, redraw_summary, summary_view
 from flows.record.store import Store, open_store
@@ -146,7 +153,9 @@ __all__ = [
     "chain_hash",
     "clocks_of",
     "events",
+    "executive_summary",
     "exported_entry_hash",
+    "in_effect_line",
     "incident_clocks",
     "is_human",
     "md_escape",
@@ -154,6 +163,7 @@ __all__ = [
     "open_store",
     "period_report",
     "post_incident_summary",
+    "publish_artifacts",
     "publish_report",
     "recorded_breaches",
     "redraw_summary",

@@ -17,8 +17,19 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from prefect import task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.settings import PREFECT_UI_URL
 
 from flows.models import IncidentOutcome, Stage
+from flows.record.report_facts import (
+    action_line,
+    clock_words,
+    decided_by,
+    decision_lines,
+    executive_summary,
+    stage_lines,
+    when,
+    who,
+)
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
@@ -63,6 +74,14 @@ def report_context(outcome: IncidentOutcome) -> dict[str, Any]:
         "playbook": outcome.playbook,
         "playbook_notes": outcome.playbook_notes,
         "stage_order": list(Stage),
+        "summary": executive_summary(outcome),
+        "timeline": stage_lines(outcome),
+        "decision_lines": decision_lines(outcome),
+        "clock_words": clock_words(outcome.clocks),
+        "when": when,
+        "who": who,
+        "action_line": action_line,
+        "decided_by": decided_by,
         "evidence": {
             "Hosts": incident.hostnames,
             "Users": incident.users,
@@ -93,6 +112,7 @@ def export_json(outcome: IncidentOutcome) -> str:
         "ledger": outcome.ledger,
         "playbook": outcome.playbook,
         "playbook_notes": outcome.playbook_notes,
+        "warnings": outcome.warnings,
         "flow_run_id": outcome.flow_run_id,
     }
     return json.dumps(document, indent=2, ensure_ascii=False)
@@ -110,31 +130,46 @@ def render_html(outcome: IncidentOutcome) -> str:
 
 @task(name="write-report", task_run_name="report {outcome.incident.id}", cache_policy=NO_CACHE)
 async def publish_report(outcome: IncidentOutcome, reports_dir: Path) -> dict[str, str]:
-    """Write ``<reports_dir>/<incident>.md`` and ``.html``; publish the Prefect artifacts."""
+    """Write ``<reports_dir>/<incident>.md``, ``.html`` and ``.json``."""
     await asyncio.to_thread(reports_dir.mkdir, parents=True, exist_ok=True)
-    markdown = render_markdown(outcome)
     md_path = reports_dir / f"{outcome.incident.id}.md"
     html_path = reports_dir / f"{outcome.incident.id}.html"
     json_path = reports_dir / f"{outcome.incident.id}.json"
-    await asyncio.to_thread(md_path.write_text, markdown, encoding="utf-8")
+    await asyncio.to_thread(md_path.write_text, render_markdown(outcome), encoding="utf-8")
     await asyncio.to_thread(html_path.write_text, render_html(outcome), encoding="utf-8")
     await asyncio.to_thread(json_path.write_text, export_json(outcome), encoding="utf-8")
+    return {"markdown": str(md_path), "html": str(html_path), "json": str(json_path)}
+
+
+async def publish_artifacts(outcome: IncidentOutcome) -> str:
+    """Publish the report and the actions table as artifacts of the flow run.
+
+    Called from the flow, not from a task: an artifact made inside a task belongs to that
+    task run, and the flow run's Artifacts tab would list it under "Flow run: None".
+
+    Returns:
+        The report artifact's address in the Prefect UI, or ``""`` when the UI's address
+        is not known.
+    """
     key = outcome.incident.id.lower()
-    await acreate_markdown_artifact(
-        key=f"{key}-report", markdown=markdown, description=f"Incident report {outcome.incident.id}"
+    report_id = await acreate_markdown_artifact(
+        key=f"{key}-report",
+        markdown=render_markdown(outcome),
+        description=f"Incident report {outcome.incident.id}",
     )
     await acreate_table_artifact(
         key=f"{key}-actions",
         table=[
             {
-                "action": a.plan.action,
-                "target": a.plan.target_label,
+                "stage": a.plan.stage.value,
+                "action": action_line(a),
                 "status": a.status.value,
-                "plan_sha256": a.plan_sha256,
-                "approved_by": ", ".join(a.approved_by),
+                "decided by": decided_by(a),
+                "plan": a.plan_sha256[:12],
             }
             for a in outcome.actions
         ],
-        description=f"Actions taken on {outcome.incident.id}",
+        description=f"Actions on {outcome.incident.id} (plan: the first 12 digits of its SHA-256)",
     )
-    return {"markdown": str(md_path), "html": str(html_path), "json": str(json_path)}
+    ui = PREFECT_UI_URL.value()
+    return f"{ui.rstrip('/')}/artifacts/artifact/{report_id}" if ui else ""

@@ -64,6 +64,7 @@ def summary_view(outcome: IncidentOutcome) -> SummaryView:
         time_to_contain=outcome.clocks.get("contain"),
         time_to_acknowledge=outcome.clocks.get("acknowledge"),
         report_location=report,
+        report_url=outcome.report_paths.get("prefect", ""),
         ledger_verified=bool(ledger["verified"]) if "verified" in ledger else None,
         ledger_message=str(ledger.get("message", "")),
         failed_stages=[s.stage.value for s in outcome.stages if s.state == "failed"],

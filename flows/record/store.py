@@ -104,6 +104,34 @@ class Store:
             if getattr(result, "rowcount", 0) != 1:
                 raise LookupError(f"no incident {incident_id!r} in the store")
 
+    async def propose_disposition(
+        self, incident_id: str, disposition: str, *, by: str, reason: str
+    ) -> None:
+        """Record that an analyst stopped the response and proposes closing the incident.
+
+        Args:
+            incident_id: the incident.
+            disposition: how it should be closed, ``false_positive``.
+            by: who said so (``slack:U…``, ``cli:alice@host``).
+            reason: their words.
+
+        Raises:
+            LookupError: no incident ``incident_id`` is stored.
+        """
+        async with self._session.begin() as session:
+            result = await session.execute(
+                update(IncidentRow)
+                .where(IncidentRow.id == incident_id)
+                .values(
+                    proposed_disposition=disposition,
+                    proposed_disposition_by=by[:200],
+                    proposed_disposition_reason=reason,
+                    proposed_disposition_at=utcnow(),
+                )
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                raise LookupError(f"no incident {incident_id!r} in the store")
+
     async def get_incident(self, incident_id: str) -> IncidentRow | None:
         """The stored incident row, or ``None``."""
         async with self._session() as session:

@@ -52,6 +52,12 @@ class IncidentRow(Base):
     document: Mapped[dict[str, Any]]
     # The id of the playbook that handled the incident; NULL for the built-in response.
     playbook: Mapped[str | None] = mapped_column(String(PLAYBOOK_ID_MAX), nullable=True)
+    # An analyst's "deny (false positive — stop)": the response was stopped and the
+    # incident awaits closure with this disposition (``false_positive``), by whom and why.
+    proposed_disposition: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    proposed_disposition_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    proposed_disposition_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    proposed_disposition_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class ActionRow(Base):

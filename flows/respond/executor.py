@@ -17,8 +17,18 @@ from prefect import tags
 from prefect.transactions import AsyncTransaction, atransaction
 
 from flows import wiring
-from flows.approval import ApprovalGate, new_approval_request
-from flows.models import ActionPlan, ActionResult, ActionStatus, Incident, Stage, Verdict, utcnow
+from flows.approval import ApprovalContext, ApprovalGate, ApprovalOutcome, new_approval_request
+from flows.approval import approval_context as evidence_for
+from flows.models import (
+    ActionPlan,
+    ActionResult,
+    ActionStatus,
+    Incident,
+    Investigation,
+    Stage,
+    Verdict,
+    utcnow,
+)
 from flows.playbook import PlannedAction, decide
 from flows.policy import RoeDecision, RulesOfEngagement, count_recent_actions
 from flows.record import Ledger, Store, events
@@ -46,6 +56,10 @@ class Responder:
     Attributes:
         actions: every result so far, in the order they finished.
         decisions: every approval outcome so far, as JSON.
+        investigation: what investigation found (the lifecycle sets it); its verdict and
+            score go into approval requests as evidence.
+        stopped: the approval an analyst denied as a false positive, which stopped the
+            response: nothing more is authorised for the incident.
     """
 
     def __init__(
@@ -69,6 +83,8 @@ class Responder:
         self.actions: list[ActionResult] = []
         self.decisions: list[dict[str, Any]] = []
         self.playbook: str | None = None  # the playbook planning, for events
+        self.investigation = Investigation()
+        self.stopped: ApprovalOutcome | None = None
         # Containment steps run in one transaction; this responder's copy of the step task
         # carries the rollback hook that undoes a step when the stage fails half-way.
         self._contain_step = contain_action.with_options()
@@ -108,6 +124,13 @@ class Responder:
 
         decided = decide(self.policy, planned, self.incident, recent_actions=counter)
         verdicts = {p.sha256: d for p, d in zip(plans, decided, strict=True)}
+        if self.stopped is not None:
+            # Denied as a false positive earlier: nothing more is asked or run.
+            for plan in plans:
+                await self._refuse(
+                    plan, verdicts[plan.sha256].verdict, ActionStatus.DENIED, _denial(self.stopped)
+                )
+            return [f"not run: the response was stopped ({len(plans)} action(s) refused)"]
         authorised: list[tuple[ActionPlan, Verdict, list[str]]] = []
         needs_approval: list[ActionPlan] = []
         for plan in plans:
@@ -119,39 +142,11 @@ class Responder:
             else:
                 needs_approval.append(plan)
         if needs_approval:
-            request = new_approval_request(
-                incident_id=self.incident.id,
-                tenant=self.incident.tenant,
-                flow_run_id=self.flow_run_id,
-                plans=needs_approval,
-                stage=stage.value,
-                reasons={p.sha256: verdicts[p.sha256].reason for p in needs_approval},
-                timeout_seconds=self.settings.approval_timeout_seconds,
-                incident_title=self.incident.title,
-                **_approvers_of([verdicts[p.sha256] for p in needs_approval]),
-            )
-            if await self.store.get_approval(request.id) is None:
-                events.approval_requested(
-                    self.incident,
-                    self.playbook,
-                    approval_id=request.id,
-                    stage=stage.value,
-                    sha256s=request.sha256s,
-                    actions=[p.action for p in needs_approval],
-                    deadline=request.deadline.isoformat(),
-                )
-            outcome = await self.gate.request(request, self.store)
-            events.approval_decided(
-                self.incident,
-                self.playbook,
-                approval_id=outcome.approval_id,
-                status=outcome.status,
-                approved=outcome.approved,
-                approvers=outcome.approvers,
-                channel=outcome.channel,
-            )
+            outcome = await self._ask(stage, needs_approval, verdicts)
             self.decisions.append(outcome.model_dump(mode="json"))
             notes.append(f"approval {outcome.approval_id}: {outcome.status}")
+            if outcome.stop_response:
+                notes.append(await self._stop(outcome))
             for plan in needs_approval:
                 if plan.sha256 in outcome.approved:
                     authorised.append((plan, Verdict.APPROVAL, outcome.approvers))
@@ -160,8 +155,13 @@ class Responder:
                         plan,
                         Verdict.APPROVAL,
                         ActionStatus.DENIED,
-                        f"{outcome.status}: {outcome.reason}",
+                        _denial(outcome),
                     )
+        if self.stopped is not None:
+            # A false positive: even the plans policy would run unattended stay undone.
+            for plan, verdict, _ in authorised:
+                await self._refuse(plan, verdict, ActionStatus.DENIED, _denial(self.stopped))
+            authorised = []
         order = _Order(planned)
         if stage == Stage.CONTAIN:
             results = await self._execute_all_or_none(stage, authorised, order, notes)
@@ -176,6 +176,61 @@ class Responder:
             notes.append(f"failed: {', '.join(r.plan.action for r in failed)}")
         notes.append(f"{sum(r.status != ActionStatus.FAILED for r in results)} action(s) done")
         return notes
+
+    async def _ask(
+        self,
+        stage: Stage,
+        plans: list[ActionPlan],
+        verdicts: dict[str, RoeDecision],
+    ) -> ApprovalOutcome:
+        """File one approval request for ``plans``, with the evidence, and wait for it."""
+        vendors = {c.value: v for c, v in self.integrations.vendors.items()}
+        request = new_approval_request(
+            incident_id=self.incident.id,
+            tenant=self.incident.tenant,
+            flow_run_id=self.flow_run_id,
+            plans=plans,
+            stage=stage.value,
+            reasons={p.sha256: verdicts[p.sha256].reason for p in plans},
+            timeout_seconds=self.settings.approval_timeout_seconds,
+            incident_title=self.incident.title,
+            context=self.evidence(vendors),
+            **_approvers_of([verdicts[p.sha256] for p in plans]),
+        )
+        if await self.store.get_approval(request.id) is None:
+            events.approval_requested(
+                self.incident,
+                self.playbook,
+                approval_id=request.id,
+                stage=stage.value,
+                sha256s=request.sha256s,
+                actions=[p.action for p in plans],
+                deadline=request.deadline.isoformat(),
+            )
+        outcome = await self.gate.request(request, self.store)
+        events.approval_decided(
+            self.incident,
+            self.playbook,
+            approval_id=outcome.approval_id,
+            status=outcome.status,
+            approved=outcome.approved,
+            approvers=outcome.approvers,
+            channel=outcome.channel,
+        )
+        return outcome
+
+    def evidence(self, vendors: dict[str, str]) -> ApprovalContext:
+        """What the approver is shown: the incident's alerts and what investigation found."""
+        return evidence_for(self.incident, self.investigation, vendors)
+
+    async def _stop(self, outcome: ApprovalOutcome) -> str:
+        """Stop the response: record the analyst's false-positive call on the incident."""
+        self.stopped = outcome
+        by = ", ".join(outcome.approvers) or "an analyst"
+        await self.store.propose_disposition(
+            self.incident.id, "false_positive", by=by, reason=outcome.reason
+        )
+        return f"response stopped: denied as a false positive by {by}"
 
     async def _replay_done(
         self, planned: Sequence[PlannedAction], notes: list[str]
@@ -371,6 +426,16 @@ class _Order:
                     unsuccessful.discard((self._step[result.plan.sha256], result.plan.target))
             results.extend(done)
         return results
+
+
+def _denial(outcome: ApprovalOutcome) -> str:
+    """Why a plan did not run, as the report and the ledger say it."""
+    who = ", ".join(outcome.approvers) or "nobody"
+    if outcome.stop_response:
+        return f"denied as a false positive by {who} (response stopped): {outcome.reason}"
+    if outcome.status in ("denied", "partial"):
+        return f"denied by {who}: {outcome.reason}"
+    return f"{outcome.status}: {outcome.reason}"
 
 
 def _approvers_of(decisions: list[RoeDecision]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from flows.approval import default_gate
 from flows.errors import StanchError
 from flows.models import ActionPlan, ActionResult, Incident, Stage
 from flows.playbook import PlannedAction
-from flows.policy import policy_for_tenant
+from flows.policy import policy_or_fail_safe
 from flows.record import Ledger, Store, open_store
 from flows.respond.executor import Responder
 from flows.settings import load_settings, policy_directory
@@ -69,7 +69,10 @@ async def undo_incident(incident_id: str) -> list[ActionResult]:
                 store=store,
                 integrations=integrations,
                 gate=default_gate(settings),
-                policy=policy_for_tenant(policy_directory(settings.policies_dir), incident.tenant),
+                # A tenant policy that does not load means a person approves every undo.
+                policy=policy_or_fail_safe(
+                    policy_directory(settings.policies_dir), incident.tenant
+                )[0],
                 flow_run_id=str(run_id) if run_id else None,
             )
             if plans:

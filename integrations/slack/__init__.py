@@ -3,6 +3,22 @@ interactions, Web API calls, a fake)."""
 
 from __future__ import annotations
 
+from integrations.slack.approval_message import (
+    APPROVE_ACTION_ID,
+    APPROVE_SELECTED_ACTION_ID,
+    DENY_ACTION_ID,
+    DENY_REASON_CALLBACK_ID,
+    DENY_STOP_ACTION_ID,
+    DENY_STOP_CALLBACK_ID,
+    SELECT_ACTION_ID,
+    ApprovalView,
+    FinalState,
+    PlanView,
+    approval_final,
+    approval_request,
+    deny_reason_errors,
+    deny_reason_modal,
+)
 from integrations.slack.case_messages import (
     CASE_ACTIONS,
     case_buttons,
@@ -27,6 +43,7 @@ from integrations.slack.interactions import (
     Interaction,
     InteractionError,
     MalformedPayload,
+    SelectionChange,
     WrongMessage,
     WrongTeam,
     ensure_same_message,
@@ -39,18 +56,8 @@ from integrations.slack.interactions import (
     payload_from_body,
 )
 from integrations.slack.messages import (
-    APPROVE_ACTION_ID,
-    DENY_ACTION_ID,
-    DENY_REASON_CALLBACK_ID,
-    ApprovalView,
-    FinalState,
-    PlanView,
     SummaryAction,
     SummaryView,
-    approval_final,
-    approval_request,
-    deny_reason_errors,
-    deny_reason_modal,
     duration,
     escape,
     incident_summary,
@@ -64,9 +71,13 @@ from integrations.slack.signing import (
 
 __all__ = [
     "APPROVE_ACTION_ID",
+    "APPROVE_SELECTED_ACTION_ID",
     "CASE_ACTIONS",
     "DENY_ACTION_ID",
     "DENY_REASON_CALLBACK_ID",
+    "DENY_STOP_ACTION_ID",
+    "DENY_STOP_CALLBACK_ID",
+    "SELECT_ACTION_ID",
     "ApprovalView",
     "Authorisation",
     "Authoriser",
@@ -81,6 +92,7 @@ __all__ = [
     "MalformedPayload",
     "MessageRef",
     "PlanView",
+    "SelectionChange",
     "SlackChat",
     "SlackRequestVerifier",
     "SlackSignatureError",

@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -28,15 +29,14 @@ from integrations.errors import (
     VendorTimeout,
     VendorUnavailable,
 )
-from integrations.slack.messages import (
+from integrations.slack.approval_message import (
     ApprovalView,
     FinalState,
     approval_final,
     approval_request,
     deny_reason_modal,
-    escape_clipped,
-    plain,
 )
+from integrations.slack.messages import escape_clipped, plain
 
 VENDOR = "slack"
 HOOKS_PREFIX = "https://hooks.slack.com/"
@@ -218,12 +218,20 @@ class SlackChat:
                 vendor_code=str(response.body)[:64] or None,
             )
 
-    def open_deny_modal(self, trigger_id: str, approval_id: str, incident_id: str = "") -> str:
+    def open_deny_modal(
+        self, trigger_id: str, approval_id: str, incident_id: str = "", *, stop: bool = False
+    ) -> str:
         """Ask the denier for a reason; returns the opened view's id.
 
         Slack API: ``views.open`` (the ``trigger_id`` is only valid for about 3 seconds).
+
+        Args:
+            trigger_id: from the click.
+            approval_id: returned with the submission.
+            incident_id: shown for context.
+            stop: ask about a false positive that stops the response.
         """
-        view = deny_reason_modal(approval_id, incident_id)
+        view = deny_reason_modal(approval_id, incident_id, stop=stop)
         response = self._call(
             "views.open", lambda: self.client.views_open(trigger_id=trigger_id, view=view)
         )
@@ -348,10 +356,12 @@ class SlackChat:
         )
 
     async def aopen_deny_modal(
-        self, trigger_id: str, approval_id: str, incident_id: str = ""
+        self, trigger_id: str, approval_id: str, incident_id: str = "", *, stop: bool = False
     ) -> str:
         """:meth:`open_deny_modal` in a worker thread."""
-        return await asyncio.to_thread(self.open_deny_modal, trigger_id, approval_id, incident_id)
+        return await asyncio.to_thread(
+            partial(self.open_deny_modal, trigger_id, approval_id, incident_id, stop=stop)
+        )
 
     async def aapprover_ids(self, usergroup_id: str) -> frozenset[str]:
         """:meth:`approver_ids` in a worker thread."""

@@ -406,9 +406,15 @@ def block_actions_payload(
     username: str = "analyst",
     response_url: str = "https://hooks.slack.com/actions/T0STANCH/1/abc",
     trigger_id: str = "13345224609.738474920.8088930838d88f008e0",
+    state: JSON | None = None,
 ) -> JSON:
-    """A ``block_actions`` payload shaped like Slack's for a click on an approval button."""
-    return {
+    """A ``block_actions`` payload shaped like Slack's for a click on an approval button.
+
+    Args:
+        state: the message's ``state.values`` (e.g. :func:`selection_state`); left out of
+            the payload when ``None``, as some deliveries do.
+    """
+    payload: JSON = {
         "type": "block_actions",
         "team": {"id": team_id, "domain": "stanch-fake"},
         "user": {"id": user_id, "username": username, "name": username, "team_id": team_id},
@@ -434,6 +440,28 @@ def block_actions_payload(
                 "action_ts": "1700000100.000001",
             }
         ],
+    }
+    if state is not None:
+        payload["state"] = {"values": state}
+    return payload
+
+
+def selection_state(approval_id: str, ticked: list[str]) -> JSON:
+    """``state.values`` of an approval message whose plan checkboxes have ``ticked`` ticked.
+
+    Slack reports each checkbox group (ten options at most) under its own block id.
+    """
+    groups = [ticked[i : i + 10] for i in range(0, len(ticked), 10)] or [[]]
+    return {
+        f"stanch_select:{approval_id}:{n}": {
+            "stanch_select": {
+                "type": "checkboxes",
+                "selected_options": [
+                    {"text": {"type": "plain_text", "text": h[:12]}, "value": h} for h in group
+                ],
+            }
+        }
+        for n, group in enumerate(groups)
     }
 
 

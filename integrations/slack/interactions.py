@@ -5,6 +5,7 @@ The tree::
 
     InteractionError         the payload cannot be acted on
     ├── MalformedPayload     not a form body with a ``payload`` JSON we understand
+    ├── SelectionChange      a plan checkbox was ticked or unticked: acknowledge, no decision
     ├── WrongTeam            sent from, or by a user of, another workspace
     └── WrongMessage         the click is not on the message stanch posted for the approval
 """
@@ -20,6 +21,22 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from integrations.slack.approval_message import (
+    APPROVAL_ID,
+    APPROVE_ACTION_ID,
+    APPROVE_SELECTED_ACTION_ID,
+    DENY_ACTION_ID,
+    DENY_REASON_CALLBACK_ID,
+    DENY_STOP_ACTION_ID,
+    DENY_STOP_CALLBACK_ID,
+    REASON_ACTION_ID,
+    REASON_BLOCK_ID,
+    REASON_MAX_LENGTH,
+    SELECT_ACTION_ID,
+    SELECT_BLOCK_PREFIX,
+    SHA256,
+    SLACK_ID,
+)
 from integrations.slack.case_messages import (
     CASE_ACTIONS,
     CASE_CLOSE_CALLBACK_ID,
@@ -30,16 +47,6 @@ from integrations.slack.case_messages import (
     NOTE_BLOCK_ID,
     SUMMARY_BLOCK_ID,
     VALUE_ACTION_ID,
-)
-from integrations.slack.messages import (
-    APPROVAL_ID,
-    APPROVE_ACTION_ID,
-    DENY_ACTION_ID,
-    DENY_REASON_CALLBACK_ID,
-    REASON_ACTION_ID,
-    REASON_BLOCK_ID,
-    REASON_MAX_LENGTH,
-    SLACK_ID,
 )
 
 MAX_BODY_BYTES = 64 * 1024
@@ -52,6 +59,11 @@ class InteractionError(Exception):
 
 class MalformedPayload(InteractionError):
     """Not a form-encoded ``payload`` field holding an interaction stanch understands."""
+
+
+class SelectionChange(InteractionError):
+    """A plan checkbox was ticked or unticked. Slack sends each change; nothing is decided
+    until a button is clicked, so the request is acknowledged and otherwise ignored."""
 
 
 class WrongTeam(InteractionError):
@@ -69,10 +81,17 @@ class Decision(StrEnum):
     """What a button asks for."""
 
     APPROVE = "approve"
+    APPROVE_SELECTED = "approve_selected"
     DENY = "deny"
+    DENY_STOP = "deny_stop"
 
 
-_DECISIONS = {APPROVE_ACTION_ID: Decision.APPROVE, DENY_ACTION_ID: Decision.DENY}
+_DECISIONS = {
+    APPROVE_ACTION_ID: Decision.APPROVE,
+    APPROVE_SELECTED_ACTION_ID: Decision.APPROVE_SELECTED,
+    DENY_ACTION_ID: Decision.DENY,
+    DENY_STOP_ACTION_ID: Decision.DENY_STOP,
+}
 
 
 class Click(BaseModel):
@@ -89,6 +108,9 @@ class Click(BaseModel):
         response_url: where to send an ephemeral reply to the clicker.
         trigger_id: lets a modal be opened for the next few seconds.
         action_ts: when Slack saw the click.
+        selected: for *Approve selected*, the plan hashes ticked in the message when it
+            was clicked; ``None`` when Slack sent no state for the checkboxes (then
+            nothing is approved: the selection is never guessed).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -104,6 +126,7 @@ class Click(BaseModel):
     response_url: str
     trigger_id: str
     action_ts: str
+    selected: tuple[str, ...] | None = None
 
 
 class DenyReason(BaseModel):
@@ -116,6 +139,7 @@ class DenyReason(BaseModel):
         approval_id: from the modal's ``private_metadata``.
         reason: the denier's words (attacker-influenced when echoed).
         view_id: Slack's id of the submitted view.
+        stop: the false-positive modal: the denial stops the response.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -127,6 +151,7 @@ class DenyReason(BaseModel):
     approval_id: str
     reason: str
     view_id: str
+    stop: bool = False
 
 
 class CaseClick(BaseModel):
@@ -216,6 +241,21 @@ class _Ref(BaseModel):
     ts: str | None = None
 
 
+class _Option(BaseModel):
+    value: str = ""
+
+
+class _Input(BaseModel):
+    type: str = "plain_text_input"
+    value: str | None = None
+    selected_option: _Option | None = None  # a static select (the Close modal's disposition)
+    selected_options: list[_Option] | None = None  # checkboxes (partial approval)
+
+
+class _State(BaseModel):
+    values: dict[str, dict[str, _Input]]
+
+
 class _BlockActions(BaseModel):
     type: Literal["block_actions"]
     team: _Team
@@ -227,20 +267,9 @@ class _BlockActions(BaseModel):
     message: _Ref | None = None
     response_url: str = ""
     trigger_id: str = ""
-
-
-class _Option(BaseModel):
-    value: str
-
-
-class _Input(BaseModel):
-    type: str = "plain_text_input"
-    value: str | None = None
-    selected_option: _Option | None = None
-
-
-class _State(BaseModel):
-    values: dict[str, dict[str, _Input]]
+    # Slack documents a full ``state`` on block_actions, but client libraries treat it as
+    # optional; without it a selection is unknown, and nothing is approved.
+    state: _State | None = None
 
 
 class _View(BaseModel):
@@ -406,6 +435,8 @@ def parse_click(payload: Mapping[str, Any], *, team_id: str, app_id: str | None 
     _check_team(parsed.team, parsed.user, team_id)
     _check_app(parsed.api_app_id, app_id)
     action = parsed.actions[0]
+    if action.action_id == SELECT_ACTION_ID:
+        raise SelectionChange("a plan checkbox changed")
     decision = _DECISIONS.get(action.action_id)
     if decision is None:
         raise MalformedPayload(f"not an approval button: {action.action_id[:64]!r}")
@@ -423,7 +454,38 @@ def parse_click(payload: Mapping[str, Any], *, team_id: str, app_id: str | None 
         response_url=parsed.response_url,
         trigger_id=parsed.trigger_id,
         action_ts=action.action_ts,
+        selected=(
+            _selection(parsed.state, action.value)
+            if decision == Decision.APPROVE_SELECTED
+            else None
+        ),
     )
+
+
+def _selection(state: _State | None, approval_id: str) -> tuple[str, ...] | None:
+    """The plan hashes ticked in this approval's checkbox groups, or ``None`` if unknown.
+
+    Raises:
+        MalformedPayload: a ticked value is not a plan hash.
+    """
+    if state is None:
+        return None
+    prefix = f"{SELECT_BLOCK_PREFIX}{approval_id}:"
+    groups = [
+        inputs[SELECT_ACTION_ID]
+        for block_id, inputs in state.values.items()
+        if block_id.startswith(prefix) and SELECT_ACTION_ID in inputs
+    ]
+    if not groups:
+        return None
+    ticked: list[str] = []
+    for group in groups:
+        for option in group.selected_options or []:
+            if not _matches(SHA256, option.value):
+                raise MalformedPayload("a ticked option is not a plan hash")
+            if option.value not in ticked:
+                ticked.append(option.value)
+    return tuple(ticked)
 
 
 def parse_deny_reason(
@@ -439,7 +501,7 @@ def parse_deny_reason(
     _check_team(parsed.team, parsed.user, team_id)
     _check_app(parsed.api_app_id, app_id)
     view = parsed.view
-    if view.callback_id != DENY_REASON_CALLBACK_ID:
+    if view.callback_id not in (DENY_REASON_CALLBACK_ID, DENY_STOP_CALLBACK_ID):
         raise MalformedPayload(f"not the deny-reason modal: {view.callback_id[:64]!r}")
     if not _matches(APPROVAL_ID, view.private_metadata):
         raise MalformedPayload("modal metadata is not an approval id")
@@ -456,6 +518,7 @@ def parse_deny_reason(
         approval_id=view.private_metadata,
         reason=reason,
         view_id=view.id,
+        stop=view.callback_id == DENY_STOP_CALLBACK_ID,
     )
 
 

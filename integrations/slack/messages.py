@@ -1,24 +1,20 @@
-"""Block Kit for approval requests, their final state, and the deny-reason modal.
+"""Block Kit primitives (escaping, clipping, text objects, limits) and the incident summary.
 
 Alert data is attacker-controlled. It only ever reaches Slack as ``plain_text`` or as
 ``mrkdwn`` escaped with :func:`escape` and marked ``verbatim``; no ``url`` field is built
-from it. The only ``<…>`` control sequences emitted are mentions of validated user ids.
+from it. The only ``<…>`` control sequences emitted are mentions of validated user ids and
+links whose address comes from stanch's configuration. The approval message is in
+:mod:`integrations.slack.approval_message`.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-APPROVE_ACTION_ID = "stanch_approve"
-DENY_ACTION_ID = "stanch_deny"
-DENY_REASON_CALLBACK_ID = "stanch_deny_reason"
-REASON_BLOCK_ID = "reason"
-REASON_ACTION_ID = "value"
-BLOCK_ID_PREFIX = "stanch_approval:"
+from integrations.phrases import duration_words
 
 # Slack's documented Block Kit limits.
 SECTION_TEXT_LIMIT = 3000
@@ -26,22 +22,19 @@ FIELD_TEXT_LIMIT = 2000
 MAX_FIELDS = 10
 HEADER_TEXT_LIMIT = 150
 CONFIRM_TEXT_LIMIT = 300
-MAX_BLOCKS = 50
 MODAL_TITLE_LIMIT = 24
+MAX_BLOCKS = 50
 FALLBACK_TEXT_LIMIT = 3000
-REASON_MAX_LENGTH = 500
-MAX_PLANS = 20
-"""Per plan two blocks; 20 plans keeps a message well under Slack's 50-block limit."""
-MAX_EVIDENCE_LINES = 15
 
 ELLIPSIS = "…"
 # U+02CB looks like a backtick but cannot close a code span.
 _BACKTICK_STANDIN = "\u02cb"
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
-SLACK_ID = r"^[A-Z0-9]{2,32}$"
-APPROVAL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
-_USER_ID = re.compile(r"[UW][A-Z0-9]{2,31}")
+USER_ID = re.compile(r"[UW][A-Z0-9]{2,31}")
+"""A Slack user id; only these ever become mentions."""
+SAFE_URL = r"^(?:https?://[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]{1,1500})?$"
+"""A link address stanch builds from its configuration; it cannot close ``<url|text>``."""
 
 JSON = dict[str, Any]
 
@@ -88,262 +81,9 @@ def mrkdwn(text: str) -> JSON:
     return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
-def _when(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _mention(user_id: str) -> str:
-    # Only ids we validated become mentions; anything else is shown escaped.
-    return f"<@{user_id}>" if _USER_ID.fullmatch(user_id) else code(user_id, 64)
-
-
-class PlanView(BaseModel):
-    """One action plan as the approver sees it.
-
-    Attributes:
-        action: the playbook spelling, ``edr.contain_host``.
-        target: the vendor-side id the action takes.
-        target_label: what a human recognises (the hostname behind a host id).
-        parameters: the plan's arguments.
-        sha256: the plan hash the executor will check.
-        policy_reason: why policy wants a human for this plan.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    action: str = Field(min_length=1, max_length=100)
-    target: str = Field(min_length=1)
-    target_label: str
-    parameters: dict[str, str | int | bool | None] = Field(default_factory=dict)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    policy_reason: str = ""
-
-    @property
-    def short_sha256(self) -> str:
-        """The first 12 hex digits, enough to tell plans apart at a glance."""
-        return self.sha256[:12]
-
-
-class ApprovalView(BaseModel):
-    """Everything an approval message shows; built by the flow from its approval request.
-
-    Attributes:
-        approval_id: the opaque key the buttons carry back.
-        incident_id: the incident the plans belong to.
-        incident_title: the incident's title (from alert data).
-        tenant: the MDR customer.
-        requester: who or what asked (a Slack user id becomes a mention).
-        evidence: short lines of evidence (from alert data).
-        plans: the plans asked about.
-        deadline: when silence becomes "expired".
-        required_approvals: how many distinct approvers are needed.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    approval_id: str = Field(pattern=APPROVAL_ID)
-    incident_id: str = Field(min_length=1, max_length=100)
-    incident_title: str
-    tenant: str = Field(min_length=1, max_length=100)
-    requester: str = ""
-    evidence: list[str] = Field(default_factory=list)
-    plans: list[PlanView] = Field(min_length=1, max_length=MAX_PLANS)
-    deadline: AwareDatetime
-    required_approvals: int = Field(default=1, ge=1, le=10)
-
-
-class FinalState(BaseModel):
-    """How an approval ended, for the message that replaces the buttons.
-
-    Attributes:
-        status: ``approved``, ``denied`` or ``expired``.
-        by: Slack user ids of the deciders (empty when expired).
-        at: when the decision became final.
-        reason: the denier's words (attacker-influenced: shown escaped).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    status: Literal["approved", "denied", "expired"]
-    by: list[str] = Field(default_factory=list)
-    at: AwareDatetime
-    reason: str = ""
-
-    @model_validator(mode="after")
-    def _deciders(self) -> FinalState:
-        if self.status != "expired" and not self.by:
-            raise ValueError(f"a {self.status} decision names who decided")
-        return self
-
-
-def fallback_text(view: ApprovalView) -> str:
-    """The notification text (mrkdwn, so escaped) shown where blocks are not."""
-    first = view.plans[0]
-    more = f" (+{len(view.plans) - 1} more)" if len(view.plans) > 1 else ""
-    raw = f"Approval needed for {view.incident_id}: {first.action} on {first.target_label}{more}"
-    return escape_clipped(raw, FALLBACK_TEXT_LIMIT)
-
-
-def _summary_blocks(view: ApprovalView) -> list[JSON]:
-    fields = [
-        f"*Incident*\n{escape_clipped(view.incident_id, 200)}",
-        f"*Tenant*\n{escape_clipped(view.tenant, 200)}",
-        f"*Approval*\n{escape_clipped(view.approval_id, 200)}",
-        f"*Deadline*\n{_when(view.deadline)}",
-        f"*Approvals required*\n{view.required_approvals} distinct",
-    ]
-    if view.requester:
-        fields.append(f"*Requested by*\n{_requester(view.requester)}")
-    blocks: list[JSON] = [
-        {
-            "type": "header",
-            "text": plain(f"Approval needed: {view.incident_title}", HEADER_TEXT_LIMIT),
-        },
-        {"type": "section", "fields": [mrkdwn(f) for f in fields[:MAX_FIELDS]]},
-    ]
-    if view.evidence:
-        lines = [clip(" ".join(line.split()), 300) for line in view.evidence[:MAX_EVIDENCE_LINES]]
-        if len(view.evidence) > MAX_EVIDENCE_LINES:
-            lines.append(f"{ELLIPSIS} and {len(view.evidence) - MAX_EVIDENCE_LINES} more")
-        evidence = "Evidence:\n" + "\n".join(f"• {line}" for line in lines)
-        blocks.append({"type": "section", "text": plain(evidence)})
-    return blocks
-
-
-def _requester(requester: str) -> str:
-    return _mention(requester) if _USER_ID.fullmatch(requester) else escape_clipped(requester, 200)
-
-
-def _plan_blocks(plan: PlanView) -> list[JSON]:
-    params = " ".join(f"{k}={v}" for k, v in sorted(plan.parameters.items()))
-    lines = [
-        f"*{escape_clipped(plan.action, 100)}* on {code(plan.target_label, 300)}",
-        f"*Target id:* {code(plan.target, 300)}",
-    ]
-    if params:
-        lines.append(f"*Parameters:* {code(params, 1000)}")
-    if plan.policy_reason:
-        lines.append(f"*Policy:* {escape_clipped(plan.policy_reason, 800)}")
-    lines.append(f"*Plan SHA-256:* `{plan.sha256}`")
-    return [
-        {"type": "section", "text": mrkdwn(clip("\n".join(lines), SECTION_TEXT_LIMIT))},
-        {
-            "type": "context",
-            "elements": [mrkdwn(f"plan `{plan.short_sha256}` · {escape(plan.action)}")],
-        },
-    ]
-
-
-def _buttons(view: ApprovalView) -> JSON:
-    n = len(view.plans)
-    summary = "; ".join(f"{p.action} on {p.target_label}" for p in view.plans)
-    return {
-        "type": "actions",
-        "block_id": f"{BLOCK_ID_PREFIX}{view.approval_id}",
-        "elements": [
-            {
-                "type": "button",
-                "action_id": APPROVE_ACTION_ID,
-                "text": plain("Approve", 75),
-                "style": "primary",
-                "value": view.approval_id,
-                "confirm": {
-                    "title": plain(f"Approve {n} action{'s' if n > 1 else ''}?", 100),
-                    "text": plain(summary, CONFIRM_TEXT_LIMIT),
-                    "confirm": plain("Approve", 30),
-                    "deny": plain("Cancel", 30),
-                },
-            },
-            {
-                "type": "button",
-                "action_id": DENY_ACTION_ID,
-                "text": plain("Deny", 75),
-                "style": "danger",
-                "value": view.approval_id,
-            },
-        ],
-    }
-
-
-def _body_blocks(view: ApprovalView) -> list[JSON]:
-    blocks = _summary_blocks(view)
-    for plan in view.plans:
-        blocks.extend(_plan_blocks(plan))
-    return blocks
-
-
-def approval_request(view: ApprovalView) -> tuple[str, list[JSON]]:
-    """The message asking for a decision: fallback text and blocks with the two buttons.
-
-    Returns:
-        ``(text, blocks)`` for ``chat.postMessage``.
-    """
-    blocks = [*_body_blocks(view), {"type": "divider"}, _buttons(view)]
-    return fallback_text(view), blocks
-
-
-def final_line(state: FinalState) -> str:
-    """One escaped mrkdwn line saying how the approval ended."""
-    who = ", ".join(_mention(u) for u in state.by)
-    when = _when(state.at)
-    if state.status == "approved":
-        return f":white_check_mark: *Approved* by {who} at {when}"
-    if state.status == "denied":
-        reason = f" — {escape_clipped(state.reason, 1000)}" if state.reason else ""
-        return f":no_entry: *Denied* by {who} at {when}{reason}"
-    return f":hourglass: *Expired* at {when}: no decision before the deadline, nothing was done"
-
-
-def approval_final(view: ApprovalView, state: FinalState) -> tuple[str, list[JSON]]:
-    """The same message with the buttons replaced by who decided and when.
-
-    Returns:
-        ``(text, blocks)`` for ``chat.update``.
-    """
-    line = final_line(state)
-    blocks = [*_body_blocks(view), {"type": "divider"}, {"type": "section", "text": mrkdwn(line)}]
-    text = escape_clipped(f"{view.incident_id}: {state.status}", FALLBACK_TEXT_LIMIT)
-    return text, blocks
-
-
-def deny_reason_modal(approval_id: str, incident_id: str = "") -> JSON:
-    """The ``views.open`` payload that asks a denier why.
-
-    Args:
-        approval_id: carried in ``private_metadata`` and returned on submission.
-        incident_id: shown to the denier for context.
-    """
-    if not re.fullmatch(APPROVAL_ID, approval_id):
-        raise ValueError("approval id has an unexpected shape")
-    context = f"Denying {approval_id}" + (f" for {incident_id}" if incident_id else "")
-    return {
-        "type": "modal",
-        "callback_id": DENY_REASON_CALLBACK_ID,
-        "private_metadata": approval_id,
-        "title": plain("Deny action", MODAL_TITLE_LIMIT),
-        "submit": plain("Deny", MODAL_TITLE_LIMIT),
-        "close": plain("Cancel", MODAL_TITLE_LIMIT),
-        "blocks": [
-            {"type": "section", "text": plain(context)},
-            {
-                "type": "input",
-                "block_id": REASON_BLOCK_ID,
-                "label": plain("Why deny?", 200),
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": REASON_ACTION_ID,
-                    "multiline": True,
-                    "min_length": 1,
-                    "max_length": REASON_MAX_LENGTH,
-                },
-            },
-        ],
-    }
-
-
-def deny_reason_errors(message: str) -> JSON:
-    """The HTTP ack body that keeps the modal open and shows ``message`` under the input."""
-    return {"response_action": "errors", "errors": {REASON_BLOCK_ID: clip(message, 200)}}
+def mention(user_id: str) -> str:
+    """A mention of a validated Slack user id; anything else is shown escaped in a code span."""
+    return f"<@{user_id}>" if USER_ID.fullmatch(user_id) else code(user_id, 64)
 
 
 # Incident summary ----------------------------------------------------------------------
@@ -396,7 +136,10 @@ class SummaryView(BaseModel):
             when containment never completed.
         time_to_acknowledge: seconds from the first alert to the first human touch (a
             decision, an assignment, a note).
-        report_location: where the full report is (a path or URL, shown as text, never a link).
+        report_location: where the report file is on the stanch host (shown as text, never
+            a link), for when there is no ``report_url``.
+        report_url: the report's page in the Prefect UI (configuration plus an artifact id,
+            never alert data), shown as a link.
         ledger_verified: whether the hash-chained ledger verified; ``None`` when not checked.
         ledger_message: the verifier's one-line explanation.
         failed_stages: stages that failed, so a partial response does not read as complete.
@@ -415,6 +158,7 @@ class SummaryView(BaseModel):
     time_to_contain: float | None = None
     time_to_acknowledge: float | None = None
     report_location: str = ""
+    report_url: str = Field(default="", pattern=SAFE_URL)
     ledger_verified: bool | None = None
     ledger_message: str = ""
     failed_stages: list[str] = Field(default_factory=list)
@@ -423,21 +167,8 @@ class SummaryView(BaseModel):
 
 
 def duration(seconds: float | None) -> str:
-    """``42s``, ``4m 12s``, ``2h 05m``, ``3d 4h``; an em dash for a clock never reached."""
-    if seconds is None:
-        return "—"
-    sign = "-" if seconds < 0 else ""
-    total = round(abs(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{sign}{days}d {hours}h"
-    if hours:
-        return f"{sign}{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{sign}{minutes}m {secs:02d}s"
-    return f"{sign}{secs}s"
+    """``42 s``, ``4 m 12 s``, ``2 h 05 m``, ``3 d 4 h``; an em dash for a clock never reached."""
+    return duration_words(seconds)
 
 
 def _bullets(lines: list[str], *, cap: int, total: int, limit: int = SECTION_TEXT_LIMIT) -> str:
@@ -465,10 +196,25 @@ def _action_line(action: SummaryAction) -> str:
         f" — {action.status.replace('_', ' ')}"
     ]
     if action.approvers:
-        parts.append("by " + ", ".join(code(a, 64) for a in action.approvers[:5]))
+        parts.append("by " + ", ".join(approver(a) for a in action.approvers[:5]))
     if action.sha256:
         parts.append(f"plan `{action.sha256[:12]}`")
     return " · ".join(parts)
+
+
+def approver(who: str) -> str:
+    """``slack:U0ALICE`` as a mention, ``cli:alice@soc-1`` and the rest as inert text.
+
+    The record keeps ``channel:identity``; a person reads the Slack user, not the code.
+    """
+    channel, _, identity = who.partition(":")
+    if channel == "slack" and USER_ID.fullmatch(identity):
+        return mention(identity)
+    if channel == "policy":
+        return f"policy ({escape_clipped(identity, 40)})"
+    if channel and identity:
+        return f"{code(identity, 64)} ({escape_clipped(channel, 30)})"
+    return code(who, 64)
 
 
 def _ledger_line(view: SummaryView) -> str:
@@ -483,7 +229,7 @@ def _ledger_line(view: SummaryView) -> str:
 def _owner(assignee: str) -> str:
     # A Slack assignee is mentioned (a validated id only); anyone else is inert code.
     slack_id = assignee.removeprefix("slack:")
-    return _mention(slack_id) if _USER_ID.fullmatch(slack_id) else code(assignee, 64)
+    return mention(slack_id) if USER_ID.fullmatch(slack_id) else code(assignee, 64)
 
 
 def summary_fallback_text(view: SummaryView) -> str:
@@ -541,7 +287,9 @@ def incident_summary(view: SummaryView) -> tuple[str, list[JSON]]:
     else:
         in_effect_text = "*Still in effect*\nNothing stanch did is still in effect."
     context = [mrkdwn(_ledger_line(view))]
-    if view.report_location:
+    if view.report_url:
+        context.insert(0, mrkdwn(f"<{view.report_url}|Open the report in Prefect>"))
+    elif view.report_location:
         # A code span, and verbatim: Slack neither links nor unfurls the location.
         context.insert(0, mrkdwn(f"Report: {code(view.report_location, 500)}"))
     blocks: list[JSON] = [

@@ -8,7 +8,7 @@ Prefect server (the resume itself is covered in ``test_slack_gate.py``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,9 @@ from flows.models import utcnow
 from flows.record import Store, open_store
 from integrations.slack import (
     APPROVE_ACTION_ID,
+    APPROVE_SELECTED_ACTION_ID,
     DENY_ACTION_ID,
+    DENY_STOP_ACTION_ID,
     Click,
     DenyReason,
     SlackChat,
@@ -40,6 +42,7 @@ from integrations.slack.fake import (
     TEAM_ID,
     FakeSlack,
     block_actions_payload,
+    selection_state,
     view_submission_payload,
 )
 from tests.flows.factories import plan
@@ -68,18 +71,24 @@ class Recorder:
         approver: str,
         channel: str,
         reason: str,
+        approved: Sequence[str] | None = None,
+        stop_response: bool = False,
     ) -> None:
         if self.fail_with is not None:
             raise self.fail_with
-        self.calls.append(
-            {
-                "approval_id": approval_id,
-                "approve": approve,
-                "approver": approver,
-                "channel": channel,
-                "reason": reason,
-            }
-        )
+        call: dict[str, Any] = {
+            "approval_id": approval_id,
+            "approve": approve,
+            "approver": approver,
+            "channel": channel,
+            "reason": reason,
+        }
+        # Named only when used, so the all-or-nothing expectations read as before.
+        if approved is not None:
+            call["approved"] = list(approved)
+        if stop_response:
+            call["stop_response"] = True
+        self.calls.append(call)
 
 
 @dataclass
@@ -99,13 +108,14 @@ class World:
         seconds: int = 600,
         approver_ids: tuple[str, ...] = (),
         group: str | None = GROUP,
+        plans: int = 1,
     ) -> ApprovalRequest:
         """A pending approval, stored and posted to the fake like the gate does."""
         request = new_approval_request(
             incident_id=f"INC-20261121-{next(_numbers):04d}",
             tenant="demo",
             flow_run_id=None,
-            plans=[plan()],
+            plans=[plan(target=f"aid-{i}", target_label=f"WS-{i:04d}") for i in range(plans)],
             reasons={},
             timeout_seconds=seconds,
             incident_title="ransomware on WS-0042",
@@ -130,6 +140,7 @@ class World:
         *,
         ts: str | None = None,
         trigger_id: str = "",
+        state: dict[str, Any] | None = None,
     ) -> Click:
         """A click parsed from a Slack-shaped payload on the approval's message."""
         binding = await self.store.slack_approval(approval_id)
@@ -142,6 +153,7 @@ class World:
             message_ts=ts or binding.ts,
             response_url=self.fake.response_url(),
             trigger_id=trigger_id,
+            state=state,
         )
         return parse_click(payload, team_id=TEAM_ID)
 
@@ -238,6 +250,109 @@ async def test_an_allow_listed_user_outside_the_group_may_approve(world: World) 
     assert refused.outcome == "refused"
     assert handled.outcome == "final"
     assert [c["approver"] for c in world.submitted.calls] == ["UCAROL"]
+
+
+# partial approval and the false-positive stop ------------------------------------------------
+async def test_approve_selected_signs_exactly_the_ticked_plans(world: World) -> None:
+    """Given a posted three-plan approval with per-plan checkboxes,
+    When Alice unticks one and clicks Approve selected,
+    Then the decision resumed names exactly the two ticked hashes, and the message says
+    two of three were approved and which one was denied."""
+    request = await world.request(plans=3)
+    message = await world.message(request.id)
+    ticked = [
+        o["value"]
+        for b in message["blocks"]
+        for e in b.get("elements", [])
+        if e.get("type") == "checkboxes"
+        for o in e["options"]
+    ]
+    assert ticked == request.sha256s
+    keep = [request.sha256s[0], request.sha256s[2]]
+
+    click = await world.click(
+        request.id, "UALICE", APPROVE_SELECTED_ACTION_ID, state=selection_state(request.id, keep)
+    )
+    handled = await world.service.handle(click)
+
+    assert (handled.outcome, handled.status) == ("final", "partial")
+    [call] = world.submitted.calls
+    assert (call["approve"], call["approved"]) == (True, keep)
+    text = final_text(await world.message(request.id))
+    assert "*Approved 2 of 3* by <@UALICE>" in text
+    assert "denied: Isolate host `WS-0001`" in text
+
+
+@pytest.mark.parametrize(
+    ("state", "told"),
+    [
+        (None, "Slack did not say which actions are ticked"),
+        ("none", "No action is ticked"),
+    ],
+)
+async def test_an_unknown_or_empty_selection_approves_nothing(
+    world: World, state: str | None, told: str
+) -> None:
+    """Given Approve selected with no checkbox state from Slack, or nothing ticked,
+    When handled,
+    Then nothing is resumed, the clicker alone is told why, and the controls stay."""
+    request = await world.request(plans=2)
+    values = selection_state(request.id, []) if state == "none" else None
+    click = await world.click(request.id, "UALICE", APPROVE_SELECTED_ACTION_ID, state=values)
+
+    handled = await world.service.handle(click)
+
+    assert handled.outcome == "refused"
+    assert world.submitted.calls == []
+    assert any(told in t for t in world.told())
+    assert has_buttons(await world.message(request.id))
+
+
+async def test_two_person_requests_offer_no_partial_approval(world: World) -> None:
+    """Given a two-approver request (its message has no checkboxes),
+    When someone forges an Approve selected click on it,
+    Then it is refused: every approver approves the same set."""
+    request = await world.request(plans=2, required=2)
+    message = await world.message(request.id)
+    assert not any(
+        e.get("type") == "checkboxes" for b in message["blocks"] for e in b.get("elements", [])
+    )
+    click = await world.click(
+        request.id,
+        "UALICE",
+        APPROVE_SELECTED_ACTION_ID,
+        state=selection_state(request.id, request.sha256s[:1]),
+    )
+    assert (await world.service.handle(click)).outcome == "refused"
+    assert world.submitted.calls == []
+
+
+async def test_the_false_positive_stop_asks_why_then_signs_a_stopping_denial(
+    world: World,
+) -> None:
+    """Given a posted approval,
+    When Bob clicks "Deny (false positive — stop)" and gives his reason in the modal,
+    Then the stop modal opened, the signed denial carries stop_response and his words, and
+    the message says the response was stopped."""
+    request = await world.request(plans=2)
+    click = await world.click(request.id, "UBOB", DENY_STOP_ACTION_ID, trigger_id="trig-1")
+    assert (await world.service.handle(click)).outcome == "modal"
+    [opened] = world.fake.views
+    assert opened["view"]["callback_id"] == "stanch_deny_stop_reason"
+
+    submission = view_submission_payload(
+        approval_id=request.id,
+        reason="user is travelling, confirmed by phone",
+        user_id="UBOB",
+        callback_id="stanch_deny_stop_reason",
+    )
+    handled = await world.service.handle(parse_deny_reason(submission, team_id=TEAM_ID))
+
+    assert (handled.outcome, handled.status) == ("final", "denied")
+    [call] = world.submitted.calls
+    assert call["approve"] is False and call["stop_response"] is True
+    assert call["reason"] == "user is travelling, confirmed by phone"
+    assert "response stopped" in final_text(await world.message(request.id))
 
 
 # refusals ------------------------------------------------------------------------------------

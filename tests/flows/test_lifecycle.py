@@ -7,6 +7,8 @@ coroutine answers the approval through the same path the CLI uses (or forges one
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -151,7 +153,7 @@ async def test_approved_incident_is_contained_remediated_and_reported(store: Sto
     report = await asyncio.to_thread(Path(outcome.report_paths["markdown"]).read_text)
     for action in outcome.actions:
         assert action.plan_sha256 in report
-    assert "cli:alice" in report
+    assert "alice \\(cli\\)" in report  # who approved, as a person reads it (Markdown-escaped)
     [row] = await store.approvals(incident_id=incident.id)
     assert (row.status, row.decided_by) == ("approved", "cli:alice")
     assert outcome.clocks["acknowledge"] is not None
@@ -477,3 +479,129 @@ async def test_prefect_ui_resume_approves_where_policy_enables_that_channel(
     contain = [a for a in outcome.actions if a.plan.stage == "contain"]
     assert contain and all(a.status == ActionStatus.EXECUTED for a in contain)
     assert all(a.approved_by == ["prefect-ui:carol"] for a in contain)
+
+
+REPO = Path(__file__).resolve().parents[2]
+BROKEN_PLAYBOOK = """\
+id: broken
+version: 1
+title: A playbook that names an action stanch does not have
+owner: soc-leads
+trigger:
+  min_severity: low
+steps:
+  contain:
+    - id: nuke
+      action: edr.nuke_from_orbit
+      args:
+        host_id: "{{ incident.id }}"
+"""
+
+
+async def _events(name: str, resource: str) -> list[Any]:
+    """The Prefect events of that name about that resource (they are stored in the background)."""
+    async with get_client() as client:
+        for _ in range(50):
+            response = await client._client.post(
+                "/events/filter",
+                json={"filter": {"event": {"name": [name]}, "resource": {"id": [resource]}}},
+            )
+            found = response.json().get("events", [])
+            if found:
+                return list(found)
+            await asyncio.sleep(0.2)
+    return []
+
+
+async def test_a_broken_playbook_beside_a_good_one_is_skipped_and_reported(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a playbooks directory with the ransomware playbook and a broken one
+    When the demo incident runs
+    Then it routes to ransomware and completes; the broken playbook is named (file and
+    line) in the outcome and the report, and a stanch.playbook.invalid Prefect event
+    says so."""
+    library = tmp_path / "playbooks"
+    library.mkdir()
+    (library / "ransomware.yaml").write_text((REPO / "playbooks" / "ransomware.yaml").read_text())
+    (library / "broken.yaml").write_text(BROKEN_PLAYBOOK)
+    monkeypatch.setenv("STANCH_PLAYBOOKS_DIR", str(library))
+
+    outcome, _ = await run(new_incident(), store, approve)
+
+    assert isinstance(outcome, IncidentOutcome), outcome
+    assert outcome.playbook == "ransomware"
+    assert [s.state for s in outcome.stages] == ["completed"] * 5
+    [warning] = outcome.warnings
+    assert f"{library / 'broken.yaml'}:10: unknown-action" in warning
+    report = await asyncio.to_thread(Path(outcome.report_paths["markdown"]).read_text)
+    assert "broken\\.yaml" in report and "was skipped" in report  # Markdown-escaped
+    [event] = await _events("stanch.playbook.invalid", "stanch.playbook.broken")
+    assert event["payload"]["file"] == str(library / "broken.yaml")
+
+
+async def test_a_policy_that_does_not_load_means_approval_for_everything(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a tenant policy file that does not validate (policy would otherwise let the
+    remediation run unattended)
+    When the demo incident runs
+    Then it does not fail and nothing runs unattended: every action, remediation
+    included, was approved by the analyst, and the report says why."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "default.yaml").write_text("version: 1\napprovers: {cli: true}\nactions: [oops]\n")
+    monkeypatch.setenv("STANCH_POLICIES_DIR", str(policies))
+
+    outcome, answered = await run(new_incident(), store, approve)
+
+    assert isinstance(outcome, IncidentOutcome), outcome
+    assert len(answered) == 2, "containment and remediation each asked"
+    assert outcome.actions
+    assert all(a.approved_by == ["cli:alice"] for a in outcome.actions)
+    assert not [a for a in outcome.actions if "policy:unattended" in a.approved_by]
+    assert {a.plan.stage for a in outcome.actions} == {"contain", "remediate"}
+    [warning] = outcome.warnings
+    assert "every action asked for approval" in warning and "default.yaml:3" in warning
+
+
+async def test_the_report_reads_like_a_report_and_its_artifacts_are_the_runs(
+    store: Store,
+) -> None:
+    """Given a denied containment (nothing contained)
+    When the report is written
+    Then it opens with the executive summary, the contain stage says "nothing contained
+    (denied)", denied rows name who and why, times carry the zone and no microseconds,
+    durations read in units; and both artifacts belong to the flow run itself, the actions
+    table with short hashes, the report's address in the outcome."""
+    outcome, _ = await run(new_incident(), store, deny)
+    assert isinstance(outcome, IncidentOutcome), outcome
+
+    report = await asyncio.to_thread(Path(outcome.report_paths["markdown"]).read_text)
+    for heading in ("**What happened.**", "**What was done.**", "**Still in effect.**",
+                    "**What to do next.**"):  # fmt: skip
+        assert heading in report
+    assert "| contain | nothing contained (denied) |" in report
+    assert "denied by cli:bob: false positive" in report  # who denied, and why
+    assert re.search(r"\d{2}:\d{2}:\d{2} UTC", report)
+    assert not re.search(r"\d{2}:\d{2}:\d{2}\.\d", report), "no microseconds"
+    assert re.search(r"\| \d+ (s|m \d\d s) \|", report), "durations in units"
+    html = await asyncio.to_thread(Path(outcome.report_paths["html"]).read_text)
+    assert 'class="denied">nothing contained (denied)' in html
+
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[UUID(outcome.flow_run_id or "")])
+            )
+        )
+    by_key = {a.key: a for a in artifacts}
+    key = outcome.incident.id.lower()
+    assert set(by_key) >= {f"{key}-report", f"{key}-actions"}
+    for artifact in by_key.values():
+        assert str(artifact.flow_run_id) == outcome.flow_run_id and artifact.task_run_id is None
+    table = json.loads(str(by_key[f"{key}-actions"].data))
+    assert all(len(row["plan"]) == 12 for row in table)
+    assert outcome.report_paths["prefect"].endswith(
+        f"/artifacts/artifact/{by_key[f'{key}-report'].id}"
+    )

@@ -35,7 +35,7 @@ from flows.record.migrations import (
 from tests.flows.factories import incident
 from tests.postgres import BACKENDS, PG_URL, pg_schema
 
-HEAD = "0010_live_vendors"
+HEAD = "0009_analyst_day"
 VERSIONS = table(VERSION_TABLE, column("version_num"))
 STORE_TABLES = {
     "incidents",
@@ -61,6 +61,12 @@ LATER_TABLES = {  # created by revisions after the baseline
     "case_links",
     "sla_events",
 }
+LATER_INCIDENT_COLUMNS = (
+    "proposed_disposition",
+    "proposed_disposition_by",
+    "proposed_disposition_reason",
+    "proposed_disposition_at",
+)
 
 
 @dataclass
@@ -115,13 +121,15 @@ def tables(connection: Connection) -> set[str]:
 
 def legacy_schema(names: set[str]) -> Any:
     """What ``create_all`` made before migrations: the named tables, incidents without
-    ``playbook`` (the column revision 0002 adds), actions without ``request_sent`` (0010)."""
+    ``playbook`` (the column revision 0002 adds) and the proposed disposition, actions
+    without ``request_sent`` (0010)."""
 
     def create(connection: Connection) -> None:
         Base.metadata.create_all(
             connection, tables=[Base.metadata.tables[name] for name in sorted(names)]
         )
-        connection.execute(text("ALTER TABLE incidents DROP COLUMN playbook"))
+        for name in ("playbook", *LATER_INCIDENT_COLUMNS):
+            connection.execute(text(f"ALTER TABLE incidents DROP COLUMN {name}"))
         if "actions" in names:
             connection.execute(text("ALTER TABLE actions DROP COLUMN request_sent"))
 
@@ -160,6 +168,7 @@ async def test_differences_are_found_when_the_schema_lags_the_models(target: Tar
         | {("add_table", name) for name in LATER_TABLES}
         | {("add_index", f"ix_{name}_incident_id") for name in indexed}
         | {("add_column", "actions", "request_sent")}
+        | {("add_column", "incidents", c) for c in LATER_INCIDENT_COLUMNS}
     )
 
 

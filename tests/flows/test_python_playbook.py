@@ -178,7 +178,7 @@ async def test_a_python_playbook_that_acts_itself_contains_nothing(
 
     edr = default_lab().simulator("crowdstrike")
     assert not [r for r in edr.requests if "devices-actions" in r.path]
-    report = json.loads((settings.reports_dir / f"{incident.id}.json").read_text())
+    report = json.loads((settings.reports / f"{incident.id}.json").read_text())
     [investigate] = [s for s in report["stages"] if s["stage"] == "investigate"]
     assert investigate["state"] == "failed"
     assert "edr.contain_host changes the vendor's state" in investigate["note"]

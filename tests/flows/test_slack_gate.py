@@ -19,8 +19,21 @@ from flows.models import ActionStatus, Incident, IncidentOutcome
 from flows.record import ApprovalRow, Store, open_store
 from flows.settings import load_settings
 from flows.wiring import default_lab
-from integrations.slack import APPROVE_ACTION_ID, SlackChat, parse_click
-from integrations.slack.fake import TEAM_ID, FakeSlack, block_actions_payload
+from integrations.slack import (
+    APPROVE_ACTION_ID,
+    APPROVE_SELECTED_ACTION_ID,
+    DENY_STOP_ACTION_ID,
+    SlackChat,
+    parse_click,
+    parse_deny_reason,
+)
+from integrations.slack.fake import (
+    TEAM_ID,
+    FakeSlack,
+    block_actions_payload,
+    selection_state,
+    view_submission_payload,
+)
 from stanch.demo import provision_lab
 from tests.flows import factories
 
@@ -203,3 +216,115 @@ async def test_a_cli_decision_on_a_slack_request_still_removes_the_buttons(
     final = message_of(fake, binding.channel, binding.ts)
     assert not any(b["type"] == "actions" for b in final["blocks"])
     assert "*Approved*" in final["blocks"][-1]["text"]["text"]
+
+
+async def test_deny_as_false_positive_stops_the_response_and_marks_the_incident(
+    fake: FakeSlack, service: ApprovalService
+) -> None:
+    """Given the demo incident and Alice in the approver group,
+    When she clicks "Deny (false positive — stop)" and says why in the modal,
+    Then no containment reaches a vendor, remediation does not run at all (the password
+    is not expired, though policy runs that unattended), the report stage still runs,
+    the incident is marked for closure as a false positive with her words, and the
+    Slack message says the response was stopped."""
+    reason = "user is travelling, confirmed by phone"
+
+    async def deny_stop(service: ApprovalService, row: ApprovalRow) -> Handled | None:
+        binding = await service.store.slack_approval(row.id)
+        assert binding is not None
+        payload = block_actions_payload(
+            approval_id=row.id,
+            action_id=DENY_STOP_ACTION_ID,
+            user_id="UALICE",
+            channel_id=binding.channel,
+            message_ts=binding.ts,
+        )
+        opened = await service.handle(parse_click(payload, team_id=TEAM_ID))
+        assert opened.outcome == "modal"
+        submitted = view_submission_payload(
+            approval_id=row.id,
+            reason=reason,
+            user_id="UALICE",
+            callback_id="stanch_deny_stop_reason",
+        )
+        return await service.handle(parse_deny_reason(submitted, team_id=TEAM_ID))
+
+    incident = factories.incident(next(_numbers))
+    outcome, handled = await run(incident, service, deny_stop)
+
+    assert isinstance(outcome, IncidentOutcome), outcome
+    assert handled and handled[0] is not None and handled[0].outcome == "final"
+    stages = {s.stage.value: s for s in outcome.stages}
+    assert stages["remediate"].state == "skipped"
+    assert "stopped" in stages["remediate"].note
+    assert stages["report"].state == "completed"
+    assert not [a for a in outcome.actions if a.plan.stage == "remediate"]
+    contain = [a for a in outcome.actions if a.plan.stage == "contain"]
+    assert contain and all(a.status == ActionStatus.DENIED for a in contain)
+    assert all("false positive by slack:UALICE" in (a.error or "") for a in contain)
+    okta = default_lab().simulator("okta")
+    assert not [r for r in okta.requests if "expire_password" in r.path]
+    edr = default_lab().simulator("crowdstrike")
+    assert not [r for r in edr.requests if "devices-actions" in r.path]
+    row = await service.store.get_incident(incident.id)
+    assert row is not None
+    assert row.proposed_disposition == "false_positive"
+    assert (row.proposed_disposition_by, row.proposed_disposition_reason) == (
+        "slack:UALICE",
+        reason,
+    )
+    [approval] = await service.store.approvals(incident_id=incident.id)
+    binding = await service.store.slack_approval(approval.id)
+    assert binding is not None
+    assert (
+        "response stopped"
+        in message_of(fake, binding.channel, binding.ts)["blocks"][-1]["text"]["text"]
+    )
+
+
+async def test_approve_selected_runs_only_the_ticked_containment(
+    fake: FakeSlack, service: ApprovalService
+) -> None:
+    """Given the demo incident's containment request (several plans, one approver),
+    When Alice ticks only the host isolation and clicks Approve selected,
+    Then only that plan runs, the others are recorded as denied by her, the request is
+    recorded as partial, and the rest of the response goes on (remediation runs)."""
+
+    async def isolate_only(service: ApprovalService, row: ApprovalRow) -> Handled | None:
+        binding = await service.store.slack_approval(row.id)
+        assert binding is not None
+        plans = row.plans["plans"]
+        isolate = [
+            p
+            for p, h in zip(plans, row.plans["sha256s"], strict=True)
+            if p["verb"] == "contain_host"
+        ]
+        assert isolate and len(plans) > 1
+        hashes = [
+            h
+            for p, h in zip(plans, row.plans["sha256s"], strict=True)
+            if p["verb"] == "contain_host"
+        ]
+        payload = block_actions_payload(
+            approval_id=row.id,
+            action_id=APPROVE_SELECTED_ACTION_ID,
+            user_id="UALICE",
+            channel_id=binding.channel,
+            message_ts=binding.ts,
+            state=selection_state(row.id, hashes),
+        )
+        return await service.handle(parse_click(payload, team_id=TEAM_ID))
+
+    outcome, handled = await run(factories.incident(next(_numbers)), service, isolate_only)
+
+    assert isinstance(outcome, IncidentOutcome), outcome
+    assert handled and handled[0] is not None and handled[0].status == "partial"
+    contain = {a.plan.verb: a for a in outcome.actions if a.plan.stage == "contain"}
+    assert contain["contain_host"].status == ActionStatus.EXECUTED
+    assert contain["contain_host"].approved_by == ["slack:UALICE"]
+    refused = [a for verb, a in contain.items() if verb != "contain_host"]
+    assert refused and all(a.status == ActionStatus.DENIED for a in refused)
+    assert all((a.error or "").startswith("denied by slack:UALICE") for a in refused)
+    [row] = await service.store.approvals(incident_id=outcome.incident.id)
+    assert row.status == "partial"
+    assert {s.stage.value: s.state for s in outcome.stages}["remediate"] == "completed"

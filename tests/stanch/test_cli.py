@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,28 @@ def test_demo_runs_end_to_end_on_its_own_server(tmp_path: Path) -> None:
     least three containment actions ran each with an approver and a plan hash, the report
     names them, the incident ends awaiting closure with clocks that match the stored
     events' times and a stopwatch, and the server it started is stopped again."""
-    started = datetime.now(UTC)
-    result = stanch("demo", "--json", cwd=tmp_path, env=fresh_user_env(tmp_path / ".stanch"))
-    stopwatch = (datetime.now(UTC) - started).total_seconds()
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary: dict[str, Any] = json.loads(result.stdout)
+    started = time.monotonic()
+    with subprocess.Popen(
+        [sys.executable, "-m", "stanch", "demo", "--json"],
+        cwd=tmp_path,
+        env=fresh_user_env(tmp_path / ".stanch"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as demo:
+        assert demo.stderr is not None
+        first_line = demo.stderr.readline()
+        first_after = time.monotonic() - started
+        stdout, rest = demo.communicate(timeout=240)
+    waited = time.monotonic() - started
+    assert demo.returncode == 0, rest[-3000:]
+    summary: dict[str, Any] = json.loads(stdout)
+    # Progress from the first second (a slow, shared machine gets some slack), and the
+    # figure it reports is the wall time from the command's start to the result: what is
+    # left is the interpreter starting (about 1.5 s) and exiting (about 5 s measured here).
+    assert first_line.startswith("Starting the Prefect server"), first_line
+    assert first_after < 3.0, f"first progress line after {first_after:.1f} s"
+    assert waited - 12 <= summary["elapsed_seconds"] <= waited
 
     assert summary["playbook"] == "ransomware", "the demo runs through the YAML playbook"
     assert summary["stages"] == dict.fromkeys(
@@ -81,14 +99,16 @@ def test_demo_runs_end_to_end_on_its_own_server(tmp_path: Path) -> None:
     }
     assert summary["clocks"]["approval_wait"] > 0
     assert summary["clocks"]["acknowledge"] <= summary["clocks"]["contain"]
-    assert summary["elapsed_seconds"] < 60
+    # The whole wait, a fresh Prefect database's migration included (about 55 s of it on a
+    # loaded 2-core machine).
+    assert summary["elapsed_seconds"] < 180
     assert summary["case_status"] == "awaiting-closure"
     assert summary["clocks"]["resolve"] is None
     assert summary["clock_notes"] == {"resolve": "the case is awaiting-closure"}
     assert summary["clocks"] == stored_clocks(tmp_path / ".stanch" / "stanch.db")
     # Every clock runs from an alert raised during the demo, so none is longer than the
     # demo took by the test's own stopwatch (the 40 s the alerts once carried are gone).
-    assert 0 <= summary["clocks"]["detect"] <= summary["clocks"]["contain"] < stopwatch
+    assert 0 <= summary["clocks"]["detect"] <= summary["clocks"]["contain"] < waited
 
     # The analyst closes the case from the terminal; the ledger verifies it.
     env = fresh_user_env(tmp_path / ".stanch")
@@ -195,9 +215,10 @@ def test_run_processes_an_alert_file_through_the_lifecycle(tmp_path: Path) -> No
 
 @pytest.mark.usefixtures("prefect_server")
 def test_approve_refuses_unknown_requests(tmp_path: Path) -> None:
-    """Given no such approval request, When `stanch approve` names one, Then it exits 1."""
-    result = stanch("approve", "APR-doesnotexist", cwd=tmp_path)
-    assert result.returncode == 1
+    """Given no such approval request, When `stanch approve` names one, Then it exits 2
+    (an unknown id is a usage error)."""
+    result = stanch("approve", "APR-doesnotexist", "--yes", cwd=tmp_path)
+    assert result.returncode == 2
     assert "no approval request APR-doesnotexist" in result.stderr
     listing = stanch("approvals", "list", "--all", cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr

@@ -157,6 +157,6 @@ async def test_show_an_unknown_incident_fails(
     store_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Given a store, When show is asked about an incident with no entries,
-    Then it exits 1 and says so."""
-    assert await stanch_ledger("show", "INC-20990101-0001") == 1
+    Then it exits 2 (an unknown id, as every command treats one) and says so."""
+    assert await stanch_ledger("show", "INC-20990101-0001") == 2
     assert "no ledger entries for INC-20990101-0001" in capsys.readouterr().err

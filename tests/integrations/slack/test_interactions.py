@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from integrations.slack.fake import (
     TEAM_ID,
     block_actions_payload,
+    selection_state,
     signed_interaction,
     view_submission_payload,
 )
@@ -20,6 +21,7 @@ from integrations.slack.interactions import (
     Decision,
     DenyReason,
     MalformedPayload,
+    SelectionChange,
     WrongMessage,
     WrongTeam,
     ensure_same_message,
@@ -102,6 +104,87 @@ def test_submitted_deny_reason_is_typed() -> None:
         reason="benign admin tool",
         view_id="V0DENY",
     )
+
+
+SHA_A, SHA_B, SHA_C = "aa" * 32, "bb" * 32, "cc" * 32
+
+
+def test_approve_selected_carries_exactly_the_ticked_plans() -> None:
+    """Given "Approve selected" with two of three plans ticked across two checkbox groups
+    When parsed
+    Then the click names exactly those hashes, in the message's order."""
+    state = selection_state(APPROVAL, [SHA_A, SHA_C])
+    click = parse_click(
+        click_payload(action_id="stanch_approve_selected", state=state), team_id=TEAM_ID
+    )
+    assert click.action == Decision.APPROVE_SELECTED
+    assert click.selected == (SHA_A, SHA_C)
+
+
+@pytest.mark.parametrize(
+    ("state", "selected"),
+    [
+        (None, None),  # Slack sent no state: the selection is unknown
+        ({}, None),  # a state without this approval's checkboxes: unknown too
+        (selection_state(APPROVAL, []), ()),  # everything unticked: an empty selection
+        (selection_state("APR-someoneelse", [SHA_A]), None),  # another approval's boxes
+    ],
+)
+def test_an_unknown_selection_is_never_guessed(
+    state: dict[str, Any] | None, selected: tuple[str, ...] | None
+) -> None:
+    """Given "Approve selected" with no state, a state without this approval's checkboxes,
+    or everything unticked
+    When parsed
+    Then the selection is None (unknown) or empty, never "all"."""
+    click = parse_click(
+        click_payload(action_id="stanch_approve_selected", state=state), team_id=TEAM_ID
+    )
+    assert click.selected == selected
+
+
+def test_a_ticked_value_that_is_not_a_hash_is_malformed() -> None:
+    """Given a checkbox value someone crafted
+    When parsed
+    Then MalformedPayload: only plan hashes may be selected."""
+    state = selection_state(APPROVAL, ["<!channel>"])
+    with pytest.raises(MalformedPayload, match="plan hash"):
+        parse_click(
+            click_payload(action_id="stanch_approve_selected", state=state), team_id=TEAM_ID
+        )
+
+
+def test_plain_approve_ignores_the_checkboxes() -> None:
+    """Given "Approve all" clicked while some boxes are unticked
+    When parsed
+    Then no selection rides on the click: it approves everything asked."""
+    state = selection_state(APPROVAL, [SHA_A])
+    assert parse_click(click_payload(state=state), team_id=TEAM_ID).selected is None
+
+
+def test_ticking_a_checkbox_is_a_selection_change_not_a_decision() -> None:
+    """Given the block_actions Slack sends when a plan checkbox is ticked
+    When parsed
+    Then SelectionChange, so the route acknowledges it and decides nothing."""
+    with pytest.raises(SelectionChange):
+        parse_click(click_payload(action_id="stanch_select"), team_id=TEAM_ID)
+
+
+def test_the_stop_button_and_modal_are_typed() -> None:
+    """Given a click on "Deny (false positive — stop)" and its modal submitted
+    When parsed
+    Then the click is deny_stop and the reason says stop."""
+    assert parse_click(click_payload(action_id="stanch_deny_stop"), team_id=TEAM_ID).action == (
+        Decision.DENY_STOP
+    )
+    payload = view_submission_payload(
+        approval_id=APPROVAL,
+        reason="user is travelling, confirmed by phone",
+        user_id="U0BOB",
+        callback_id="stanch_deny_stop_reason",
+    )
+    reason = parse_interaction(form(payload), team_id=TEAM_ID)
+    assert isinstance(reason, DenyReason) and reason.stop is True
 
 
 def test_click_from_another_workspace_is_refused() -> None:

@@ -10,17 +10,16 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from integrations.slack.fake import iter_text
-from integrations.slack.messages import (
+from integrations.slack.approval_message import (
     MAX_PLANS,
     FinalState,
     approval_final,
     approval_request,
     deny_reason_errors,
     deny_reason_modal,
-    escape,
-    escape_clipped,
 )
+from integrations.slack.fake import iter_text
+from integrations.slack.messages import escape, escape_clipped
 from tests.integrations.slack.factories import HOSTILE, plan, view
 from tests.integrations.slack.shapes import assert_documented_blocks, assert_documented_view
 
@@ -91,8 +90,11 @@ def test_backticks_cannot_close_a_code_span() -> None:
     Then the span holds no backtick and no newline, so `*bold*` stays literal."""
     _, blocks = approval_request(view(plans=[plan(target_label="a`*bold*`\nb")]))
 
-    plan_text = next(t for t in mrkdwn_texts(blocks) if t.startswith("*edr.contain_host*"))
-    span = plan_text.split(" on ", 1)[1].split("\n", 1)[0]
+    plan_text = next(t for t in mrkdwn_texts(blocks) if t.startswith("*Asked to approve"))
+    line = plan_text.split("\n")[1]
+    found = re.search(r"Isolate host (`[^`]*`)", line)
+    assert found is not None, line
+    span = found.group(1)
     assert span.startswith("`") and span.endswith("`")
     assert "`" not in span[1:-1]
     assert "*bold*" in span  # inside the code span, so not formatted
@@ -121,53 +123,113 @@ def test_no_url_fields_are_built_from_alert_data() -> None:
 
 
 def test_request_shows_what_the_approver_must_see() -> None:
-    """Given a two-plan request needing two approvers
+    """Given a two-plan request needing two approvers, with evidence and ATT&CK
     When built
-    Then the blocks show both hashes (short and full), targets, policy reasons, evidence,
-    the deadline and the required approvals, and end in Approve/Deny buttons."""
+    Then the blocks lead with the facts (severity, verdict and risk, tenant, incident,
+    deadline, approvers needed) and what was seen, then one compact line per action with
+    its short hash, the full hashes in a context block, the policy reasons, what Deny and
+    silence mean, and end in the controls (no checkboxes under the two-person rule)."""
     second = plan(
         action="identity.suspend_user",
         target="00u1",
         target_label="jdoe",
+        vendor="okta",
         sha256="ab" * 32,
         policy_reason="privileged account",
     )
-    v = view(plans=[plan(), second], required_approvals=2)
+    v = view(
+        plans=[plan(vendor="crowdstrike"), second],
+        required_approvals=2,
+        severity="critical",
+        verdict="true_positive",
+        risk_score=95,
+        techniques=["T1003.001 LSASS Memory"],
+    )
 
     text, blocks = approval_request(v)
 
+    fields = [f["text"] for f in blocks[1]["fields"]]
+    assert fields[:5] == [
+        "*Severity*\nCritical",
+        "*Verdict*\ntrue positive · risk 95/100",
+        "*Tenant*\nacme",
+        "*Incident*\nINC-20250301-0007",
+        "*Decide by*\n2025-03-01 12:45 UTC",
+    ]
+    assert "*Approvals required*\n2 distinct people" in fields
+    seen = blocks[2]["text"]
+    assert seen["type"] == "plain_text"
+    assert seen["text"].startswith("What was seen:\n• procdump.exe -ma lsass.exe")
+    assert "ATT&CK: T1003.001 LSASS Memory" in seen["text"]
+    lines = blocks[3]["text"]["text"].split("\n")
+    assert lines == [
+        "*Asked to approve (2 actions)*",
+        "• Isolate host `WS-0042` (CrowdStrike) `comment=INC-20250301-0007` · plan `3f3f3f3f3f3f`",
+        "• Suspend user `jdoe` (Okta) `comment=INC-20250301-0007` · plan `abababababab`",
+    ]
     dumped = json.dumps(blocks, ensure_ascii=False)
-    for needle in (
-        "3f" * 32,
-        "3f" * 6,
-        "ab" * 32,
-        "ab" * 6,
-        "WS-0042",
-        "jdoe",
-        "needs one approver",
-        "privileged account",
-        "procdump.exe -ma lsass.exe",
-        "2025-03-01 12:45 UTC",
-        "2 distinct",
-        "APR-0123456789",
-    ):
+    for needle in ("3f" * 32, "ab" * 32, "needs one approver", "privileged account"):
         assert needle in dumped, needle
     assert "(+1 more)" in text
-    actions = blocks[-1]
-    assert actions["type"] == "actions"
-    approve, deny = actions["elements"]
-    assert (approve["action_id"], approve["style"], approve["value"]) == (
-        "stanch_approve",
-        "primary",
-        "APR-0123456789",
-    )
-    assert (deny["action_id"], deny["style"], deny["value"]) == (
-        "stanch_deny",
-        "danger",
-        "APR-0123456789",
-    )
-    assert approve["text"] == {"type": "plain_text", "text": "Approve", "emoji": False}
+    assert not any(e["type"] == "checkboxes" for b in blocks for e in b.get("elements", []))
+    buttons = next(b for b in blocks if b.get("block_id") == "stanch_approval:APR-0123456789")
+    assert [(e["action_id"], e.get("style")) for e in buttons["elements"]] == [
+        ("stanch_approve", "primary"),
+        ("stanch_deny", None),
+        ("stanch_deny_stop", "danger"),
+    ]
+    assert [e["text"]["text"] for e in buttons["elements"]] == [
+        "Approve all",
+        "Deny these actions",
+        "Deny (false positive — stop)",
+    ]
+    assert all(e["value"] == "APR-0123456789" for e in buttons["elements"])
+    explained = blocks[-1]["elements"][0]["text"]
+    assert "stops the response" in explained
+    assert "No decision by 2025-03-01 12:45 UTC means deny: nothing is done." in explained
     assert_documented_blocks(blocks)
+
+
+def test_several_plans_and_one_approver_get_a_checkbox_per_plan() -> None:
+    """Given 12 plans and one approver
+    When built
+    Then each plan has a ticked checkbox whose value is its full hash, in groups of at most
+    ten (Slack's limit), and "Approve selected" sits between Approve all and Deny."""
+    plans = [plan(sha256=f"{i:064x}", target_label=f"WS-{i:04d}") for i in range(12)]
+    _, blocks = approval_request(view(plans=plans))
+
+    groups = [b for b in blocks if b.get("block_id", "").startswith("stanch_select:")]
+    assert [b["block_id"] for b in groups] == [
+        "stanch_select:APR-0123456789:0",
+        "stanch_select:APR-0123456789:1",
+    ]
+    options = [o for b in groups for o in b["elements"][0]["options"]]
+    assert [o["value"] for o in options] == [p.sha256 for p in plans]
+    assert all(b["elements"][0]["initial_options"] == b["elements"][0]["options"] for b in groups)
+    assert all(len(b["elements"][0]["options"]) <= 10 for b in groups)
+    assert options[3]["text"]["type"] == "plain_text"
+    assert options[3]["text"]["text"].startswith("Isolate host WS-0003")
+    buttons = blocks[blocks.index(groups[-1]) + 1]
+    assert [e["action_id"] for e in buttons["elements"]] == [
+        "stanch_approve",
+        "stanch_approve_selected",
+        "stanch_deny",
+        "stanch_deny_stop",
+    ]
+    assert_documented_blocks(blocks)
+
+
+def test_the_flow_run_link_comes_only_from_a_plain_address() -> None:
+    """Given the flow run's Prefect UI address
+    When built
+    Then the last context links it; an address that could close the link is refused."""
+    url = "http://127.0.0.1:4200/runs/flow-run/0b1c2d3e-aaaa-bbbb-cccc-000000000001"
+    _, blocks = approval_request(view(flow_run_url=url))
+    assert f"<{url}|Open the flow run in Prefect>" in blocks[-1]["elements"][0]["text"]
+    with pytest.raises(ValidationError):
+        view(flow_run_url="http://x/|<!channel>")
+    with pytest.raises(ValidationError):
+        view(flow_run_url="javascript:alert(1)")
 
 
 def test_hostile_message_is_still_documented_block_kit() -> None:
@@ -206,8 +268,10 @@ def test_long_values_are_truncated_with_an_ellipsis_within_slack_limits() -> Non
             assert len(block["text"]["text"]) <= 3000
         for f in block.get("fields", []):
             assert len(f["text"]) <= 2000
-    evidence = next(b for b in blocks if b.get("text", {}).get("text", "").startswith("Evidence"))
-    assert evidence["text"]["text"].endswith("…")
+    evidence = next(
+        b for b in blocks if b.get("text", {}).get("text", "").startswith("What was seen")
+    )
+    assert "…" in evidence["text"]["text"]
     for t in mrkdwn_texts(blocks):
         assert not BARE_AMPERSAND.search(t)
         assert not re.search(r"&(a|am|l|g|amp|lt|gt)?…", t)
@@ -284,6 +348,44 @@ def test_final_state_replaces_the_buttons(state: FinalState, expected: str) -> N
     assert MENTION.sub("", last["text"]).count("<") == 0
     assert state.status in text
     assert_documented_blocks(blocks)
+
+
+def test_partial_and_stopped_decisions_say_what_they_did() -> None:
+    """Given a partial approval of one of two plans, and a false-positive stop
+    When the final messages are built
+    Then the first names the approved and the denied action, the second says the response
+    was stopped and the incident awaits closure, with the reason escaped."""
+    second = plan(action="firewall.block_ip", target_label="203.0.113.9", sha256="ab" * 32)
+    v = view(plans=[plan(), second])
+    at = datetime(2025, 3, 1, 12, 40, tzinfo=UTC)
+
+    _, blocks = approval_final(
+        v, FinalState(status="partial", by=["U0ALICE"], at=at, approved=["3f" * 32])
+    )
+    line = blocks[-1]["text"]["text"]
+    assert "*Approved 1 of 2* by <@U0ALICE>" in line
+    assert "Isolate host `WS-0042`; denied: Block IP `203.0.113.9`" in line
+
+    text, blocks = approval_final(
+        v, FinalState(status="denied", by=["U0BOB"], at=at, reason="travel <!here>", stopped=True)
+    )
+    line = blocks[-1]["text"]["text"]
+    assert "*Denied as a false positive — response stopped* by <@U0BOB>" in line
+    assert "travel &lt;!here&gt;" in line and "marked for closure" in line
+    assert "stopped" in text
+    assert all(b["type"] != "actions" for b in blocks)
+    with pytest.raises(ValidationError):
+        FinalState(status="approved", by=["U0BOB"], at=at, stopped=True)
+
+
+def test_deny_stop_modal_has_its_own_callback() -> None:
+    """Given the false-positive denial
+    When its modal is built
+    Then it has the stop callback id, says what stopping does, and is a documented view."""
+    modal = deny_reason_modal("APR-0123456789", "INC-20250301-0007", stop=True)
+    assert modal["callback_id"] == "stanch_deny_stop_reason"
+    assert "Nothing more will run" in modal["blocks"][0]["text"]["text"]
+    assert_documented_view(modal)
 
 
 def test_final_state_shows_an_odd_decider_id_escaped() -> None:

@@ -21,6 +21,7 @@ from tests.integrations.slack.shapes import assert_documented_blocks
 HOSTILE = "web-01 <!channel> <http://evil.example|click here> *bold* &lt; `x` _it_ ~s~"
 BARE_AMPERSAND = re.compile(r"&(?!amp;|lt;|gt;)")
 CODE_SPAN = re.compile(r"`[^`]*`")
+MENTION_OTHER = re.compile(r"<@[UW][A-Z0-9]+>")
 SHA = "ab" * 32
 
 
@@ -146,13 +147,13 @@ def test_the_summary_says_what_happened() -> None:
         "*Incident*\n`INC-20250301-0007`",
         "*Severity*\n`high`",
         "*Tenant*\n`acme`",
-        "*Time to contain*\n4m 12s",
-        "*Time to acknowledge*\n1m 01s",
+        "*Time to contain*\n4 m 12 s",
+        "*Time to acknowledge*\n1 m 01 s",
     ]
     actions = blocks[2]["text"]["text"].split("\n")
     assert actions == [
         "*Actions*",
-        "• :white_check_mark: `edr.contain_host` on `WS-0042` — executed · by `slack:UALICE`"
+        "• :white_check_mark: `edr.contain_host` on `WS-0042` — executed · by <@UALICE>"
         " · plan `abababababab`",
         "• :no_entry: `identity.suspend_user` on `jdoe` — denied · plan `cdcdcdcdcdcd`",
     ]
@@ -163,6 +164,48 @@ def test_the_summary_says_what_happened() -> None:
         ":white_check_mark: Ledger verified: `ledger OK: 12 entries`",
     ]
     assert text == "INC-20250301-0007 summary: 2 action(s), 1 still in effect"
+
+
+@pytest.mark.parametrize(
+    ("who", "shown"),
+    [
+        ("slack:UALICE", "<@UALICE>"),
+        ("cli:alice@soc-1", "`alice@soc-1` (cli)"),
+        ("policy:unattended", "policy (unattended)"),
+        ("slack:<!channel>", "`&lt;!channel&gt;` (slack)"),
+        ("odd", "`odd`"),
+    ],
+)
+def test_approvers_read_as_people_not_codes(who: str, shown: str) -> None:
+    """Given an action authorised by a Slack user, a CLI operator, policy, or an odd id
+    When the summary is built
+    Then a Slack user is a mention, the others are inert text naming the channel, and no
+    odd id becomes a mention."""
+    view = summary(
+        actions=[
+            SummaryAction(
+                action="edr.contain_host",
+                target_label="WS-0042",
+                status="executed",
+                approvers=[who],
+            )
+        ]
+    )
+    _, blocks = incident_summary(view)
+    line = blocks[2]["text"]["text"]
+    assert f"by {shown}" in line
+    assert MENTION_OTHER.sub("", line).count("<") == 0
+
+
+def test_the_report_url_is_a_link_to_prefect() -> None:
+    """Given the report's Prefect artifact address (configuration, not alert data)
+    When the summary is built
+    Then the context links it; an address that could close the link is refused."""
+    url = "http://127.0.0.1:4200/artifacts/artifact/0b1c2d3e-aaaa-bbbb-cccc-000000000001"
+    _, blocks = incident_summary(summary(report_url=url))
+    assert blocks[-1]["elements"][0]["text"] == f"<{url}|Open the report in Prefect>"
+    with pytest.raises(ValidationError):
+        summary(report_url="http://x/|<!channel>")
 
 
 @pytest.mark.parametrize(
@@ -236,12 +279,14 @@ def test_a_large_incident_stays_compact_and_within_slacks_limits() -> None:
     ("seconds", "shown"),
     [
         (None, "—"),
-        (0, "0s"),
-        (42.4, "42s"),
-        (252.4, "4m 12s"),
-        (7500, "2h 05m"),
-        (3 * 86400 + 4 * 3600 + 59, "3d 4h"),
-        (-5, "-5s"),
+        (0, "0 s"),
+        (42.4, "42 s"),
+        (252.4, "4 m 12 s"),
+        (7500, "2 h 05 m"),
+        (86400, "1 d"),
+        (7200, "2 h"),
+        (3 * 86400 + 4 * 3600 + 59, "3 d 4 h"),
+        (-5, "-5 s"),
     ],
 )
 def test_durations_read_like_a_clock(seconds: float | None, shown: str) -> None:
