@@ -247,7 +247,11 @@ class Lifecycle:
         async with self.stage(Stage.CONTAIN) as notes:
             notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.CONTAIN)
-            notes.extend(await self.responder.authorise_and_execute(Stage.CONTAIN, planned))
+            notes.extend(
+                await self.responder.authorise_and_execute(
+                    Stage.CONTAIN, planned, asset_names=self.investigation.asset_names()
+                )
+            )
             if any(
                 a.status in (ActionStatus.EXECUTED, ActionStatus.ALREADY_DONE) for a in self.actions
             ):
@@ -258,7 +262,11 @@ class Lifecycle:
         async with self.stage(Stage.REMEDIATE) as notes:
             notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.REMEDIATE)
-            notes.extend(await self.responder.authorise_and_execute(Stage.REMEDIATE, planned))
+            notes.extend(
+                await self.responder.authorise_and_execute(
+                    Stage.REMEDIATE, planned, asset_names=self.investigation.asset_names()
+                )
+            )
 
     def _planned(self, stage: Stage) -> list[PlannedAction]:
         """The stage's plans: the playbook's, or the built-in response's."""

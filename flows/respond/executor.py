@@ -9,7 +9,7 @@ earlier run already carried out are replayed from the store instead of being dec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -80,13 +80,19 @@ class Responder:
         return [f"stage:{stage.value}", f"vendor:{vendor}", f"tenant:{self.incident.tenant}"]
 
     async def authorise_and_execute(
-        self, stage: Stage, planned: Sequence[PlannedAction]
+        self,
+        stage: Stage,
+        planned: Sequence[PlannedAction],
+        *,
+        asset_names: Mapping[str, Sequence[str]] | None = None,
     ) -> list[str]:
         """Ask policy about each plan, get approval where needed, run what is authorised.
 
         A playbook step that requires approval tightens policy's verdict, never loosens it.
         Forbidden and denied plans are recorded (store and ledger) as refused; authorised
-        ones run concurrently as tasks. Returns notes for the stage record.
+        ones run concurrently as tasks. ``asset_names`` (what the investigation found each
+        target to be called) is what protected assets are matched against. Returns notes
+        for the stage record.
         """
         notes: list[str] = []
         planned = await self._replay_done(planned, notes)
@@ -105,7 +111,9 @@ class Responder:
         def counter(tenant: str, action: str, window: timedelta) -> int:
             return count_recent_actions(recent, tenant=tenant, action=action, window=window)
 
-        decided = decide(self.policy, planned, self.incident, recent_actions=counter)
+        decided = decide(
+            self.policy, planned, self.incident, recent_actions=counter, asset_names=asset_names
+        )
         verdicts = {p.sha256: d for p, d in zip(plans, decided, strict=True)}
         authorised: list[tuple[ActionPlan, Verdict, list[str]]] = []
         needs_approval: list[ActionPlan] = []
