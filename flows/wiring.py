@@ -7,7 +7,6 @@ mode a tenant's own ``STANCH_<TENANT>_<VENDOR>_*`` settings say where and how to
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -102,7 +101,7 @@ def _vendor_settings(plugin: VendorPlugin, settings: StanchSettings, tenant: str
         raise ConfigurationError(
             f"tenant {tenant} has no {plugin.name} credentials of its own: {missing}; "
             f"set them, or let it use the provider's with "
-            f"STANCH_TENANTS='{{\"{tenant}\": {{\"credentials\": \"provider\"}}}}'"
+            f'STANCH_TENANTS=\'{{"{tenant}": {{"credentials": "provider"}}}}\''
         ) from exc
 
 

@@ -110,9 +110,7 @@ class RulesOfEngagement:
         # "User in group" means the account acted on for identity verbs, and otherwise the
         # people the incident is about (the executive whose laptop would be isolated).
         users = (plan.target_label, plan.target, *aliases) if identity else tuple(incident.users)
-        unnamed = (
-            plan.action in HOST_ACTIONS and not aliases and plan.target_label == plan.target
-        )
+        unnamed = plan.action in HOST_ACTIONS and not aliases and plan.target_label == plan.target
         return self.evaluate(
             tenant=plan.tenant,
             action=plan.action,

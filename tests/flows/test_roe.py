@@ -403,7 +403,10 @@ def test_approve_on_timeout_is_refused_for_containment_verbs(action: str) -> Non
     """Given a policy saying a containment verb is approved on timeout,
     When it is loaded,
     Then it is refused with unsafe-timeout on that line."""
-    text = f"version: 1\napprovers: {{cli: true, cli_users: ['*']}}\nactions:\n  {action}:\n    on_timeout: approve\n"
+    text = (
+        "version: 1\napprovers: {cli: true, cli_users: ['*']}\n"
+        f"actions:\n  {action}:\n    on_timeout: approve\n"
+    )
     assert first_issue(text) == ("unsafe-timeout", 5, f"actions.{action}.on_timeout")
 
 
@@ -591,7 +594,10 @@ def test_every_problem_is_reported_in_file_order() -> None:
     """Given a file with a bad severity below a misspelled key,
     When it is loaded,
     Then both issues are reported, in line order, with their fields."""
-    text = "version: 1\napprovers: {cli: true, cli_users: ['*']}\nactions:\n  edr.block_hash: {unattended_from: x}\n"
+    text = (
+        "version: 1\napprovers: {cli: true, cli_users: ['*']}\n"
+        "actions:\n  edr.block_hash: {unattended_from: x}\n"
+    )
     text = text.replace("version: 1\n", "version: 1\nnotes: hi\n")
     with pytest.raises(PolicyError) as caught:
         parse_policy(text)
