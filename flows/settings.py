@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -63,7 +64,9 @@ class StanchSettings(BaseSettings):
         edr, identity, firewall: which vendor answers each capability.
         tenant: the tenant an alert belongs to when its payload does not say.
         approval_secret: HMAC key for approval outcomes; generated into ``home`` when unset.
-        approval_timeout_seconds: how long the flow waits for a decision (then: deny).
+        approval_timeout_seconds: a cap on how long a request waits for a decision; the
+            tenant's policy sets the wait (``approval.timeout``), this only shortens it
+            (drills, tests).
         approval_suspend_after_seconds: a run started from a deployment whose approval
             may wait at least this long is suspended (its process exits; a worker resumes
             it) instead of paused in place; ``0`` suspends every deployed run's wait.
@@ -104,7 +107,7 @@ class StanchSettings(BaseSettings):
     firewall: str = "fortigate"
     tenant: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     approval_secret: SecretStr | None = None
-    approval_timeout_seconds: int = Field(default=3600, ge=5)
+    approval_timeout_seconds: int | None = Field(default=None, ge=5)
     approval_poll_seconds: float = Field(default=1.0, ge=0.2, le=10)
     approval_suspend_after_seconds: int | None = Field(default=600, ge=0)
     reports_dir: Path = Path("reports")
@@ -138,6 +141,12 @@ class StanchSettings(BaseSettings):
     def slack_channel_for(self, tenant: str | None) -> str | None:
         """The channel ``tenant``'s approval requests go to: its own, else ``slack_channel``."""
         return self.tenant_config(tenant).slack_channel or self.slack_channel
+
+    @property
+    def approval_timeout_cap(self) -> timedelta | None:
+        """``approval_timeout_seconds`` as the cap on every policy's approval timeout."""
+        seconds = self.approval_timeout_seconds
+        return None if seconds is None else timedelta(seconds=seconds)
 
     @property
     def store_url(self) -> str:

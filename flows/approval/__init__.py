@@ -17,13 +17,16 @@ from flows.approval.gate import (
     wait_until_paused,
 )
 from flows.approval.request import (
+    AUTOMATION_REQUESTER,
     EXPIRY_CHANNEL,
     ApprovalDecision,
     ApprovalOutcome,
     ApprovalRequest,
     approval_id_for,
+    cli_refusal,
     new_approval_request,
     pending_row,
+    self_approval,
     sign_decision,
     verify_decision,
 )
@@ -37,6 +40,7 @@ from flows.approval.service import (
 from flows.approval.slack_gate import SlackPauseGate, approval_view, post_and_bind
 
 __all__ = [
+    "AUTOMATION_REQUESTER",
     "EXPIRY_CHANNEL",
     "ApprovalDecision",
     "ApprovalGate",
@@ -49,11 +53,13 @@ __all__ = [
     "SlackPauseGate",
     "approval_id_for",
     "approval_view",
+    "cli_refusal",
     "default_gate",
     "new_approval_request",
     "pending_row",
     "post_and_bind",
     "run_sweeper",
+    "self_approval",
     "sign_decision",
     "slack_approval_service",
     "submit_decision",

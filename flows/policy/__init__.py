@@ -3,7 +3,8 @@
 A tenant's ``policies/<tenant>.yaml`` (or ``default.yaml``) is parsed against its schema
 (:class:`RulesFile`, errors with file, line and a stable code: :class:`PolicyError`),
 loaded by :func:`policy_for_tenant`, and applied by :class:`RulesOfEngagement`: unattended,
-approval by whom and how many, or forbidden, with the reasons (:class:`RoeDecision`).
+approval by whom and how many, or forbidden, with the reasons (:class:`RoeDecision`); one
+request's terms (who, how many, how long, what silence means) are :func:`approval_terms`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from flows.policy.schema import (
     Protected,
     RulesFile,
 )
+from flows.policy.terms import ApprovalTerms, approval_terms
 
 __all__ = [
     "CONTAINMENT_ACTIONS",
@@ -35,6 +37,7 @@ __all__ = [
     "ActionCounter",
     "ActionRule",
     "ApprovalDefaults",
+    "ApprovalTerms",
     "Approvers",
     "Budget",
     "Condition",
@@ -48,6 +51,7 @@ __all__ = [
     "RulesFile",
     "RulesOfEngagement",
     "TimeoutOutcome",
+    "approval_terms",
     "count_recent_actions",
     "format_duration",
     "load_policy",

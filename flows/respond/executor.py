@@ -17,10 +17,10 @@ from prefect import tags
 from prefect.transactions import AsyncTransaction, atransaction
 
 from flows import wiring
-from flows.approval import ApprovalGate, new_approval_request
+from flows.approval import AUTOMATION_REQUESTER, ApprovalGate, new_approval_request
 from flows.models import ActionPlan, ActionResult, ActionStatus, Incident, Stage, Verdict, utcnow
 from flows.playbook import PlannedAction, decide
-from flows.policy import RoeDecision, RulesOfEngagement, count_recent_actions
+from flows.policy import RulesOfEngagement, approval_terms, count_recent_actions
 from flows.record import Ledger, Store
 from flows.respond.compensation import compensate
 from flows.settings import StanchSettings
@@ -42,6 +42,8 @@ class Responder:
         gate: the approval channel.
         policy: the tenant's rules of engagement.
         flow_run_id: the run that asks, for approval requests.
+        requester: who caused the run (``cli:<user>@<host>``, ``slack:<id>``,
+            ``automation:<what>``); they may not approve its requests.
 
     Attributes:
         actions: every result so far, in the order they finished.
@@ -58,8 +60,10 @@ class Responder:
         gate: ApprovalGate,
         policy: RulesOfEngagement,
         flow_run_id: str | None,
+        requester: str = AUTOMATION_REQUESTER,
     ) -> None:
         self.incident = incident
+        self.requester = requester
         self.settings = settings
         self.store = store
         self.integrations = integrations
@@ -133,9 +137,13 @@ class Responder:
                 plans=needs_approval,
                 stage=stage.value,
                 reasons={p.sha256: verdicts[p.sha256].reason for p in needs_approval},
-                timeout_seconds=self.settings.approval_timeout_seconds,
                 incident_title=self.incident.title,
-                **_approvers_of([verdicts[p.sha256] for p in needs_approval]),
+                requester=self.requester,
+                excluded=tuple(self.incident.users),
+                terms=approval_terms(
+                    [verdicts[p.sha256] for p in needs_approval],
+                    longest=self.settings.approval_timeout_cap,
+                ),
             )
             outcome = await self.gate.request(request, self.store)
             self.decisions.append(outcome.model_dump(mode="json"))
@@ -282,19 +290,3 @@ class Responder:
                     incident_id=self.incident.id,
                 )
             )
-
-
-def _approvers_of(decisions: list[RoeDecision]) -> dict[str, Any]:
-    """One request covers several plans: the strictest count, the approvers all allow."""
-    ids: list[str] = []
-    groups: list[str] = []
-    for d in decisions:
-        ids.extend(u for u in d.approvers.slack_users if u not in ids)
-        if d.approvers.slack_group and d.approvers.slack_group not in groups:
-            groups.append(d.approvers.slack_group)
-    return {
-        "required_approvals": max([1, *(d.approvals_required for d in decisions)]),
-        "approver_ids": tuple(ids),
-        "approver_group": groups[0] if groups else None,
-        "allow_prefect_ui": all("prefect-ui" in d.approvers.channels for d in decisions),
-    }

@@ -35,7 +35,7 @@ from flows.record.migrations import (
 from tests.flows.factories import incident
 from tests.postgres import BACKENDS, PG_URL, pg_schema
 
-HEAD = "0003_incident_summaries"
+HEAD = "0004_guardrails"
 VERSIONS = table(VERSION_TABLE, column("version_num"))
 STORE_TABLES = {
     "incidents",
