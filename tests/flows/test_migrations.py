@@ -53,7 +53,8 @@ INTAKE_AND_LEDGER_TABLES = {
     "incident_triage",
     "cursors",
 }
-LATER_TABLES = {"incident_summaries"}  # created by revisions after the baseline
+# created by revisions after the baseline
+LATER_TABLES = {"incident_summaries", "approval_attempts", "budget_claims"}
 
 
 @dataclass
@@ -108,13 +109,16 @@ def tables(connection: Connection) -> set[str]:
 
 def legacy_schema(names: set[str]) -> Any:
     """What ``create_all`` made before migrations: the named tables, incidents without
-    ``playbook`` (the column revision 0002 adds)."""
+    ``playbook`` (the column revision 0002 adds), ledger entries without ``entry_mac``
+    (revision 0004's)."""
 
     def create(connection: Connection) -> None:
         Base.metadata.create_all(
             connection, tables=[Base.metadata.tables[name] for name in sorted(names)]
         )
         connection.execute(text("ALTER TABLE incidents DROP COLUMN playbook"))
+        if "ledger_entries" in names:
+            connection.execute(text("ALTER TABLE ledger_entries DROP COLUMN entry_mac"))
 
     return create
 
@@ -144,7 +148,14 @@ async def test_differences_are_found_when_the_schema_lags_the_models(target: Tar
         (d[0], d[2], d[3].name) if d[0] == "add_column" else (d[0], d[1].name)
         for d in await run(target, differences)
     }
-    assert found == {("add_column", "incidents", "playbook"), ("add_table", "incident_summaries")}
+    assert found == {
+        ("add_column", "incidents", "playbook"),
+        ("add_table", "incident_summaries"),
+        ("add_table", "approval_attempts"),
+        ("add_table", "budget_claims"),
+        ("add_index", "ix_budget_claims_window"),
+        ("add_column", "ledger_entries", "entry_mac"),
+    }
 
 
 async def test_the_version_table_is_stanchs_own_and_in_the_stores_schema(
