@@ -18,7 +18,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from flows import wiring
-from flows.approval import ApprovalGate, default_gate
+from flows.approval import AUTOMATION_REQUESTER, ApprovalGate, default_gate
 from flows.detect import joined_alerts
 from flows.models import (
     ActionResult,
@@ -70,6 +70,7 @@ class Lifecycle:
         policy: RulesOfEngagement,
         flow_run_id: str | None,
         playbooks: Sequence[LoadedPlaybook] = (),
+        requester: str = AUTOMATION_REQUESTER,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -83,6 +84,7 @@ class Lifecycle:
             gate=gate,
             policy=policy,
             flow_run_id=flow_run_id,
+            requester=requester,
         )
         self.stages: list[StageRecord] = []
         self.investigation = Investigation()
@@ -317,7 +319,7 @@ class Lifecycle:
                 outcome.report_paths = await publish_report(outcome, self.settings.reports_dir)
             await self.store.set_incident_status(self.incident.id, "resolved")
         outcome.stages = list(self.stages)
-        chat = slack_chat(self.settings)
+        chat = slack_chat(self.settings, self.incident.tenant)
         if chat is not None:
             # Best effort: a Slack failure is logged and never fails the incident.
             await post_incident_summary(outcome, self.store, chat)
@@ -328,11 +330,16 @@ class Lifecycle:
 # file path, and Prefect validates the flow's parameters against the real ``Incident``
 # class, which a string annotation would not resolve to (the deployed run then fails).
 @flow(name="handle-incident", flow_run_name="{incident.id} {incident.title}", log_prints=False)
-async def handle_incident(incident: Incident) -> IncidentOutcome:
+async def handle_incident(
+    incident: Incident, requester: str = AUTOMATION_REQUESTER
+) -> IncidentOutcome:
     """Run one incident through detect, investigate, contain, remediate and report.
 
     Args:
         incident: the correlated alerts, already normalised to OCSF.
+        requester: who started the run: ``cli:<user>@<host>`` for ``stanch run`` or
+            ``rerun``, ``slack:<user id>`` for a Slack user, ``automation:intake`` (the
+            default) for intake and pollers. They may not approve its requests.
 
     Returns:
         What happened: stages, actions with their plan hashes and approvers, report paths,
@@ -349,9 +356,10 @@ async def handle_incident(incident: Incident) -> IncidentOutcome:
             settings=settings,
             store=store,
             integrations=integrations,
-            gate=default_gate(settings),
+            gate=default_gate(settings, incident.tenant),
             policy=policy_for_tenant(policy_directory(settings.policies_dir), incident.tenant),
             flow_run_id=str(run_id) if run_id else None,
             playbooks=load_playbooks(playbook_directory(settings.playbooks_dir)),
+            requester=requester,
         )
         return await lifecycle.run()

@@ -162,17 +162,15 @@ async def connect(
             await client.aclose()
 
 
-def slack_chat(settings: StanchSettings) -> SlackChat | None:
-    """The bot-token Slack calls the settings configure, or ``None`` without Slack.
+def slack_chat(settings: StanchSettings, tenant: str | None = None) -> SlackChat | None:
+    """The bot-token Slack calls for ``tenant``'s channel, or ``None`` without Slack.
 
     Slack is configured when ``approval_channel`` is ``slack`` and both the bot token and
-    the channel are set (the same client the Slack approval gate uses).
+    a channel (the tenant's own ``slack_channel``, else ``STANCH_SLACK_CHANNEL``) are set:
+    the client the Slack approval gate and the incident summary use.
     """
-    if (
-        settings.approval_channel != "slack"
-        or settings.slack_bot_token is None
-        or settings.slack_channel is None
-    ):
+    channel = settings.slack_channel_for(tenant)
+    if settings.approval_channel != "slack" or settings.slack_bot_token is None or channel is None:
         return None
     from slack_sdk import WebClient
 
@@ -183,4 +181,4 @@ def slack_chat(settings: StanchSettings) -> SlackChat | None:
         base_url=settings.slack_base_url,
         timeout=SLACK_TIMEOUT_SECONDS,
     )
-    return SlackChat(client, channel=settings.slack_channel)
+    return SlackChat(client, channel=channel)

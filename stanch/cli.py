@@ -168,7 +168,9 @@ def run(alert: Path, *, analyst_delay: float | None = None) -> int:
         from stanch.demo import run_incident, summary
 
         outcome, flow_run_id, error = asyncio.run(
-            run_incident(settings, alerts, analyst_delay=analyst_delay)
+            run_incident(
+                settings, alerts, analyst_delay=analyst_delay, requester=f"cli:{_operator()}"
+            )
         )
     finally:
         server.stop()

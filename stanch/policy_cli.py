@@ -11,13 +11,15 @@ from typing import Annotated
 
 from cyclopts import App, Parameter
 
+from flows.models import Verdict
 from flows.policy import (
     CONTAINMENT_ACTIONS,
     PolicyError,
-    format_duration,
+    approval_terms,
     load_policy,
     policy_for_tenant,
 )
+from flows.settings import load_settings
 from integrations.capabilities import Capability
 from integrations.ocsf import SeverityId
 
@@ -35,6 +37,7 @@ def check(
     severity: str | None = None,
     user: Annotated[tuple[str, ...], Parameter(name="--user", negative=())] = (),
     recent: int = 0,
+    stage: str | None = None,
     policies: Path = Path("policies"),
     validate: bool = False,
 ) -> int:
@@ -49,6 +52,8 @@ def check(
         user: a user the incident names, for group conditions (repeatable); identity actions
             use the target.
         recent: how many of this action already ran in the tenant within its budget window.
+        stage: contain or remediate, the stage the action runs in (default: contain for the
+            containment verbs, else remediate); anything in contain counts as containment.
         policies: the policies directory.
         validate: validate files instead of deciding; exit 1 on any error.
 
@@ -73,6 +78,9 @@ def check(
         for issue in exc.issues:
             print(issue)
         return 1
+    if stage not in (None, "contain", "remediate"):
+        print(f"unknown stage {stage!r}; use contain or remediate")
+        return 2
     identity = action.partition(".")[0] == Capability.IDENTITY.value
     decision = policy.evaluate(
         tenant=tenant,
@@ -80,15 +88,17 @@ def check(
         target=target,
         severity=SeverityId[severity.upper()],
         users=(target, *user) if identity else user,
-        containment=action in CONTAINMENT_ACTIONS,
+        containment=stage == "contain" or action in CONTAINMENT_ACTIONS,
         recent_actions=recent,
     )
+    # The terms the flow would put in its approval request: one function decides both.
+    terms = approval_terms([decision], longest=load_settings().approval_timeout_cap)
+    approval = decision.verdict is Verdict.APPROVAL
     print(f"policy: {policy.source}")
     print(f"verdict: {decision.verdict.value}")
-    print(f"approvals required: {decision.approvals_required}")
-    approvers = decision.approvers
-    print(f"approvers: {approvers.describe()} (via {', '.join(approvers.channels)})")
-    print(f"timeout: {format_duration(decision.timeout)}, then {decision.on_timeout}")
+    print(f"approvals required: {terms.required_approvals if approval else 0}")
+    print(f"approvers: {terms.approvers} (via {', '.join(terms.channels)})")
+    print(f"timeout: {terms.explained}")
     print(decision.explanation)
     return 0
 

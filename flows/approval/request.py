@@ -119,7 +119,13 @@ def verify_decision(key: bytes, decision: ApprovalDecision) -> bool:
 
 
 EXPIRY_CHANNEL = "expiry"
-"""The channel of the signed "no" the Slack service sends when a request's deadline passes."""
+"""The channel of the signed expiry the Slack service sends when a request's deadline passes."""
+
+CLI_CHANNEL = "cli"
+"""The channel of ``stanch approve``/``deny``; its approvers are ``user@host`` operators."""
+
+ON_TIMEOUT_APPROVER = "policy:on-timeout"
+"""Who authorised an action approved by its policy's ``on_timeout: approve``."""
 
 
 def pending_row(request: ApprovalRequest) -> ApprovalRow:

@@ -32,6 +32,7 @@ class ApprovalTerms:
         on_timeout: ``approve`` only when every plan's policy says so and none is
             containment; otherwise ``deny``.
         approvers: the approvers as explanations name them (``@soc-leads, U0ACMELEAD1``).
+        policy_timeout: the policy's own timeout, before any cap.
     """
 
     required_approvals: int
@@ -42,11 +43,18 @@ class ApprovalTerms:
     timeout: timedelta
     on_timeout: TimeoutOutcome
     approvers: str
+    policy_timeout: timedelta
 
     @property
     def explained(self) -> str:
-        """``timeout: 15m, then deny``, as ``stanch policy check`` prints it."""
-        return f"{format_duration(self.timeout)}, then {self.on_timeout}"
+        """``15m, then deny``, as ``stanch policy check`` prints it (and any cap)."""
+        text = f"{format_duration(self.timeout)}, then {self.on_timeout}"
+        if self.timeout != self.policy_timeout:
+            text += (
+                f" (the policy's {format_duration(self.policy_timeout)}, "
+                "capped by STANCH_APPROVAL_TIMEOUT_SECONDS)"
+            )
+        return text
 
 
 def approval_terms(
@@ -82,6 +90,7 @@ def approval_terms(
     cli_users = tuple(
         dict.fromkeys(p for d in decisions if "cli" in channels for p in d.approvers.cli_users)
     )
+    policy_timeout = min((d.timeout for d in decisions), default=DEFAULT_TIMEOUT)
     silent_yes = all(
         d.on_timeout == "approve" and d.action not in CONTAINMENT_ACTIONS for d in decisions
     )
@@ -91,10 +100,8 @@ def approval_terms(
         approver_group=groups[0] if groups else None,
         channels=tuple(channels),
         cli_users=cli_users,
-        timeout=min(
-            [*(d.timeout for d in decisions), *([longest] if longest else [])],
-            default=DEFAULT_TIMEOUT,
-        ),
+        timeout=min(policy_timeout, longest) if longest else policy_timeout,
+        policy_timeout=policy_timeout,
         on_timeout="approve" if silent_yes else "deny",
         approvers="; ".join(descriptions),
     )

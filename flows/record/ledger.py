@@ -48,6 +48,9 @@ from integrations.capabilities import INVERSE_VERBS
 # effect (a failed or refused attempt may be followed by a later, successful one).
 _ONCE_STATUSES = (ActionStatus.EXECUTED.value, ActionStatus.ALREADY_DONE.value)
 
+UNVERIFIED_ATTEMPT = "unverified"
+"""The status of a decision entry recording a resume that could not be verified."""
+
 # Appends serialise on a lock, so a collision on seq or prev_hash only happens when a
 # writer skipped the lock (another dialect, an older stanch); one retry re-reads the head.
 _APPEND_ATTEMPTS = 5
@@ -178,6 +181,52 @@ class Ledger:
             "reason": reason,
             "error": None,
             "idempotency_key": f"{incident_id}:decision:{approval_id}",
+            "inverse_action": None,
+        }
+        return await self._append(fields)
+
+    async def append_attempt(
+        self,
+        *,
+        approval_id: str,
+        attempt: int,
+        incident_id: str,
+        tenant: str,
+        claimed_by: str,
+        plan_sha256s: Sequence[str],
+        problem: str,
+    ) -> LedgerEntry:
+        """Record a resume whose decision could not be verified; the request stays open.
+
+        Args:
+            approval_id: the approval request the resume claimed to answer.
+            attempt: which resume of that request, from 1 (once per attempt).
+            incident_id: the incident it belongs to.
+            tenant: the incident's tenant.
+            claimed_by: who the decision said decided, as ``unverified:<who>``.
+            plan_sha256s: the plans the request asks about.
+            problem: why the decision was not accepted.
+        """
+        fields: dict[str, Any] = {
+            "kind": EntryKind.DECISION.value,
+            "incident_id": incident_id,
+            "tenant": tenant,
+            "capability": None,
+            "verb": None,
+            "target": None,
+            "target_label": None,
+            "parameters": {},
+            "plan_sha256": None,
+            "plan_sha256s": list(plan_sha256s),
+            "approval_id": approval_id,
+            "approvers": [claimed_by],
+            "verdict": None,
+            "vendor": None,
+            "vendor_request_id": None,
+            "status": UNVERIFIED_ATTEMPT,
+            "reason": problem,
+            "error": None,
+            "idempotency_key": f"{incident_id}:attempt:{approval_id}:{attempt}",
             "inverse_action": None,
         }
         return await self._append(fields)
