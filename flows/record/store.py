@@ -7,7 +7,7 @@ retried task or a re-run flow from firing the same vendor action twice.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -258,8 +258,11 @@ class Store:
             await conn.commit()
         return granted, int(spent)
 
-    async def budget_spent(self, tenant: str, action: str, window: timedelta) -> int:
-        """How many units of ``tenant``'s budget for ``action`` were spent within ``window``."""
+    async def budget_spent(
+        self, tenant: str, action: str, window: timedelta, *, excluding: Iterable[str] = ()
+    ) -> int:
+        """How many units of ``tenant``'s budget for ``action`` were spent within ``window``,
+        not counting the claims of the plan keys in ``excluding``."""
         async with self._session() as session:
             count = await session.scalar(
                 select(func.count())
@@ -268,6 +271,7 @@ class Store:
                     BudgetClaimRow.tenant == tenant,
                     BudgetClaimRow.action == action,
                     BudgetClaimRow.claimed_at >= utcnow() - window,
+                    BudgetClaimRow.idempotency_key.not_in(list(excluding)),
                 )
             )
         return int(count or 0)

@@ -20,7 +20,7 @@ from flows import wiring
 from flows.approval import AUTOMATION_REQUESTER, ApprovalGate, new_approval_request
 from flows.models import ActionPlan, ActionResult, ActionStatus, Incident, Stage, Verdict, utcnow
 from flows.playbook import PlannedAction, decide
-from flows.policy import RulesOfEngagement, approval_terms, count_recent_actions
+from flows.policy import RoeDecision, RulesOfEngagement, approval_terms
 from flows.record import Ledger, Store
 from flows.respond.compensation import compensate
 from flows.settings import StanchSettings
@@ -101,23 +101,7 @@ class Responder:
         notes: list[str] = []
         planned = await self._replay_done(planned, notes)
         plans = [p.plan for p in planned]
-        # Budgets count what already ran for the tenant (a day covers any budget window),
-        # but not these very plans: a row a killed run left behind is not spent budget.
-        keys = {p.idempotency_key for p in plans}
-        recent = [
-            row
-            for row in await self.store.recent_actions(
-                self.incident.tenant, utcnow() - timedelta(days=1)
-            )
-            if row.idempotency_key not in keys
-        ]
-
-        def counter(tenant: str, action: str, window: timedelta) -> int:
-            return count_recent_actions(recent, tenant=tenant, action=action, window=window)
-
-        decided = decide(
-            self.policy, planned, self.incident, recent_actions=counter, asset_names=asset_names
-        )
+        decided = await self._decide_within_budgets(planned, asset_names)
         verdicts = {p.sha256: d for p, d in zip(plans, decided, strict=True)}
         authorised: list[tuple[ActionPlan, Verdict, list[str]]] = []
         needs_approval: list[ActionPlan] = []
@@ -169,6 +153,53 @@ class Responder:
             notes.append(f"failed: {', '.join(r.plan.action for r in failed)}")
         notes.append(f"{sum(r.status != ActionStatus.FAILED for r in results)} action(s) done")
         return notes
+
+    async def _decide_within_budgets(
+        self,
+        planned: Sequence[PlannedAction],
+        asset_names: Mapping[str, Sequence[str]] | None,
+    ) -> list[RoeDecision]:
+        """Policy's decisions, with each unattended budgeted plan's unit reserved.
+
+        Budgets are counted over each rule's own window (``budget.per``) from the store's
+        claims, not counting claims these very plans hold (a re-run's). Then every plan
+        policy would run unattended under a budget reserves its unit atomically
+        (:meth:`Store.reserve_budget`): a concurrent incident of the tenant that took the
+        last unit meanwhile turns this one into an approval, never a second unattended run.
+        """
+        plans = [p.plan for p in planned]
+        keys = {p.idempotency_key for p in plans}
+        windows = {
+            p.action: rule.budget.per
+            for p in plans
+            if (rule := self.policy.rules.actions.get(p.action)) is not None and rule.budget
+        }
+        spent = {
+            action: await self.store.budget_spent(
+                self.incident.tenant, action, window, excluding=keys
+            )
+            for action, window in windows.items()
+        }
+
+        def counter(tenant: str, action: str, window: timedelta) -> int:
+            return spent.get(action, 0) if tenant == self.incident.tenant else 0
+
+        decided = decide(
+            self.policy, planned, self.incident, recent_actions=counter, asset_names=asset_names
+        )
+        for i, (item, decision) in enumerate(zip(planned, decided, strict=True)):
+            rule = self.policy.rules.actions.get(item.plan.action)
+            if decision.verdict != Verdict.UNATTENDED or rule is None or rule.budget is None:
+                continue
+            granted, used = await self.store.reserve_budget(
+                item.plan, max_count=rule.budget.max, window=rule.budget.per
+            )
+            if not granted:
+                # Spent meanwhile by another incident: policy's answer for a spent budget.
+                decided[i] = self.policy.decide(
+                    item.plan, self.incident, recent_actions=used, asset_names=asset_names
+                )
+        return decided
 
     async def _replay_done(
         self, planned: Sequence[PlannedAction], notes: list[str]

@@ -16,11 +16,12 @@ from prefect.flow_runs import aresume_flow_run
 
 from flows.approval import sign_decision, submit_decision, wait_until_paused
 from flows.lifecycle import handle_incident
-from flows.models import Incident, IncidentOutcome
+from flows.models import ActionPlan, Incident, IncidentOutcome
 from flows.record import ApprovalRow, Store
 from flows.settings import StanchSettings, load_settings
 from flows.wiring import default_lab
 from stanch.demo import provision_lab
+from tests.flows import factories
 
 Responder = Callable[[Store, StanchSettings, ApprovalRow], Awaitable[None]]
 
@@ -97,3 +98,8 @@ async def run(
 def bundled_policy(name: str = "default.yaml") -> str:
     """The text of one of the repository's policy files."""
     return (REPO / "policies" / name).read_text()
+
+
+def plan_for(incident: Incident) -> ActionPlan:
+    """A host containment plan of ``incident`` (for claims made outside a flow)."""
+    return factories.plan(tenant=incident.tenant, incident_id=incident.id)
