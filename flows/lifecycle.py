@@ -40,7 +40,14 @@ from flows.playbook import (
 )
 from flows.policy import RulesOfEngagement, policy_for_tenant
 from flows.record import Ledger, Store, clocks_of, open_store, post_incident_summary, publish_report
-from flows.respond import Responder, assess, containment_plans, remediation_plans
+from flows.respond import (
+    ROLLBACK_AUTHORITY,
+    STILL_IN_EFFECT,
+    Responder,
+    assess,
+    containment_plans,
+    remediation_plans,
+)
 from flows.settings import StanchSettings, load_settings, playbook_directory, policy_directory
 from flows.tasks import find_host, find_user
 from flows.wiring import slack_chat
@@ -305,8 +312,19 @@ class Lifecycle:
             ).clocks
             outcome.stages = list(self.stages)
             ledger = Ledger(self.store)
+            # What a rollback could not undo is named as such, so a person acts on it.
+            unrolled = {
+                (a.plan.capability.value, a.plan.target)
+                for a in self.actions
+                if a.approved_by == [ROLLBACK_AUTHORITY] and a.status == ActionStatus.FAILED
+            }
             outcome.in_effect = [
                 f"{e.entry.capability}.{e.entry.verb} {e.entry.target_label}"
+                + (
+                    f" — {STILL_IN_EFFECT}"
+                    if (e.entry.capability, e.entry.target) in unrolled
+                    else ""
+                )
                 for e in await ledger.in_effect(self.incident.id)
             ]
             verified = await ledger.verify()

@@ -164,6 +164,7 @@ SURFACES: dict[str, list[str]] = {
         "BLOCK_TTL_SECONDS",
         "EXPIRY_AUTHORITY",
         "ROLLBACK_AUTHORITY",
+        "STILL_IN_EFFECT",
         "TTL_ACTIONS",
         "ContainmentRolledBack",
         "Expiry",
