@@ -105,6 +105,8 @@ def runner(lab: LoopbackLab, home: Path, tmp_path: Path) -> Iterator[subprocess.
         **os.environ,
         **lab.env,
         "STANCH_MODE": "live",
+        # The loopback lab's settings are the provider's: this tenant opts in to them.
+        "STANCH_TENANTS": '{"suspendtest": {"credentials": "provider"}}',
         "STANCH_HOME": str(home),
         "STANCH_REPORTS_DIR": str(tmp_path / "reports"),
         "STANCH_APPROVAL_SECRET": SECRET,

@@ -210,6 +210,8 @@ def live_env(tmp_path: Path, lab: Lab) -> dict[str, str]:
             "STANCH_POLICIES_DIR": str(policies),
             "STANCH_PLAYBOOKS_DIR": str(tmp_path / "playbooks"),
             "STANCH_MODE": "live",
+            # The lab's settings are the provider's: tenant demo opts in to them.
+            "STANCH_TENANTS": '{"demo": {"credentials": "provider"}}',
             "STANCH_EDR": "crowdstrike",
             "STANCH_IDENTITY": "okta",
             "STANCH_FIREWALL": "fortigate",
