@@ -135,22 +135,77 @@ async def test_denied_containment_is_not_sent_to_any_vendor(store: Store) -> Non
     assert (row.status, row.decided_by) == ("denied", "cli:bob")
 
 
-async def test_forged_resume_through_prefect_cannot_approve(store: Store) -> None:
+async def test_a_forged_resume_is_an_attempt_and_the_run_waits_for_a_real_decision(
+    store: Store,
+) -> None:
     """Given someone resuming the paused run through the Prefect API with a decision
     that is well-formed but not signed with the stanch key,
     When the flow checks it,
-    Then nothing is contained, the approval is recorded as rejected, and the actions as
-    denied."""
+    Then it approves nothing and denies nothing: the attempt is kept in the store and the
+    ledger, the approval stays pending and the run pauses again; the analyst's real
+    approval then contains the incident."""
     incident = new_incident()
-    outcome, _ = await run(incident, store, forge)
+    seen: list[str] = []
+
+    async def forge_then_approve(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
+        await forge(store, settings, row)
+        for _ in range(150):
+            if await store.attempts(row.id):
+                break
+            await asyncio.sleep(0.2)
+        current = await store.get_approval(row.id)
+        assert current is not None
+        seen.append(current.status)
+        await approve(store, settings, row)
+
+    outcome, _ = await run(incident, store, forge_then_approve)
+    assert isinstance(outcome, IncidentOutcome), outcome
+    assert seen == ["pending"], "the forgery decided the request"
+    contain = [a for a in outcome.actions if a.plan.stage == "contain"]
+    assert contain and all(a.status == ActionStatus.EXECUTED for a in contain)
+    assert all(a.approved_by == ["cli:alice"] for a in contain)
+    [row] = await store.approvals(incident_id=incident.id)
+    assert (row.status, row.decided_by) == ("approved", "cli:alice")
+    [attempt] = await store.attempts(row.id)
+    assert attempt.claimed_by == "unverified:mallory"
+    assert "signature does not verify" in attempt.problem
+    decisions = [e for e in await Ledger(store).entries(incident.id) if e.kind == "decision"]
+    assert [(e.status, e.approvers) for e in decisions] == [
+        ("unverified", ["unverified:mallory"]),
+        ("approved", ["cli:alice"]),
+    ]
+
+
+async def test_a_run_forced_to_running_without_a_decision_goes_back_to_waiting(
+    store: Store,
+) -> None:
+    """Given someone forcing the paused run to Running through the Prefect API (no input),
+    When the flow finds no decision,
+    Then it does not crash and does not deny: it records the attempt, pauses again, and
+    the real approval then contains the incident."""
+    from prefect.states import Running
+
+    incident = new_incident()
+
+    async def force_then_approve(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
+        assert row.flow_run_id is not None
+        await wait_until_paused(UUID(row.flow_run_id))
+        async with get_client() as client:
+            await client.set_flow_run_state(UUID(row.flow_run_id), Running(), force=True)
+        for _ in range(150):
+            if await store.attempts(row.id):
+                break
+            await asyncio.sleep(0.2)
+        await approve(store, settings, row)
+
+    outcome, _ = await run(incident, store, force_then_approve)
     assert isinstance(outcome, IncidentOutcome), outcome
     contain = [a for a in outcome.actions if a.plan.stage == "contain"]
-    assert contain and all(a.status == ActionStatus.DENIED for a in contain)
+    assert contain and all(a.status == ActionStatus.EXECUTED for a in contain)
     [row] = await store.approvals(incident_id=incident.id)
-    assert row.status == "rejected"
-    assert row.decided_by == "unverified:mallory"
-    edr = default_lab().simulator("crowdstrike")
-    assert not [r for r in edr.requests if "devices-actions" in r.path]
+    [attempt] = await store.attempts(row.id)
+    assert row.status == "approved"
+    assert attempt.problem.startswith("resumed without a decision")
 
 
 async def test_transient_vendor_fault_is_retried_once_and_succeeds(store: Store) -> None:
