@@ -331,6 +331,8 @@ class Lifecycle:
             outcome.ledger = {
                 "verified": verified.ok,
                 "message": verified.message,
+                # An anchor for `stanch ledger verify --anchor`, kept with the report.
+                "head": str(verified.head),
                 "entries": await ledger.export(self.incident.id),
             }
             with tags(*self._tags(Stage.REPORT, "stanch")):

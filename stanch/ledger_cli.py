@@ -45,11 +45,13 @@ async def _entries(url: str, incident_id: str) -> list[LedgerEntry]:
 
 @app.command
 def verify(*, anchor: str | None = None) -> int:
-    """Walk the hash chain; exit 1 naming the first entry that was edited, deleted or moved.
+    """Walk the whole hash chain; exit 1 naming the first entry edited, deleted, moved
+    or forged (chained on without the ledger key).
 
     Args:
-        anchor: ``<entries>:<head>`` from an earlier verify, kept outside the database,
-            so that entries cut off the end (or a rewritten tail) are caught too.
+        anchor: ``<seq>:<sha256>`` from `stanch ledger anchor` or a report, kept outside
+            the database, so that entries cut off the end are caught too, and entries
+            written before entries carried MACs are vouched for.
     """
     from flows.record import LedgerHead
 
@@ -66,6 +68,25 @@ def verify(*, anchor: str | None = None) -> int:
         return 0
     err.print(report.message, markup=False)
     return 1
+
+
+async def _head(url: str) -> LedgerHead:
+    from flows.record import Ledger, open_store
+
+    async with open_store(url) as store:
+        return await Ledger(store).head()
+
+
+@app.command
+def anchor() -> int:
+    """Print the ledger's head, ``<seq>:<sha256>``, to keep outside the database.
+
+    Keep it where whoever can write to the store cannot (a ticket, a WORM bucket, a
+    signed email); ``stanch ledger verify --anchor <it>`` later proves that nothing up to
+    it was rewritten and nothing was cut off the end. Each incident report carries one.
+    """
+    out.print(str(asyncio.run(_head(_store_url()))), markup=False)
+    return 0
 
 
 @app.command

@@ -35,6 +35,7 @@ class Tamper(StrEnum):
     EDITED = "edited"
     DELETED = "deleted"
     REORDERED = "reordered"
+    FORGED = "forged"
 
 
 _TABLE = LedgerEntryRow.__table__
