@@ -8,6 +8,7 @@ CLI and the demo's simulated analyst; the Slack service calls it too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -45,6 +46,10 @@ class ApprovalGate(Protocol):
 
     async def request(self, request: ApprovalRequest, store: Store) -> ApprovalOutcome: ...
 
+
+SELF_EXPIRY_GRACE_SECONDS = 120
+"""How long past the deadline a paused run's own pause lasts: its signed expiry at the
+deadline must land first."""
 
 SUSPEND_GRACE_SECONDS = 3600
 """How long past its deadline a suspended run stays resumable, so the sweeper's signed
@@ -184,12 +189,49 @@ class PrefectPauseGate:
             )
         if left <= 0:
             raise FlowPauseTimeout("the approval deadline has passed")
-        return await apause_flow_run(
-            wait_for_input=ApprovalDecision,
-            timeout=max(1, int(left)),
-            poll_interval=self._poll,
-            key=key,
+        # A Prefect pause that times out dooms the run (the server refuses every later
+        # state but Failed), so the pause waits past the deadline and the run resumes
+        # itself at the deadline with a signed expiry, as the Slack service would.
+        expiry = asyncio.create_task(self._expire_at(request, left))
+        try:
+            return await apause_flow_run(
+                wait_for_input=ApprovalDecision,
+                timeout=max(1, int(left)) + SELF_EXPIRY_GRACE_SECONDS,
+                poll_interval=self._poll,
+                key=key,
+            )
+        finally:
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await expiry
+
+    async def _expire_at(self, request: ApprovalRequest, after: float) -> None:
+        """Resume this run with a signed expiry once ``after`` seconds have passed."""
+        await asyncio.sleep(after)
+        context = FlowRunContext.get()
+        run_id = request.flow_run_id or (
+            str(context.flow_run.id) if context and context.flow_run else None
         )
+        if run_id is None:
+            return
+        approve = request.on_timeout == "approve"
+        fields: dict[str, Any] = {
+            "approval_id": request.id,
+            "approved": request.sha256s if approve else [],
+            "denied": [] if approve else request.sha256s,
+            "approver": "stanch",
+            "channel": EXPIRY_CHANNEL,
+            "reason": "no decision before the deadline",
+            "decided_at": utcnow(),
+            "signature": "0" * 64,
+        }
+        unsigned = ApprovalDecision.model_validate(fields)
+        signature = sign_decision(self._key, unsigned.model_dump(mode="json"))
+        decision = unsigned.model_copy(update={"signature": signature})
+        try:
+            await aresume_flow_run(UUID(run_id), run_input=decision.model_dump(mode="json"))
+        except Exception as exc:  # decided meanwhile (not paused any more): nothing to do
+            get_run_logger().info("Approval %s: expiry not needed: %s", request.id, exc)
 
     async def _attempted(
         self,
