@@ -38,6 +38,9 @@ def _policy(tenant: str, cli_users: list[str]) -> str:
     return (
         f"version: 1\ntenant: {tenant}\napprovers:\n  cli: true\n  cli_users: [{users}]\n"
         "actions:\n  edr.contain_host: {approvals: 1}\n"
+        # Remediation unattended: one request per incident, the containment's.
+        "  edr.block_hash: {unattended_from: informational}\n"
+        "  identity.expire_password: {unattended_from: informational}\n"
     )
 
 
