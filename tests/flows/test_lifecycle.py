@@ -19,11 +19,12 @@ from prefect.flow_runs import aresume_flow_run
 from flows.approval import wait_until_paused
 from flows.lifecycle import IncidentIncomplete
 from flows.models import ActionStatus, Incident, IncidentOutcome
-from flows.record import ApprovalRow, Ledger, Store, open_store
-from flows.respond import undo_incident
+from flows.record import ApprovalRow, Ledger, Store, md_escape, open_store
+from flows.respond import STILL_IN_EFFECT, undo_incident
 from flows.settings import StanchSettings, load_settings
 from flows.wiring import connect, default_lab
 from integrations.capabilities import Containment
+from stanch.demo import provision_lab
 from tests.flows import factories
 from tests.flows.flowrun import approve, deny, forge, run
 
@@ -277,6 +278,43 @@ async def test_a_contain_stage_that_fails_half_way_rolls_its_containment_back(
     assert user is not None and user.status == "active"
     events = [(e.stage, e.event) for e in await store.stage_events(incident.id)]
     assert ("contain", "failed") in events and ("remediate", "started") not in events
+
+
+async def test_a_rollback_that_cannot_undo_names_what_is_still_in_effect(
+    store: Store,
+) -> None:
+    """Given FortiGate refusing every block (so containment rolls back) and Okta answering
+    every unsuspend with 503,
+    When the contain stage rolls back,
+    Then the host is released, the unsuspension is retried (not tried once) and then
+    recorded failed, never left started, and the suspension is named "still in effect
+    after a failed rollback" in the report and in the ledger."""
+    incident = new_incident()
+    settings = load_settings()
+    provision_lab(default_lab(), settings, incident)
+    okta = default_lab().simulator("okta")
+    [user_id] = [u for u in okta._users if okta._users[u].profile["login"] == incident.users[0]]
+    okta.fail_next(50, status=503, path_prefix=f"/api/v1/users/{user_id}/lifecycle/unsuspend")
+    default_lab().simulator("fortigate").fail_next(
+        10, status=429, path_prefix="/api/v2/monitor/user/banned"
+    )
+    outcome, _ = await run(incident, store, approve)
+    assert isinstance(outcome, IncidentIncomplete)
+
+    rows = {r.action: r for r in await store.actions(incident.id)}
+    assert rows["edr.release_host"].status == "executed"
+    assert rows["identity.unsuspend_user"].status == "failed"
+    unsuspends = [r for r in okta.requests if r.path.endswith("/lifecycle/unsuspend")]
+    assert len(unsuspends) > 1, "retried, not tried once"
+    report = (settings.reports_dir / f"{incident.id}.md").read_text()
+    line = f"identity.suspend_user {incident.users[0]} — {STILL_IN_EFFECT}"
+    assert md_escape(line) in report
+    [failed] = [
+        e
+        for e in await Ledger(store).entries(incident.id)
+        if e.verb == "unsuspend_user" and e.status == "failed"
+    ]
+    assert failed.approvers == ["policy:rollback"] and STILL_IN_EFFECT in (failed.error or "")
 
 
 async def test_rerunning_an_incident_does_not_repeat_vendor_actions(store: Store) -> None:
