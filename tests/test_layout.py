@@ -149,6 +149,7 @@ SURFACES: dict[str, list[str]] = {
         "clocks_of",
         "exported_entry_hash",
         "incident_clocks",
+        "ledger_key",
         "md_escape",
         "open_store",
         "period_report",

@@ -22,7 +22,7 @@ from flows.record.entries import (
     exported_entry_hash,
     utc_iso,
 )
-from flows.record.ledger import Ledger
+from flows.record.ledger import Ledger, ledger_key
 from flows.record.metrics import (
     BUILT_IN,
     CLOCKS,
@@ -93,6 +93,7 @@ __all__ = [
     "clocks_of",
     "exported_entry_hash",
     "incident_clocks",
+    "ledger_key",
     "md_escape",
     "open_store",
     "period_report",

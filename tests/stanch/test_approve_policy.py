@@ -82,6 +82,9 @@ async def _run(
     """Run the flow; `stanch approve` its request; a colleague denies it if that failed."""
     settings = load_settings()
     await store.save_incident(incident)
+    # A fresh lab each time: an earlier incident's expired password leaves the user in a
+    # state Okta will not suspend from.
+    default_lab().reset()
     provision_lab(default_lab(), settings, incident)
     answers: list[subprocess.CompletedProcess[str]] = []
 
