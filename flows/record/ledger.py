@@ -412,9 +412,10 @@ class Ledger:
 
         Every entry must chain from the one before it and carry a MAC made with the ledger
         key, so an edited, deleted, moved or forged entry is named wherever it is, even one
-        correctly chained onto the end. With ``anchor`` (a :meth:`head` kept elsewhere) a
-        cut-off tail is caught too, and entries up to the anchor may lack a MAC (written
-        before entries carried one): the anchor's hash vouches for them.
+        correctly chained onto the end. Entries from before stanch gave entries MACs (a
+        store upgraded past revision 0004) are accepted without one until the first entry
+        that has one. With ``anchor`` (a :meth:`head` kept elsewhere) a cut-off tail is
+        caught too, and entries up to the anchor may lack a MAC: its hash vouches for them.
 
         Reads the whole ledger into memory: fine for an MDR team's years of actions.
         """
@@ -443,6 +444,7 @@ class Ledger:
             )
 
         expected_seq, expected_prev = 1, GENESIS_HASH
+        macs_seen = False
         for raw in raws:
             seq = raw["seq"]
             try:
@@ -478,7 +480,8 @@ class Ledger:
                 return broken(seq, Tamper.EDITED, f"prev_hash is not the {what}", raw)
             if not intact:
                 return broken(seq, Tamper.EDITED, "hash mismatch", raw)
-            problem = self._mac_problem(raw, anchor)
+            problem = self._mac_problem(raw, anchor, legacy=not macs_seen)
+            macs_seen = macs_seen or raw.get("entry_mac") is not None
             if problem is not None:
                 tamper = Tamper.FORGED if raw.get("entry_mac") is None else Tamper.EDITED
                 return broken(seq, tamper, problem, raw)
@@ -505,16 +508,20 @@ class Ledger:
                 )
         return VerifyReport(ok=True, entries=len(raws), head=head)
 
-    def _mac_problem(self, raw: Mapping[str, Any], anchor: LedgerHead | None) -> str | None:
-        """Why an entry's MAC does not vouch for it, or ``None``."""
+    def _mac_problem(
+        self, raw: Mapping[str, Any], anchor: LedgerHead | None, *, legacy: bool
+    ) -> str | None:
+        """Why an entry's MAC does not vouch for it, or ``None``.
+
+        An entry without a MAC is accepted only up to the anchor, or among the entries
+        written before stanch gave entries MACs (no entry before it has one): after the
+        first entry with a MAC, every entry must have one.
+        """
         mac = raw.get("entry_mac")
         if mac is None:
-            if anchor is not None and raw["seq"] <= anchor.seq:
-                return None  # written before entries carried a MAC; the anchor covers it
-            return (
-                "it carries no MAC: not written by stanch with this ledger key "
-                "(an entry from before MACs needs an anchor at or after it)"
-            )
+            if legacy or (anchor is not None and raw["seq"] <= anchor.seq):
+                return None  # written before entries carried a MAC
+            return "it carries no MAC: not written by stanch with this ledger key"
         if not hmac.compare_digest(str(mac), self._mac(str(raw["entry_hash"]))):
             return "its MAC does not verify: not written by stanch with this ledger key"
         return None

@@ -453,17 +453,20 @@ async def test_a_forged_entry_chained_after_the_anchor_is_caught(
     assert (report.ok, report.broken_seq, report.problem) == (False, SEEDED + 1, Tamper.EDITED)
 
 
-async def test_entries_without_a_mac_up_to_the_anchor_are_vouched_for_by_it(
+async def test_entries_from_before_macs_verify_but_none_may_follow_a_mac(
     tampered: tuple[Ledger, Path],
 ) -> None:
-    """Given a ledger whose entries predate MACs (written before revision 0004),
-    When verified without an anchor, Then the first is named as carrying no MAC;
-    When verified with the head as anchor, Then the chain verifies."""
+    """Given a ledger whose first entries predate MACs (a store upgraded past 0004),
+    When verified, Then the MAC-less prefix is accepted;
+    When an entry after one with a MAC lacks its MAC, Then it is named as forged, unless
+    an anchor at or after it vouches for it."""
     ledger, path = tampered
     anchor = await ledger.head()
-    raw_sql(path, "UPDATE ledger_entries SET entry_mac = NULL", ())
+    raw_sql(path, "UPDATE ledger_entries SET entry_mac = NULL WHERE seq <= 3", ())
+    assert (await ledger.verify()).ok
+    raw_sql(path, "UPDATE ledger_entries SET entry_mac = NULL WHERE seq = 5", ())
     alone = await ledger.verify()
-    assert (alone.broken_seq, alone.problem) == (1, Tamper.FORGED)
+    assert (alone.broken_seq, alone.problem) == (5, Tamper.FORGED)
     assert (await ledger.verify(anchor=anchor)).ok
 
 
