@@ -314,6 +314,8 @@ def prepare(root: Path, *, database_url: str | None = None) -> Prepared:
             "STANCH_HOME": str(home),
             "STANCH_MODE": "live",
             "STANCH_TENANT": TENANT,
+            # The loopback simulators' settings are the provider's; the bench tenant opts in.
+            "STANCH_TENANTS": json.dumps({TENANT: {"credentials": "provider"}}),
             "STANCH_EDR": VENDORS["edr"],
             "STANCH_IDENTITY": VENDORS["identity"],
             "STANCH_FIREWALL": VENDORS["firewall"],

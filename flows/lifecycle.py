@@ -22,7 +22,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from flows import wiring
-from flows.approval import ApprovalGate, default_gate
+from flows.approval import AUTOMATION_REQUESTER, ApprovalGate, default_gate
 from flows.detect import incident_from_event, joined_alerts
 from flows.errors import AlertRejected
 from flows.models import (
@@ -63,7 +63,14 @@ from flows.record import (
     publish_artifacts,
     publish_report,
 )
-from flows.respond import Responder, assess, containment_plans, remediation_plans
+from flows.respond import (
+    ROLLBACK_AUTHORITY,
+    STILL_IN_EFFECT,
+    Responder,
+    assess,
+    containment_plans,
+    remediation_plans,
+)
 from flows.settings import StanchSettings, load_settings, playbook_directory, policy_directory
 from flows.tasks import find_host, find_user, playbook_lookup, playbook_stage
 from flows.wiring import slack_chat
@@ -95,6 +102,7 @@ class Lifecycle:
         playbooks: Sequence[LoadedPlaybook] = (),
         playbook: str | None = None,
         warnings: Sequence[str] = (),
+        requester: str = AUTOMATION_REQUESTER,
     ) -> None:
         self.settings = settings
         self.warnings = list(warnings)
@@ -111,6 +119,7 @@ class Lifecycle:
             gate=gate,
             policy=policy,
             flow_run_id=flow_run_id,
+            requester=requester,
         )
         self.stages: list[StageRecord] = []
         self.investigation = Investigation()
@@ -300,7 +309,11 @@ class Lifecycle:
         async with self.stage(Stage.CONTAIN) as notes:
             notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.CONTAIN)
-            notes.extend(await self.responder.authorise_and_execute(Stage.CONTAIN, planned))
+            notes.extend(
+                await self.responder.authorise_and_execute(
+                    Stage.CONTAIN, planned, asset_names=self.investigation.asset_names()
+                )
+            )
             await self._advance_if_done(Stage.CONTAIN, CaseStatus.CONTAINED)
 
     async def remediate(self) -> None:
@@ -316,7 +329,11 @@ class Lifecycle:
         async with self.stage(Stage.REMEDIATE) as notes:
             notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.REMEDIATE)
-            notes.extend(await self.responder.authorise_and_execute(Stage.REMEDIATE, planned))
+            notes.extend(
+                await self.responder.authorise_and_execute(
+                    Stage.REMEDIATE, planned, asset_names=self.investigation.asset_names()
+                )
+            )
             await self._advance_if_done(Stage.REMEDIATE, CaseStatus.REMEDIATED)
 
     async def _advance_if_done(self, stage: Stage, status: CaseStatus) -> None:
@@ -393,13 +410,27 @@ class Lifecycle:
             outcome.clock_notes = clocks.missing
             outcome.stages = list(self.stages)
             ledger = Ledger(self.store)
+            # What a rollback could not undo is named as such, so a person acts on it.
+            unrolled = {
+                (a.plan.capability.value, a.plan.target)
+                for a in self.actions
+                if a.approved_by == [ROLLBACK_AUTHORITY] and a.status == ActionStatus.FAILED
+            }
             outcome.in_effect = [
-                in_effect_line(e) for e in await ledger.in_effect(self.incident.id)
+                in_effect_line(e)
+                + (
+                    f" — {STILL_IN_EFFECT}"
+                    if (e.entry.capability, e.entry.target) in unrolled
+                    else ""
+                )
+                for e in await ledger.in_effect(self.incident.id)
             ]
             verified = await ledger.verify()
             outcome.ledger = {
                 "verified": verified.ok,
                 "message": verified.message,
+                # An anchor for `stanch ledger verify --anchor`, kept with the report.
+                "head": str(verified.head),
                 "entries": await ledger.export(self.incident.id),
             }
             with tags(*self._tags(Stage.REPORT, "stanch")):
@@ -409,7 +440,7 @@ class Lifecycle:
             if artifact:
                 outcome.report_paths["prefect"] = artifact
         outcome.stages = list(self.stages)
-        chat = slack_chat(self.settings)
+        chat = slack_chat(self.settings, self.incident.tenant)
         if chat is not None:
             # Best effort: a Slack failure is logged and never fails the incident.
             await post_incident_summary(outcome, self.store, chat)
@@ -420,11 +451,16 @@ class Lifecycle:
 # file path, and Prefect validates the flow's parameters against the real ``Incident``
 # class, which a string annotation would not resolve to (the deployed run then fails).
 @flow(name="handle-incident", flow_run_name="{incident.id} {incident.title}", log_prints=False)
-async def handle_incident(incident: Incident, playbook: str | None = None) -> IncidentOutcome:
+async def handle_incident(
+    incident: Incident, requester: str = AUTOMATION_REQUESTER, playbook: str | None = None
+) -> IncidentOutcome:
     """Run one incident through detect, investigate, contain, remediate and report.
 
     Args:
         incident: the correlated alerts, already normalised to OCSF.
+        requester: who started the run: ``cli:<user>@<host>`` for ``stanch run`` or
+            ``rerun``, ``slack:<user id>`` for a Slack user, ``automation:intake`` (the
+            default) for intake and pollers. They may not approve its requests.
         playbook: run this playbook instead of routing (an event chose it).
 
     Returns:
@@ -449,12 +485,13 @@ async def handle_incident(incident: Incident, playbook: str | None = None) -> In
             settings=settings,
             store=store,
             integrations=integrations,
-            gate=default_gate(settings),
+            gate=default_gate(settings, incident.tenant),
             policy=policy,
             flow_run_id=str(run_id) if run_id else None,
             playbooks=library.playbooks,
             warnings=warnings,
             playbook=playbook,
+            requester=requester,
         )
         return await lifecycle.run()
 
@@ -492,7 +529,7 @@ async def playbook_on_event(playbook: str, event: dict[str, Any]) -> IncidentOut
             )
             raise
         await store.save_incident(incident)
-    return await handle_incident(incident, playbook=playbook)
+    return await handle_incident(incident, requester="automation:prefect-event", playbook=playbook)
 
 
 def skipped_playbook(error: PlaybookError) -> str:

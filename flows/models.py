@@ -234,6 +234,23 @@ class Investigation(BaseModel):
     risk_score: int = Field(ge=0, le=100, default=0)
     reasons: list[str] = Field(default_factory=list)
 
+    def asset_names(self) -> dict[str, tuple[str, ...]]:
+        """Every name and address the vendors gave each host and user, by vendor id.
+
+        Protected-asset patterns (``DC-*``, ``10.0.0.0/24``, ``breakglass*``) are matched
+        against these, never against a plan's label alone: a label falls back to the vendor
+        id when a playbook gives none.
+        """
+        names: dict[str, tuple[str, ...]] = {}
+        for found, fields in (
+            *((h, ("hostname", "local_ip", "external_ip")) for h in self.hosts.values()),
+            *((u, ("login", "email")) for u in self.users.values()),
+        ):
+            known = tuple(str(found[f]) for f in fields if found.get(f))
+            if found.get("id"):
+                names[str(found["id"])] = (*names.get(str(found["id"]), ()), *known)
+        return names
+
 
 class IncidentOutcome(BaseModel):
     """The handle-incident flow's return value, and what the report is made from."""

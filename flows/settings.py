@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import flows
@@ -56,6 +57,41 @@ def default_home(start: Path | None = None) -> Path:
     return user_data_dir()
 
 
+_SLACK_ID = r"^[A-Z0-9]{2,32}$"
+_SLACK_GROUP = r"^S[A-Z0-9]{2,31}$"
+
+
+class TenantConfig(BaseModel):
+    """One tenant's own configuration, an entry of ``STANCH_TENANTS``.
+
+    Attributes:
+        edr, identity, firewall: the vendor answering each capability for this tenant;
+            unset: the process-wide choice.
+        credentials: ``own`` (the default): in live mode the tenant's vendors are called
+            only with ``STANCH_<TENANT>_<VENDOR>_<FIELD>`` settings, and a missing one stops
+            the run before any vendor call; ``provider``: the provider's own
+            ``STANCH_<VENDOR>_<FIELD>`` settings, for an in-house SOC that has no other
+            customer.
+        slack_channel: the channel this tenant's approval requests are posted in.
+        slack_approver_ids: Slack user ids that may decide this tenant's requests when its
+            policy names none.
+        slack_approver_group: a Slack user group that may decide them when its policy
+            names none.
+        slack_escalation_group: the group a waiting request of this tenant escalates to.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edr: str | None = None
+    identity: str | None = None
+    firewall: str | None = None
+    credentials: Literal["own", "provider"] = "own"
+    slack_channel: str | None = Field(default=None, pattern=_SLACK_ID)
+    slack_approver_ids: tuple[str, ...] = ()
+    slack_approver_group: str | None = Field(default=None, pattern=_SLACK_GROUP)
+    slack_escalation_group: str | None = Field(default=None, pattern=_SLACK_GROUP)
+
+
 class StanchSettings(BaseSettings):
     """Process-wide settings.
 
@@ -68,7 +104,9 @@ class StanchSettings(BaseSettings):
         edr, identity, firewall: which vendor answers each capability.
         tenant: the tenant an alert belongs to when its payload does not say.
         approval_secret: HMAC key for approval outcomes; generated into ``home`` when unset.
-        approval_timeout_seconds: how long the flow waits for a decision (then: deny).
+        approval_timeout_seconds: a cap on how long a request waits for a decision; the
+            tenant's policy sets the wait (``approval.timeout``), this only shortens it
+            (drills, tests).
         approval_suspend_after_seconds: a run started from a deployment whose approval
             may wait at least this long is suspended (its process exits; a worker resumes
             it) instead of paused in place; ``0`` suspends every deployed run's wait.
@@ -80,10 +118,10 @@ class StanchSettings(BaseSettings):
         playbooks_dir: the playbooks (``<id>.yaml``); by default ``./playbooks`` or the
             bundled library. An incident no playbook's trigger fits gets the built-in
             response.
-        tenants: per-tenant vendor choice overriding ``edr``/``identity``/``firewall``,
-            e.g. ``STANCH_TENANTS='{"globex": {"edr": "defender"}}'``. A tenant's vendor
-            credentials are read from ``STANCH_<TENANT>_<VENDOR>_<FIELD>`` when any such
-            variable is set, else from ``STANCH_<VENDOR>_<FIELD>``.
+        tenants: each tenant's :class:`TenantConfig` (vendors, whose credentials, Slack
+            channel and approvers), e.g. ``STANCH_TENANTS='{"globex": {"edr": "defender"}}'``.
+            In live mode a tenant's vendor credentials are ``STANCH_<TENANT>_<VENDOR>_<FIELD>``
+            and nothing else, unless its entry says ``"credentials": "provider"``.
         approval_channel: where approval requests go: ``cli`` (``stanch approve``) or
             ``slack`` (a Block Kit message answered by the stanch service).
         slack_bot_token: the bot token (``xoxb-``) that posts and updates approval messages.
@@ -112,25 +150,23 @@ class StanchSettings(BaseSettings):
     firewall: str = "fortigate"
     tenant: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     approval_secret: SecretStr | None = None
-    approval_timeout_seconds: int = Field(default=3600, ge=5)
+    approval_timeout_seconds: int | None = Field(default=None, ge=5)
     approval_poll_seconds: float = Field(default=1.0, ge=0.2, le=10)
     approval_suspend_after_seconds: int | None = Field(default=600, ge=0)
     reports_dir: Path | None = None
     database_url: str | None = None
     policies_dir: Path | None = None
     playbooks_dir: Path | None = None
-    tenants: dict[str, dict[Literal["edr", "identity", "firewall"], str]] = Field(
-        default_factory=dict
-    )
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     approval_channel: Literal["cli", "slack"] = "cli"
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
-    slack_channel: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,32}$")
-    slack_team_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,32}$")
+    slack_channel: str | None = Field(default=None, pattern=_SLACK_ID)
+    slack_team_id: str | None = Field(default=None, pattern=_SLACK_ID)
     slack_approver_ids: list[str] = Field(default_factory=list)
-    slack_approver_group: str | None = Field(default=None, pattern=r"^S[A-Z0-9]{2,31}$")
-    slack_escalation_group: str | None = Field(default=None, pattern=r"^S[A-Z0-9]{2,31}$")
+    slack_approver_group: str | None = Field(default=None, pattern=_SLACK_GROUP)
+    slack_escalation_group: str | None = Field(default=None, pattern=_SLACK_GROUP)
     slack_reminder_seconds: int = Field(default=600, ge=1)
     slack_escalate_after_seconds: int = Field(default=1200, ge=1)
     slack_overdue_channel: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,32}$")
@@ -141,11 +177,25 @@ class StanchSettings(BaseSettings):
         """Where reports are written: ``reports_dir``, else ``<home>/reports``."""
         return self.reports_dir if self.reports_dir is not None else self.home / "reports"
 
+    def tenant_config(self, tenant: str | None) -> TenantConfig:
+        """``tenant``'s entry of ``tenants``; the defaults when it has none."""
+        return self.tenants.get(tenant or "", TenantConfig())
+
     def vendor_for(self, capability: str, tenant: str | None = None) -> str:
         """The vendor answering ``capability`` (edr, identity, firewall) for ``tenant``."""
-        override = self.tenants.get(tenant or "", {})
-        chosen: str = override.get(capability) or getattr(self, capability)  # type: ignore[call-overload]
+        override = getattr(self.tenant_config(tenant), capability)
+        chosen: str = override or getattr(self, capability)
         return chosen
+
+    def slack_channel_for(self, tenant: str | None) -> str | None:
+        """The channel ``tenant``'s approval requests go to: its own, else ``slack_channel``."""
+        return self.tenant_config(tenant).slack_channel or self.slack_channel
+
+    @property
+    def approval_timeout_cap(self) -> timedelta | None:
+        """``approval_timeout_seconds`` as the cap on every policy's approval timeout."""
+        seconds = self.approval_timeout_seconds
+        return None if seconds is None else timedelta(seconds=seconds)
 
     @property
     def store_url(self) -> str:

@@ -2,12 +2,11 @@
 
 In ``lab`` mode every adapter talks to an in-process simulator (one per vendor, shared
 by the whole process through :func:`default_lab`) over real HTTP semantics; in ``live``
-mode each vendor's ``STANCH_<VENDOR>_*`` settings say where and how to connect.
+mode a tenant's own ``STANCH_<TENANT>_<VENDOR>_*`` settings say where and how to connect.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -76,27 +75,34 @@ class Integrations:
         }[capability]
 
 
-def _env_prefix(plugin: VendorPlugin, tenant: str | None) -> str:
-    # An MDR provider holds one set of vendor credentials per customer: a tenant's own
-    # STANCH_<TENANT>_<VENDOR>_* variables win when any is set.
-    if tenant:
-        scoped = f"STANCH_{tenant.upper().replace('-', '_')}_{plugin.name.upper()}_"
-        if any(name.startswith(scoped) for name in os.environ):
-            return scoped
-    return f"STANCH_{plugin.name.upper()}_"
+def _env_prefix(plugin: VendorPlugin, settings: StanchSettings, tenant: str | None) -> str:
+    # An MDR provider holds one set of vendor credentials per customer: a tenant acts only
+    # with its own STANCH_<TENANT>_<VENDOR>_* settings, never silently with the provider's
+    # (that would contain a host in another customer's console). The provider's own are
+    # used without a tenant (``stanch lab`` checks) or where the tenant's entry opts in.
+    provider = f"STANCH_{plugin.name.upper()}_"
+    if tenant is None or settings.tenant_config(tenant).credentials == "provider":
+        return provider
+    return f"STANCH_{tenant.upper().replace('-', '_')}_{plugin.name.upper()}_"
 
 
 def _vendor_settings(plugin: VendorPlugin, settings: StanchSettings, tenant: str | None) -> Any:
     if settings.mode == "lab":
         return plugin.lab_settings()
-    prefix = _env_prefix(plugin, tenant)
+    prefix = _env_prefix(plugin, settings, tenant)
     try:
         return plugin.settings(_env_prefix=prefix)
     except ValidationError as exc:
         missing = ", ".join(
             f"{prefix}{str(err['loc'][0]).upper()} ({err['msg']})" for err in exc.errors()
         )
-        raise ConfigurationError(f"{plugin.name} is not configured: {missing}") from exc
+        if prefix.startswith(f"STANCH_{plugin.name.upper()}_"):
+            raise ConfigurationError(f"{plugin.name} is not configured: {missing}") from exc
+        raise ConfigurationError(
+            f"tenant {tenant} has no {plugin.name} credentials of its own: {missing}; "
+            f"set them, or let it use the provider's with "
+            f'STANCH_TENANTS=\'{{"{tenant}": {{"credentials": "provider"}}}}\''
+        ) from exc
 
 
 def vendor_client(
@@ -156,17 +162,15 @@ async def connect(
             await client.aclose()
 
 
-def slack_chat(settings: StanchSettings) -> SlackChat | None:
-    """The bot-token Slack calls the settings configure, or ``None`` without Slack.
+def slack_chat(settings: StanchSettings, tenant: str | None = None) -> SlackChat | None:
+    """The bot-token Slack calls for ``tenant``'s channel, or ``None`` without Slack.
 
     Slack is configured when ``approval_channel`` is ``slack`` and both the bot token and
-    the channel are set (the same client the Slack approval gate uses).
+    a channel (the tenant's own ``slack_channel``, else ``STANCH_SLACK_CHANNEL``) are set:
+    the client the Slack approval gate and the incident summary use.
     """
-    if (
-        settings.approval_channel != "slack"
-        or settings.slack_bot_token is None
-        or settings.slack_channel is None
-    ):
+    channel = settings.slack_channel_for(tenant)
+    if settings.approval_channel != "slack" or settings.slack_bot_token is None or channel is None:
         return None
     from slack_sdk import WebClient
 
@@ -177,4 +181,4 @@ def slack_chat(settings: StanchSettings) -> SlackChat | None:
         base_url=settings.slack_base_url,
         timeout=SLACK_TIMEOUT_SECONDS,
     )
-    return SlackChat(client, channel=settings.slack_channel)
+    return SlackChat(client, channel=channel)

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from stanch.approvals_cli import approve, deny
-from stanch.cli_support import FAILED, OK, USAGE, progress, telemetry_off
+from stanch.cli_support import FAILED, OK, USAGE, operator, progress, telemetry_off
 from stanch.init_cli import init
 
 # Plain text: docstrings name placeholders such as INC-<date>-<n>, which Markdown would
@@ -240,7 +240,9 @@ def run(alert: Path, /, *, analyst_delay: float | None = None) -> int:
         # `stanch approve` in another terminal cannot reach.
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             outcome, flow_run_id, error = asyncio.run(
-                run_incident(settings, alerts, analyst_delay=analyst_delay)
+                run_incident(
+                    settings, alerts, analyst_delay=analyst_delay, requester=f"cli:{operator()}"
+                )
             )
     finally:
         server.stop()

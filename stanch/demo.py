@@ -31,7 +31,13 @@ from prefect.client.schemas.objects import State
 from pydantic import SecretStr
 from slack_sdk import WebClient
 
-from flows.approval import ApprovalService, interaction_router, run_sweeper, submit_decision
+from flows.approval import (
+    AUTOMATION_REQUESTER,
+    ApprovalService,
+    interaction_router,
+    run_sweeper,
+    submit_decision,
+)
 from flows.detect import Intake
 from flows.lifecycle import handle_incident
 from flows.models import ActionStatus, Incident, IncidentOutcome
@@ -359,6 +365,7 @@ async def run_beside_analyst(
     stop: asyncio.Event,
     *,
     flow_tags: Sequence[str] = (),
+    requester: str = AUTOMATION_REQUESTER,
 ) -> State[Any]:
     """Run ``handle-incident`` while ``analyst`` answers its approvals; stop the analyst after.
 
@@ -368,7 +375,9 @@ async def run_beside_analyst(
 
     async def run_flow() -> State[Any]:
         with tags(*flow_tags):
-            state: State[Any] = await handle_incident(incident, return_state=True)
+            state: State[Any] = await handle_incident(
+                incident, requester=requester, return_state=True
+            )
         return state
 
     flow_task = asyncio.create_task(run_flow())
@@ -393,6 +402,7 @@ async def run_incident(
     analyst_delay: float | None,
     title: str | None = None,
     analyst: Analyst | None = None,
+    requester: str = AUTOMATION_REQUESTER,
 ) -> tuple[IncidentOutcome | None, str | None, BaseException | None]:
     """Make an incident of ``alerts``, run ``handle-incident`` on it in this process.
 
@@ -425,7 +435,7 @@ async def run_incident(
                     store, settings.approval_key(), incident.id, delay=analyst_delay, stop=stop
                 )
             )
-        state = await run_beside_analyst(incident, helper, stop)
+        state = await run_beside_analyst(incident, helper, stop, requester=requester)
         await drain_prefect_clients()
         result = await state.aresult(raise_on_failure=False)
         flow_run_id = str(state.state_details.flow_run_id)

@@ -49,13 +49,15 @@ def verify(
     anchor: str | None = None,
     json_output: Annotated[bool, Parameter(name="--json", negative=())] = False,
 ) -> int:
-    """Walk the hash chain; exit 1 naming the first entry that was edited, deleted or moved.
+    """Walk the whole hash chain; exit 1 naming the first entry edited, deleted, moved
+    or forged (chained on without the ledger key).
 
     Exit status: 0 intact; 1 broken (the first bad entry is named); 2 a bad --anchor.
 
     Args:
-        anchor: ENTRIES:HEAD from an earlier verify, kept outside the database,
-            so that entries cut off the end (or a rewritten tail) are caught too.
+        anchor: ``<seq>:<sha256>`` from `stanch ledger anchor` or a report, kept outside
+            the database, so that entries cut off the end are caught too, and entries
+            written before entries carried MACs are vouched for.
         json_output: print the verification as JSON (ok, entries, head, where it broke).
     """
     from flows.record import LedgerHead
@@ -85,6 +87,25 @@ def _what(entry: LedgerEntry) -> str:
     if entry.kind == EntryKind.CASE:
         return f"case {entry.verb}"
     return entry.action or f"decision {entry.approval_id}"
+
+
+async def _head(url: str) -> LedgerHead:
+    from flows.record import Ledger, open_store
+
+    async with open_store(url) as store:
+        return await Ledger(store).head()
+
+
+@app.command
+def anchor() -> int:
+    """Print the ledger's head, ``<seq>:<sha256>``, to keep outside the database.
+
+    Keep it where whoever can write to the store cannot (a ticket, a WORM bucket, a
+    signed email); ``stanch ledger verify --anchor <it>`` later proves that nothing up to
+    it was rewritten and nothing was cut off the end. Each incident report carries one.
+    """
+    out.print(str(asyncio.run(_head(_store_url()))), markup=False)
+    return 0
 
 
 @app.command

@@ -12,14 +12,15 @@ from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
+from flows.models import Verdict
 from flows.policy import (
     CONTAINMENT_ACTIONS,
     PolicyError,
-    format_duration,
+    approval_terms,
     load_policy,
     policy_for_tenant,
 )
-from flows.settings import policy_directory
+from flows.settings import load_settings, policy_directory
 from integrations.capabilities import Capability
 from integrations.ocsf import SeverityId
 from stanch.cli_support import FAILED, OK, USAGE, print_json
@@ -38,6 +39,7 @@ def check(
     severity: str | None = None,
     user: Annotated[tuple[str, ...], Parameter(name="--user", negative=())] = (),
     recent: int = 0,
+    stage: str | None = None,
     policies: Path | None = None,
     validate: Annotated[bool, Parameter(negative=())] = False,
     json_output: Annotated[bool, Parameter(name="--json", negative=())] = False,
@@ -53,6 +55,8 @@ def check(
         user: a user the incident names, for group conditions (repeatable); identity actions
             use the target.
         recent: how many of this action already ran in the tenant within its budget window.
+        stage: contain or remediate, the stage the action runs in (default: contain for the
+            containment verbs, else remediate); anything in contain counts as containment.
         policies: the policies directory (default: ./policies, else the bundled set, as
             the runtime chooses).
         validate: validate files instead of deciding; exit 1 on any error.
@@ -87,6 +91,9 @@ def check(
             for issue in exc.issues:
                 print(issue)
         return FAILED
+    if stage not in (None, "contain", "remediate"):
+        print(f"unknown stage {stage!r}; use contain or remediate")
+        return USAGE
     identity = action.partition(".")[0] == Capability.IDENTITY.value
     decision = policy.evaluate(
         tenant=tenant,
@@ -94,29 +101,33 @@ def check(
         target=target,
         severity=SeverityId[severity.upper()],
         users=(target, *user) if identity else user,
-        containment=action in CONTAINMENT_ACTIONS,
+        containment=stage == "contain" or action in CONTAINMENT_ACTIONS,
         recent_actions=recent,
     )
-    approvers = decision.approvers
+    # The terms the flow would put in its approval request: one function decides both.
+    terms = approval_terms([decision], longest=load_settings().approval_timeout_cap)
+    approval = decision.verdict is Verdict.APPROVAL
+    required = terms.required_approvals if approval else 0
     if json_output:
         print_json(
             {
                 "policy": policy.source,
                 "verdict": decision.verdict.value,
-                "approvals_required": decision.approvals_required,
-                "approvers": approvers.describe(),
-                "channels": list(approvers.channels),
-                "timeout_seconds": decision.timeout.total_seconds(),
-                "on_timeout": decision.on_timeout,
+                "approvals_required": required,
+                "approvers": terms.approvers,
+                "channels": list(terms.channels),
+                "timeout_seconds": terms.timeout.total_seconds(),
+                "on_timeout": terms.on_timeout,
+                "timeout": terms.explained,
                 "explanation": decision.explanation,
             }
         )
         return OK
     print(f"policy: {policy.source}")
     print(f"verdict: {decision.verdict.value}")
-    print(f"approvals required: {decision.approvals_required}")
-    print(f"approvers: {approvers.describe()} (via {', '.join(approvers.channels)})")
-    print(f"timeout: {format_duration(decision.timeout)}, then {decision.on_timeout}")
+    print(f"approvals required: {required}")
+    print(f"approvers: {terms.approvers} (via {', '.join(terms.channels)})")
+    print(f"timeout: {terms.explained}")
     print(decision.explanation)
     return OK
 

@@ -123,7 +123,9 @@ async def rerun_incident(
         )
 
         started = time.time()
-        state = await run_beside_analyst(incident, helper, stop, flow_tags=(RERUN_TAG,))
+        state = await run_beside_analyst(
+            incident, helper, stop, flow_tags=(RERUN_TAG,), requester=f"cli:{operator}"
+        )
     await drain_prefect_clients()
     result = await state.aresult(raise_on_failure=False)
     flow_run_id = str(state.state_details.flow_run_id)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
+import socket
 from typing import Any
 
 from rich.console import Console
@@ -97,7 +99,9 @@ async def _undo(
 
         helper = asyncio.create_task(analyst()) if analyst_delay is not None else None
         try:
-            state = await undo_incident(incident_id, return_state=True)
+            state = await undo_incident(
+                incident_id, requester=f"cli:{_operator()}", return_state=True
+            )
         finally:
             if helper is not None:
                 helper.cancel()
@@ -117,3 +121,8 @@ async def _undo(
         }
         for a in result
     ], None
+
+
+def _operator() -> str:
+    """Who is at this terminal: the requester of the undo, who may not approve it."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"

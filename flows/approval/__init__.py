@@ -22,13 +22,16 @@ from flows.approval.gate import (
     wait_until_paused,
 )
 from flows.approval.request import (
+    AUTOMATION_REQUESTER,
     EXPIRY_CHANNEL,
     ApprovalDecision,
     ApprovalOutcome,
     ApprovalRequest,
     approval_id_for,
+    cli_refusal,
     new_approval_request,
     pending_row,
+    self_approval,
     sign_decision,
     verify_decision,
 )
@@ -42,6 +45,7 @@ from flows.approval.service import (
 from flows.approval.slack_gate import SlackPauseGate, approval_view, post_and_bind
 
 __all__ = [
+    "AUTOMATION_REQUESTER",
     "EXPIRY_CHANNEL",
     "ApprovalContext",
     "ApprovalDecision",
@@ -57,6 +61,7 @@ __all__ = [
     "approval_context",
     "approval_id_for",
     "approval_view",
+    "cli_refusal",
     "default_gate",
     "interaction_router",
     "new_approval_request",
@@ -64,6 +69,7 @@ __all__ = [
     "pending_row",
     "post_and_bind",
     "run_sweeper",
+    "self_approval",
     "sign_decision",
     "slack_approval_service",
     "slack_case_service",

@@ -7,6 +7,7 @@ paused run, but only a holder of the key (the CLI, the Slack service) can sign a
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import hmac
 import json
@@ -18,11 +19,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.approval.context import ApprovalContext
 from flows.models import ActionPlan, utcnow
+from flows.policy import ApprovalTerms, TimeoutOutcome
 from flows.record import ApprovalRow
 
 
 class ApprovalRequest(BaseModel):
-    """What is asked of the approvers: these plans, for this incident, by this deadline."""
+    """What is asked of the approvers: these plans, for this incident, by this deadline.
+
+    ``requester`` is who caused the request (``cli:<user>@<host>`` for ``stanch run``,
+    ``rerun`` or ``undo``, ``slack:<user id>`` for a Slack user, ``automation:<what>`` for
+    intake); neither they nor the incident's own subjects (``excluded``) may approve it.
+    ``timeout_seconds`` and ``on_timeout`` are the policy's for these plans (see
+    :func:`flows.policy.approval_terms`).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -34,15 +43,24 @@ class ApprovalRequest(BaseModel):
     plans: list[ActionPlan]
     reasons: dict[str, str] = Field(default_factory=dict, description="plan sha256 -> why")
     deadline: datetime
+    timeout_seconds: int = Field(default=900, ge=1, description="the policy's wait")
+    on_timeout: TimeoutOutcome = Field(default="deny", description="what silence means")
     incident_title: str = ""
     required_approvals: int = Field(default=1, ge=1, le=10)
     approver_ids: tuple[str, ...] = Field(default=(), description="Slack user ids from policy")
     approver_group: str | None = Field(default=None, description="Slack user group from policy")
+    approvers: str = Field(default="", description="the approvers as the policy names them")
     allow_prefect_ui: bool = Field(
         default=False, description="policy lets a Prefect UI resume decide, unsigned"
     )
     context: ApprovalContext = Field(
         default_factory=ApprovalContext, description="the evidence the approver decides on"
+    )
+    cli_users: tuple[str, ...] = Field(
+        default=(), description="operator patterns whose CLI decisions count; none: no CLI"
+    )
+    excluded: tuple[str, ...] = Field(
+        default=(), description="who may not approve: the incident's subjects (its users)"
     )
 
     @property
@@ -112,7 +130,13 @@ def verify_decision(key: bytes, decision: ApprovalDecision) -> bool:
 
 
 EXPIRY_CHANNEL = "expiry"
-"""The channel of the signed "no" the Slack service sends when a request's deadline passes."""
+"""The channel of the signed expiry the Slack service sends when a request's deadline passes."""
+
+CLI_CHANNEL = "cli"
+"""The channel of ``stanch approve``/``deny``; its approvers are ``user@host`` operators."""
+
+ON_TIMEOUT_APPROVER = "policy:on-timeout"
+"""Who authorised an action approved by its policy's ``on_timeout: approve``."""
 
 
 def pending_row(request: ApprovalRequest) -> ApprovalRow:
@@ -131,6 +155,11 @@ def pending_row(request: ApprovalRequest) -> ApprovalRow:
             # What the approver saw, for `stanch approvals show` in another terminal.
             "context": request.context.model_dump(mode="json"),
             "incident_title": request.incident_title,
+            "timeout_seconds": request.timeout_seconds,
+            "on_timeout": request.on_timeout,
+            "approvers": request.approvers,
+            "cli_users": list(request.cli_users),
+            "excluded": list(request.excluded),
         },
         status="pending",
         requested_at=utcnow(),
@@ -154,6 +183,10 @@ def approval_id_for(incident_id: str, stage: str, sha256s: list[str]) -> str:
     return f"APR-{digest[:10]}"
 
 
+AUTOMATION_REQUESTER = "automation:intake"
+"""The requester of a run nobody started by hand (intake, a poller, a deployment)."""
+
+
 def new_approval_request(
     *,
     incident_id: str,
@@ -162,28 +195,87 @@ def new_approval_request(
     plans: list[ActionPlan],
     stage: str = "contain",
     reasons: dict[str, str],
-    timeout_seconds: int,
+    timeout_seconds: int = 900,
     incident_title: str = "",
+    requester: str = AUTOMATION_REQUESTER,
+    excluded: tuple[str, ...] = (),
+    terms: ApprovalTerms | None = None,
     required_approvals: int = 1,
     approver_ids: tuple[str, ...] = (),
     approver_group: str | None = None,
     allow_prefect_ui: bool = False,
     context: ApprovalContext | None = None,
 ) -> ApprovalRequest:
-    """A request for ``plans`` with its deterministic id (:func:`approval_id_for`) and deadline."""
+    """A request for ``plans`` with its deterministic id (:func:`approval_id_for`) and deadline.
+
+    With ``terms`` (what the flow always passes) the policy's approvers, channels, timeout
+    and on-timeout apply, and ``timeout_seconds`` and the approver arguments are ignored.
+    """
+    on_timeout: TimeoutOutcome = "deny"
+    cli_users: tuple[str, ...] = ()
+    approvers = ""
+    if terms is not None:
+        timeout_seconds = max(1, int(terms.timeout.total_seconds()))
+        required_approvals = terms.required_approvals
+        approver_ids, approver_group = terms.approver_ids, terms.approver_group
+        allow_prefect_ui = "prefect-ui" in terms.channels
+        cli_users = terms.cli_users if "cli" in terms.channels else ()
+        on_timeout, approvers = terms.on_timeout, terms.approvers
     return ApprovalRequest(
         id=approval_id_for(incident_id, stage, [p.sha256 for p in plans]),
         incident_id=incident_id,
         tenant=tenant,
         flow_run_id=flow_run_id,
-        requester="stanch:handle-incident",
+        requester=requester,
         plans=plans,
         reasons=reasons,
         deadline=utcnow() + timedelta(seconds=timeout_seconds),
+        timeout_seconds=timeout_seconds,
+        on_timeout=on_timeout,
         incident_title=incident_title,
         required_approvals=required_approvals,
         approver_ids=approver_ids,
         approver_group=approver_group,
+        approvers=approvers,
         allow_prefect_ui=allow_prefect_ui,
         context=context or ApprovalContext(),
+        cli_users=cli_users,
+        excluded=excluded,
     )
+
+
+def _local_part(identity: str) -> str:
+    # ``cli:alice@soc-host`` → ``alice``; ``jdoe@acme.example`` → ``jdoe``.
+    return identity.rpartition(":")[2].partition("@")[0].strip().lower()
+
+
+def self_approval(
+    approver: str, *, requester: str, excluded: tuple[str, ...] | list[str]
+) -> str | None:
+    """Why ``approver`` may not approve this request (their own, or about them), or ``None``.
+
+    ``approver`` is one identity as its channel records it (``cli:alice@soc-host``,
+    ``slack:U0ALICE``); ``excluded`` holds the incident's subjects as logins. A CLI
+    operator is a subject when their user name is a subject's login's local part: the
+    terminal knows no more about who they are.
+    """
+    if approver == requester:
+        return "you requested this action; someone else must approve it"
+    name = _local_part(approver)
+    if name and any(name == _local_part(s) or name == s.lower() for s in excluded):
+        return "you are a subject of this incident; someone else must approve it"
+    return None
+
+
+def cli_refusal(
+    operator: str, *, tenant: str, cli_users: tuple[str, ...] | list[str]
+) -> str | None:
+    """Why the tenant's policy does not let CLI ``operator`` (``user@host``) decide, or ``None``."""
+    if not cli_users:
+        return f"tenant {tenant}'s policy does not accept decisions from the CLI"
+    if not any(fnmatch.fnmatchcase(operator.lower(), p.lower()) for p in cli_users):
+        return (
+            f"{operator} is not in approvers.cli_users of tenant {tenant}'s policy "
+            f"({', '.join(cli_users)})"
+        )
+    return None

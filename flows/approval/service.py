@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from flows.approval.gate import submit_decision
-from flows.approval.request import EXPIRY_CHANNEL
+from flows.approval.request import EXPIRY_CHANNEL, self_approval
 from flows.errors import ApprovalError, ConfigurationError
 from flows.models import utcnow
 from flows.record import ApprovalRow, SlackApprovalRow, Store
@@ -245,10 +245,9 @@ class ApprovalService:
         binding: SlackApprovalRow,
         selected: list[str] | None,
     ) -> Handled:
-        if click.user_id == row.requester:
-            return await self._refuse(
-                click, "You requested this action; someone else must approve."
-            )
+        mine = await self._self_approval(click.user_id, row)
+        if mine is not None:
+            return await self._refuse(click, f"You may not approve this request: {mine}.")
         if not await self.store.add_vote(row.id, click.user_id, "approve"):
             need = binding.required_approvals
             text = "You have already approved this request."
@@ -300,6 +299,22 @@ class ApprovalService:
             row, binding, "denied", [submitted.user_id], submitted.reason, stop=submitted.stop
         )
 
+    async def _self_approval(self, user_id: str, row: ApprovalRow) -> str | None:
+        """Why ``user_id`` may not approve ``row`` (they caused it, or it is about them)."""
+        excluded = list(row.plans.get("excluded") or ())
+        mine = self_approval(
+            f"{SLACK_CHANNEL}:{user_id}", requester=row.requester, excluded=excluded
+        )
+        if mine is not None or not excluded:
+            return mine
+        # The incident's subjects are logins; a Slack account is matched to them by its
+        # directory email, or by its username where Slack gives no email.
+        facts = await asyncio.to_thread(self.chat.user_facts, user_id)
+        for identity in (facts.email, facts.name):
+            if identity and self_approval(identity, requester="", excluded=excluded):
+                return "you are a subject of this incident; someone else must approve it"
+        return None
+
     async def _approvers(self, approval_id: str) -> list[str]:
         seen: list[str] = []
         for vote in await self.store.votes(approval_id):
@@ -311,10 +326,18 @@ class ApprovalService:
         ids = frozenset(str(u) for u in binding.eligible.get("user_ids") or ())
         group = binding.eligible.get("group") or None
         answer = await self._authoriser(ids, group).acheck(user_id)
-        if answer.allowed or binding.escalated_at is None or self.escalation_group is None:
+        escalation = self._escalation_group(binding)
+        if answer.allowed or binding.escalated_at is None or escalation is None:
             return answer
-        escalated = await self._authoriser(frozenset(), self.escalation_group).acheck(user_id)
+        escalated = await self._authoriser(frozenset(), escalation).acheck(user_id)
         return escalated if escalated.allowed else answer
+
+    def _escalation_group(self, binding: SlackApprovalRow) -> str | None:
+        """The request's own escalation group (its tenant's), else the service's."""
+        if "escalation_group" in binding.eligible:
+            group = binding.eligible.get("escalation_group")
+            return str(group) if group else None
+        return self.escalation_group  # a request posted before escalation was per tenant
 
     def _authoriser(self, ids: frozenset[str], group: str | None) -> Authoriser:
         key = (ids, group)
@@ -423,7 +446,7 @@ class ApprovalService:
                 if now >= _aware(row.deadline):
                     done.append((row.id, await self._expire(row, binding)))
                 elif (
-                    self.escalation_group is not None
+                    self._escalation_group(binding) is not None
                     and binding.escalated_at is None
                     and now - _aware(binding.posted_at) >= self.escalate_after
                 ):
@@ -447,11 +470,13 @@ class ApprovalService:
             return "already decided"
         reason = "no decision before the deadline"
         try:
+            # The flow applies the request's on_timeout to a signed expiry, and accepts an
+            # expiry that approves only where that is the policy's approve.
             await self._submit(
                 self.store,
                 self._key,
                 row.id,
-                approve=False,
+                approve=row.plans.get("on_timeout") == "approve",
                 approver="stanch",
                 channel=EXPIRY_CHANNEL,
                 reason=reason,
@@ -468,7 +493,7 @@ class ApprovalService:
         return result
 
     async def _escalate(self, row: ApprovalRow, binding: SlackApprovalRow, now: datetime) -> None:
-        group = self.escalation_group or ""
+        group = self._escalation_group(binding) or ""
         # The only control sequence sent: a mention of a validated user group id.
         mention = f"<!subteam^{group}> " if _GROUP_ID.fullmatch(group) else ""
         text = f"{mention}Approval {row.id} is still waiting; escalated to this group."

@@ -119,12 +119,13 @@ class SlackPauseGate(PrefectPauseGate):
 
     Args:
         key: the approval HMAC key.
-        chat: the Slack calls (bot token, approval channel).
-        timeout_seconds: the request's time to decide; the pause waits ``grace_seconds``
-            longer so the service's expiry arrives first.
+        chat: the Slack calls (bot token, and the tenant's approval channel).
+        timeout_seconds: unused; each request carries its policy's timeout, and the pause
+            waits ``grace_seconds`` longer so the service's expiry arrives first.
         poll_seconds: how often the paused run checks for a resume (1 to 2 s).
         approver_ids, approver_group: who may decide when the policy names no Slack
             approvers.
+        escalation_group: the group a waiting request escalates to (stored with it).
         grace_seconds: the extra time the pause waits beyond the deadline.
         suspend_after_seconds: see :class:`flows.approval.PrefectPauseGate`.
     """
@@ -134,28 +135,41 @@ class SlackPauseGate(PrefectPauseGate):
         key: bytes,
         chat: SlackChat,
         *,
-        timeout_seconds: int,
+        timeout_seconds: int | None = None,
         poll_seconds: float,
         approver_ids: tuple[str, ...] = (),
         approver_group: str | None = None,
+        escalation_group: str | None = None,
         grace_seconds: int = DEFAULT_GRACE_SECONDS,
         suspend_after_seconds: int | None = None,
     ) -> None:
         super().__init__(
             key,
-            timeout_seconds=timeout_seconds + grace_seconds,
             poll_seconds=poll_seconds,
             suspend_after_seconds=suspend_after_seconds,
+            grace_seconds=grace_seconds,
         )
         self._chat = chat
         self._approver_ids = approver_ids
         self._approver_group = approver_group
+        self._escalation_group = escalation_group
 
     def eligible(self, request: ApprovalRequest) -> dict[str, object]:
-        """Who may decide: the policy's Slack approvers, else the configured ones."""
+        """Who may decide: the policy's Slack approvers, else the configured ones; who the
+        request escalates to; and who may never approve it (requester, subjects)."""
         if request.approver_ids or request.approver_group:
-            return {"user_ids": list(request.approver_ids), "group": request.approver_group}
-        return {"user_ids": list(self._approver_ids), "group": self._approver_group}
+            who: dict[str, object] = {
+                "user_ids": list(request.approver_ids),
+                "group": request.approver_group,
+            }
+        else:
+            who = {"user_ids": list(self._approver_ids), "group": self._approver_group}
+        return {
+            **who,
+            "escalation_group": self._escalation_group,
+            "tenant": request.tenant,
+            "excluded": list(request.excluded),
+        }
 
     async def _announce(self, request: ApprovalRequest, store: Store) -> None:
         logger = get_run_logger()

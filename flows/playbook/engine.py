@@ -339,6 +339,7 @@ def decide(
     incident: Incident,
     *,
     recent_actions: int | ActionCounter | None = None,
+    asset_names: Mapping[str, Sequence[str]] | None = None,
 ) -> list[RoeDecision]:
     """Policy's decision for each planned action, tightened where the step requires approval.
 
@@ -350,12 +351,16 @@ def decide(
         planned: the actions, in the order they would run (one stage at a time).
         incident: the incident they answer.
         recent_actions: passed to :meth:`RulesOfEngagement.decide_all` for budgets.
+        asset_names: passed to :meth:`RulesOfEngagement.decide_all` for protected assets.
 
     Returns:
         One decision per planned action, in order.
     """
     decisions = policy.decide_all(
-        [p.plan for p in planned], incident, recent_actions=recent_actions
+        [p.plan for p in planned],
+        incident,
+        recent_actions=recent_actions,
+        asset_names=asset_names,
     )
     tightened: list[RoeDecision] = []
     for action, decision in zip(planned, decisions, strict=True):

@@ -5,7 +5,8 @@ A tenant's ``policies/<tenant>.yaml`` (or ``default.yaml``) is parsed against it
 loaded by :func:`policy_for_tenant`, and applied by :class:`RulesOfEngagement`: unattended,
 approval by whom and how many, or forbidden, with the reasons (:class:`RoeDecision`); and
 what the tenant's cases must meet (:class:`Sla`) and may close unattended
-(:class:`AutoCloseRule`).
+(:class:`AutoCloseRule`); one request's terms (who, how many, how long, what silence means)
+are :func:`approval_terms`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from flows.policy.schema import (
     Sla,
     SlaTargets,
 )
+from flows.policy.terms import ApprovalTerms, approval_terms
 
 __all__ = [
     "CONTAINMENT_ACTIONS",
@@ -46,6 +48,7 @@ __all__ = [
     "ActionCounter",
     "ActionRule",
     "ApprovalDefaults",
+    "ApprovalTerms",
     "Approvers",
     "AutoCloseRule",
     "Budget",
@@ -62,6 +65,7 @@ __all__ = [
     "Sla",
     "SlaTargets",
     "TimeoutOutcome",
+    "approval_terms",
     "count_recent_actions",
     "fail_safe_policy",
     "format_duration",

@@ -30,6 +30,7 @@ class PolicyErrorCode(StrEnum):
     UNKNOWN_GROUP = "unknown-group"
     EMPTY_CONDITION = "empty-condition"
     NO_APPROVERS = "no-approvers"
+    NO_CLI_USERS = "no-cli-users"
     UNREACHABLE_APPROVALS = "unreachable-approvals"
     UNSAFE_TIMEOUT = "unsafe-timeout"
     TENANT_MISMATCH = "tenant-mismatch"

@@ -36,6 +36,9 @@ CONTAINMENT_ACTIONS: frozenset[str] = frozenset(
     {"edr.contain_host", "identity.suspend_user", "identity.revoke_sessions", "firewall.block_ip"}
 )
 
+# Actions whose target is a host: protected host patterns apply to the host's name.
+HOST_ACTIONS: frozenset[str] = frozenset({"edr.contain_host", "edr.release_host"})
+
 TimeoutOutcome = Literal["deny", "approve"]
 ActionCounter = Callable[[str, str, timedelta], int]
 """``(tenant, action, window) -> how many of that action ran in the tenant within window``."""
@@ -120,6 +123,8 @@ def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
 Glob = Annotated[str, Field(min_length=1)]
 GroupName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+# ``user@host`` as ``stanch approve`` records it, or a glob of them (``*@soc-*``, ``*``).
+CliOperator = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s,]+$")]
 TenantName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
 

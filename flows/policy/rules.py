@@ -16,7 +16,12 @@ from typing import Protocol
 from flows.models import ActionPlan, Incident, Stage, Verdict
 from flows.policy.decision import RoeDecision
 from flows.policy.errors import PolicyError, PolicyIssue
-from flows.policy.fields import CONTAINMENT_ACTIONS, ActionCounter, TimeoutOutcome
+from flows.policy.fields import (
+    CONTAINMENT_ACTIONS,
+    HOST_ACTIONS,
+    ActionCounter,
+    TimeoutOutcome,
+)
 from flows.policy.schema import RulesFile, _semantic_issues
 from integrations.capabilities import Capability
 from integrations.ocsf import SeverityId
@@ -82,6 +87,7 @@ class RulesOfEngagement:
         incident: Incident,
         *,
         recent_actions: int | ActionCounter | None = None,
+        asset_names: Mapping[str, Sequence[str]] | None = None,
     ) -> RoeDecision:
         """Decide one plan for one incident.
 
@@ -91,19 +97,27 @@ class RulesOfEngagement:
             recent_actions: for budgets, how many of ``plan.action`` already ran in the
                 tenant within the budget window, or a counter to ask; defaults to the
                 constructor's ``counter``.
+            asset_names: the names and addresses the investigation found for each vendor
+                id (:meth:`flows.models.Investigation.asset_names`); protected assets are
+                matched against the target's. A host verb on a host it does not name, with
+                no label but the id, needs approval: its name cannot be checked.
 
         Returns:
             The verdict, approvers needed and eligible, timeout and explanation.
         """
         identity = plan.capability is Capability.IDENTITY
+        aliases = tuple((asset_names or {}).get(plan.target, ()))
         # "User in group" means the account acted on for identity verbs, and otherwise the
         # people the incident is about (the executive whose laptop would be isolated).
-        users = (plan.target_label, plan.target) if identity else tuple(incident.users)
+        users = (plan.target_label, plan.target, *aliases) if identity else tuple(incident.users)
+        unnamed = plan.action in HOST_ACTIONS and not aliases and plan.target_label == plan.target
         return self.evaluate(
             tenant=plan.tenant,
             action=plan.action,
             target=plan.target_label,
             target_id=plan.target,
+            aliases=aliases,
+            unnamed=unnamed,
             severity=incident.severity,
             users=users,
             containment=plan.stage is Stage.CONTAIN or plan.action in CONTAINMENT_ACTIONS,
@@ -116,6 +130,7 @@ class RulesOfEngagement:
         incident: Incident,
         *,
         recent_actions: int | ActionCounter | None = None,
+        asset_names: Mapping[str, Sequence[str]] | None = None,
     ) -> list[RoeDecision]:
         """Decide a batch, counting the batch's own unattended actions against budgets.
 
@@ -127,6 +142,7 @@ class RulesOfEngagement:
             plans: the plans, in the order they would run.
             incident: the incident they answer.
             recent_actions: as for :meth:`decide`; an ``int`` applies to every action.
+            asset_names: as for :meth:`decide`.
 
         Returns:
             One decision per plan, in order.
@@ -135,7 +151,9 @@ class RulesOfEngagement:
         decisions: list[RoeDecision] = []
         base = recent_actions if recent_actions is not None else self.counter
         for plan in plans:
-            decision = self.decide(plan, incident, recent_actions=_plus(base, taken))
+            decision = self.decide(
+                plan, incident, recent_actions=_plus(base, taken), asset_names=asset_names
+            )
             if decision.verdict is Verdict.UNATTENDED:
                 taken[plan.action] = taken.get(plan.action, 0) + 1
             decisions.append(decision)
@@ -149,6 +167,8 @@ class RulesOfEngagement:
         target: str,
         severity: SeverityId,
         target_id: str | None = None,
+        aliases: Sequence[str] = (),
+        unnamed: bool = False,
         users: Sequence[str] = (),
         containment: bool | None = None,
         recent_actions: int | ActionCounter | None = None,
@@ -161,6 +181,10 @@ class RulesOfEngagement:
             target: the target as a human knows it (hostname, login, address).
             severity: the incident's severity.
             target_id: the vendor's id for the target, also checked against protected assets.
+            aliases: the target's names and addresses as the investigation found them, also
+                checked against protected assets.
+            unnamed: the target is a host known only by its vendor id, so protected host
+                patterns cannot be checked: approval is needed.
             users: logins checked against ``user_in_group`` conditions.
             containment: whether this is containment; defaults to membership of
                 :data:`CONTAINMENT_ACTIONS`.
@@ -219,13 +243,16 @@ class RulesOfEngagement:
             because.append(f"{action} is forbidden for {self.name}")
             return done(Verdict.FORBIDDEN)
 
-        protection = self._protection(target, target_id)
+        protection = self._protection([target, target_id or target, *aliases])
         if protection is not None:
             because.append(protection)
             escalated = True
             if rules.protected.on_match == "forbidden":
                 return done(Verdict.FORBIDDEN)
             approvals = max(approvals, rules.protected.approvals)
+        elif unnamed and (rules.protected.hosts or rules.protected.ips):
+            because.append(f"host {target} has no known name to check against protected hosts")
+            escalated = True
 
         for condition in rule.conditions if rule is not None else ():
             patterns = rules.groups.get(condition.user_in_group, ())
@@ -261,11 +288,10 @@ class RulesOfEngagement:
             because.append(f"within budget ({used} of {budget.max} per {window})")
         return done(Verdict.UNATTENDED)
 
-    def _protection(self, target: str, target_id: str | None) -> str | None:
-        """Why the target is protected, or ``None``."""
+    def _protection(self, names: Sequence[str]) -> str | None:
+        """Why a target known by ``names`` is protected, or ``None``."""
         protected = self.rules.protected
-        names = [target] if target_id in (None, target) else [target, target_id]
-        for name in names:
+        for name in dict.fromkeys(names):
             if (pattern := _matches(name, protected.hosts)) is not None:
                 return f"protected host pattern {pattern}"
             if (pattern := _matches(name, protected.users)) is not None:

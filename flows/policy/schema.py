@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from datetime import timedelta
 from typing import Annotated, Literal
 
@@ -16,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from flows.policy.fields import (
     CONTAINMENT_ACTIONS,
     ActionName,
+    CliOperator,
     Count,
     Duration,
     Glob,
@@ -40,7 +42,11 @@ class Approvers(_Strict):
         slack_users: Slack user ids allowed to approve.
         slack_group: a Slack user group id whose members may approve.
         slack_group_handle: the group's handle, for explanations (``soc-leads``).
-        cli: whether ``stanch approvals`` at a terminal counts as an approval channel.
+        cli: whether ``stanch approve`` at a terminal counts as an approval channel (off
+            unless the file says so).
+        cli_users: the operators (``user@host``, glob patterns, case-insensitive) whose
+            ``stanch approve``/``deny`` count for this tenant; ``cli: true`` needs at least
+            one, so that no operator can decide every tenant's requests by default.
         prefect_ui: whether the Prefect UI's resume form does; off because anyone with Prefect
             access could use it.
     """
@@ -48,11 +54,18 @@ class Approvers(_Strict):
     slack_users: tuple[SlackUserId, ...] = ()
     slack_group: SlackGroupId | None = None
     slack_group_handle: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")] | None = None
-    cli: bool = True
+    cli: bool = False
+    cli_users: tuple[CliOperator, ...] = ()
     prefect_ui: bool = False
 
     @model_validator(mode="after")
     def _someone(self) -> Approvers:
+        if self.cli and not self.cli_users:
+            raise PydanticCustomError(
+                "no-cli-users",
+                "cli: true but no cli_users: list the operators (user@host, globs allowed) "
+                "whose stanch approve counts, or set cli: false",
+            )
         if not (self.slack_users or self.slack_group or self.cli or self.prefect_ui):
             raise PydanticCustomError(
                 "no-approvers",
@@ -66,6 +79,12 @@ class Approvers(_Strict):
         slack = bool(self.slack_users or self.slack_group)
         flags = (("slack", slack), ("cli", self.cli), ("prefect-ui", self.prefect_ui))
         return tuple(name for name, on in flags if on)
+
+    def cli_operator_allowed(self, operator: str) -> bool:
+        """Whether ``operator`` (``user@host``) may decide through the CLI."""
+        return self.cli and any(
+            fnmatch.fnmatchcase(operator.lower(), pattern.lower()) for pattern in self.cli_users
+        )
 
     def describe(self) -> str:
         """Approvers as explanations name them: ``@soc-leads, U0123ABCD``."""

@@ -46,7 +46,7 @@ from flows.record.entries import (
     exported_entry_hash,
     utc_iso,
 )
-from flows.record.ledger import Ledger
+from flows.record.ledger import Ledger, ledger_key
 from flows.record.merging import Moved, move_incident_contents
 from flows.record.metrics import (
     BUILT_IN,
@@ -74,9 +74,11 @@ from flows.record.tables import (
     PLAYBOOK_ID_MAX,
     ActionRow,
     AlertRow,
+    ApprovalAttemptRow,
     ApprovalRow,
     ApprovalVoteRow,
     Base,
+    BudgetClaimRow,
     CaseAssignmentRow,
     CaseLinkRow,
     CaseNoteRow,
@@ -106,9 +108,11 @@ __all__ = [
     "SLA_CLOCKS",
     "ActionRow",
     "AlertRow",
+    "ApprovalAttemptRow",
     "ApprovalRow",
     "ApprovalVoteRow",
     "Base",
+    "BudgetClaimRow",
     "CaseAssignment",
     "CaseAssignmentRow",
     "CaseBook",
@@ -158,6 +162,7 @@ __all__ = [
     "in_effect_line",
     "incident_clocks",
     "is_human",
+    "ledger_key",
     "md_escape",
     "move_incident_contents",
     "open_store",

@@ -36,14 +36,17 @@ class Tamper(StrEnum):
     EDITED = "edited"
     DELETED = "deleted"
     REORDERED = "reordered"
+    FORGED = "forged"
 
 
 _TABLE = LedgerEntryRow.__table__
 _COLUMNS: tuple[str, ...] = tuple(c.name for c in _TABLE.columns)
 _JSON_COLUMNS = frozenset(c.name for c in _TABLE.columns if isinstance(c.type, JSON))
 
-HASHED_FIELDS: tuple[str, ...] = tuple(c for c in _COLUMNS if c not in ("prev_hash", "entry_hash"))
-"""The fields whose canonical JSON an entry's hash covers (all but the two hashes)."""
+HASHED_FIELDS: tuple[str, ...] = tuple(
+    c for c in _COLUMNS if c not in ("prev_hash", "entry_hash", "entry_mac")
+)
+"""The fields whose canonical JSON an entry's hash covers (all but the hashes and the MAC)."""
 
 
 # Canonical form ---------------------------------------------------------------------------

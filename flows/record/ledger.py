@@ -2,10 +2,16 @@
 
 Each entry's hash covers the previous entry's hash and the canonical JSON of its own
 fields, so editing, deleting or reordering a stored entry breaks the chain at that entry.
+Each entry also carries an HMAC of its hash under the ledger key (derived from the
+approval key), so a correctly chained entry appended by someone with database access but
+without the key is caught too. A head kept elsewhere (an anchor) covers entries written
+before entries carried MACs, and catches a cut-off tail.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -53,6 +59,9 @@ CaseWrite = Callable[[AsyncConnection, int, datetime], Awaitable[dict[str, Any]]
 entry's fields: ``(connection, seq the entry will have, recorded_at) -> fields``. Raising
 rolls the change back with nothing appended."""
 
+UNVERIFIED_ATTEMPT = "unverified"
+"""The status of a decision entry recording a resume that could not be verified."""
+
 # Appends serialise on a lock, so a collision on seq or prev_hash only happens when a
 # writer skipped the lock (another dialect, an older stanch); one retry re-reads the head.
 _APPEND_ATTEMPTS = 5
@@ -91,15 +100,29 @@ class Ledger:
         store_or_engine: an open :class:`Store` (from ``open_store``, which creates the
             table) or its engine.
         clock: where ``recorded_at`` comes from (tests pin it).
+        key: the ledger key; by default derived from the approval key of the settings
+            (``STANCH_APPROVAL_SECRET`` or the key file in ``STANCH_HOME``).
     """
 
     def __init__(
-        self, store_or_engine: Store | AsyncEngine, *, clock: Callable[[], datetime] = utcnow
+        self,
+        store_or_engine: Store | AsyncEngine,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        key: bytes | None = None,
     ) -> None:
         self._engine = (
             store_or_engine.engine if isinstance(store_or_engine, Store) else store_or_engine
         )
         self._clock = clock
+        self._key = key
+
+    def _mac(self, entry_hash: str) -> str:
+        if self._key is None:
+            from flows.settings import load_settings
+
+            self._key = ledger_key(load_settings().approval_key())
+        return hmac.new(self._key, entry_hash.encode("ascii"), hashlib.sha256).hexdigest()
 
     # Appending ----------------------------------------------------------------------------
     async def append_action(
@@ -197,6 +220,52 @@ class Ledger:
         """
         return await self._append(write)
 
+    async def append_attempt(
+        self,
+        *,
+        approval_id: str,
+        attempt: int,
+        incident_id: str,
+        tenant: str,
+        claimed_by: str,
+        plan_sha256s: Sequence[str],
+        problem: str,
+    ) -> LedgerEntry:
+        """Record a resume whose decision could not be verified; the request stays open.
+
+        Args:
+            approval_id: the approval request the resume claimed to answer.
+            attempt: which resume of that request, from 1 (once per attempt).
+            incident_id: the incident it belongs to.
+            tenant: the incident's tenant.
+            claimed_by: who the decision said decided, as ``unverified:<who>``.
+            plan_sha256s: the plans the request asks about.
+            problem: why the decision was not accepted.
+        """
+        fields: dict[str, Any] = {
+            "kind": EntryKind.DECISION.value,
+            "incident_id": incident_id,
+            "tenant": tenant,
+            "capability": None,
+            "verb": None,
+            "target": None,
+            "target_label": None,
+            "parameters": {},
+            "plan_sha256": None,
+            "plan_sha256s": list(plan_sha256s),
+            "approval_id": approval_id,
+            "approvers": [claimed_by],
+            "verdict": None,
+            "vendor": None,
+            "vendor_request_id": None,
+            "status": UNVERIFIED_ATTEMPT,
+            "reason": problem,
+            "error": None,
+            "idempotency_key": f"{incident_id}:attempt:{approval_id}:{attempt}",
+            "inverse_action": None,
+        }
+        return await self._append(fields)
+
     async def _append(self, fields: dict[str, Any] | CaseWrite) -> LedgerEntry:
         for _ in range(_APPEND_ATTEMPTS - 1):
             try:
@@ -239,7 +308,15 @@ class Ledger:
             record["entry_hash"] = chain_hash(prev_hash, record)
             # Stored as the same instant in UTC: SQLite drops the offset of what it stores.
             stored_at = datetime.fromisoformat(record["recorded_at"])
-            await conn.execute(insert(LedgerEntryRow).values({**record, "recorded_at": stored_at}))
+            await conn.execute(
+                insert(LedgerEntryRow).values(
+                    {
+                        **record,
+                        "recorded_at": stored_at,
+                        "entry_mac": self._mac(record["entry_hash"]),
+                    }
+                )
+            )
             await conn.commit()
         return LedgerEntry.model_validate(record)
 
@@ -351,12 +428,14 @@ class Ledger:
 
     # Verifying ----------------------------------------------------------------------------
     async def verify(self, *, anchor: LedgerHead | None = None) -> VerifyReport:
-        """Walk the chain and name the first entry, by sequence number, that is broken.
+        """Walk the whole chain and name the first entry, by sequence number, that is broken.
 
-        Without ``anchor`` this proves the stored entries are the ones written, in order,
-        with none missing *between* them; entries cut off the end, or a chain rewritten
-        from some entry onward with recomputed hashes, look intact. With ``anchor`` (a
-        :meth:`head` kept elsewhere) both are detected too.
+        Every entry must chain from the one before it and carry a MAC made with the ledger
+        key, so an edited, deleted, moved or forged entry is named wherever it is, even one
+        correctly chained onto the end. Entries from before stanch gave entries MACs (a
+        store upgraded past revision 0004) are accepted without one until the first entry
+        that has one. With ``anchor`` (a :meth:`head` kept elsewhere) a cut-off tail is
+        caught too, and entries up to the anchor may lack a MAC: its hash vouches for them.
 
         Reads the whole ledger into memory: fine for an MDR team's years of actions.
         """
@@ -385,6 +464,7 @@ class Ledger:
             )
 
         expected_seq, expected_prev = 1, GENESIS_HASH
+        macs_seen = False
         for raw in raws:
             seq = raw["seq"]
             try:
@@ -420,6 +500,11 @@ class Ledger:
                 return broken(seq, Tamper.EDITED, f"prev_hash is not the {what}", raw)
             if not intact:
                 return broken(seq, Tamper.EDITED, "hash mismatch", raw)
+            problem = self._mac_problem(raw, anchor, legacy=not macs_seen)
+            macs_seen = macs_seen or raw.get("entry_mac") is not None
+            if problem is not None:
+                tamper = Tamper.FORGED if raw.get("entry_mac") is None else Tamper.EDITED
+                return broken(seq, tamper, problem, raw)
             expected_seq, expected_prev = seq + 1, raw["entry_hash"]
 
         if anchor is not None and anchor.seq > 0:
@@ -442,6 +527,30 @@ class Ledger:
                     anchored,
                 )
         return VerifyReport(ok=True, entries=len(raws), head=head)
+
+    def _mac_problem(
+        self, raw: Mapping[str, Any], anchor: LedgerHead | None, *, legacy: bool
+    ) -> str | None:
+        """Why an entry's MAC does not vouch for it, or ``None``.
+
+        An entry without a MAC is accepted only up to the anchor, or among the entries
+        written before stanch gave entries MACs (no entry before it has one): after the
+        first entry with a MAC, every entry must have one.
+        """
+        mac = raw.get("entry_mac")
+        if mac is None:
+            if legacy or (anchor is not None and raw["seq"] <= anchor.seq):
+                return None  # written before entries carried a MAC
+            return "it carries no MAC: not written by stanch with this ledger key"
+        if not hmac.compare_digest(str(mac), self._mac(str(raw["entry_hash"]))):
+            return "its MAC does not verify: not written by stanch with this ledger key"
+        return None
+
+
+def ledger_key(approval_key: bytes) -> bytes:
+    """The key of the ledger's entry MACs, derived from the approval key (one secret to
+    keep, two uses kept apart)."""
+    return hmac.new(approval_key, b"stanch ledger entry mac v1", hashlib.sha256).digest()
 
 
 _CASE_DEFAULTS: dict[str, Any] = {

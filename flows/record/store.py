@@ -7,15 +7,18 @@ retried task or a re-run flow from firing the same vendor action twice.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     event,
+    func,
+    insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -26,8 +29,10 @@ from flows.record.migrations import upgrade
 from flows.record.tables import (
     PLAYBOOK_ID_MAX,
     ActionRow,
+    ApprovalAttemptRow,
     ApprovalRow,
     ApprovalVoteRow,
+    BudgetClaimRow,
     DeadLetterRow,
     IncidentRow,
     IncidentSummaryRow,
@@ -254,7 +259,114 @@ class Store:
                 )
             ).all()
 
+    async def reserve_budget(
+        self, plan: ActionPlan, *, max_count: int, window: timedelta
+    ) -> tuple[bool, int]:
+        """Spend one unit of ``plan``'s tenant budget for its action, if one is left.
+
+        The count and the claim are one transaction under a lock on the tenant's claims
+        (SQLite: ``BEGIN IMMEDIATE``, the database's write lock; PostgreSQL: a transaction
+        advisory lock per tenant and action), so two incidents racing for the last unit
+        cannot both get it. A plan that already holds a claim (a re-run) keeps it.
+
+        Returns:
+            Whether the plan may run unattended, and how many units were spent in the
+            window before this one.
+        """
+        now = utcnow()
+        async with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                await conn.begin()
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                        {"key": f"stanch-budget:{plan.tenant}:{plan.action}"},
+                    )
+            held = (
+                await conn.execute(
+                    select(BudgetClaimRow.idempotency_key).where(
+                        BudgetClaimRow.idempotency_key == plan.idempotency_key
+                    )
+                )
+            ).first()
+            spent = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(BudgetClaimRow)
+                    .where(
+                        BudgetClaimRow.tenant == plan.tenant,
+                        BudgetClaimRow.action == plan.action,
+                        BudgetClaimRow.claimed_at >= now - window,
+                        BudgetClaimRow.idempotency_key != plan.idempotency_key,
+                    )
+                )
+            ).scalar_one()
+            granted = held is not None or spent < max_count
+            if granted and held is None:
+                await conn.execute(
+                    insert(BudgetClaimRow).values(
+                        idempotency_key=plan.idempotency_key,
+                        tenant=plan.tenant,
+                        action=plan.action,
+                        incident_id=plan.incident_id,
+                        claimed_at=now,
+                    )
+                )
+            await conn.commit()
+        return granted, int(spent)
+
+    async def budget_spent(
+        self, tenant: str, action: str, window: timedelta, *, excluding: Iterable[str] = ()
+    ) -> int:
+        """How many units of ``tenant``'s budget for ``action`` were spent within ``window``,
+        not counting the claims of the plan keys in ``excluding``."""
+        async with self._session() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(BudgetClaimRow)
+                .where(
+                    BudgetClaimRow.tenant == tenant,
+                    BudgetClaimRow.action == action,
+                    BudgetClaimRow.claimed_at >= utcnow() - window,
+                    BudgetClaimRow.idempotency_key.not_in(list(excluding)),
+                )
+            )
+        return int(count or 0)
+
     # Approvals ------------------------------------------------------------------------
+    async def record_attempt(
+        self, approval_id: str, attempt: int, *, claimed_by: str, channel: str, problem: str
+    ) -> bool:
+        """Keep an unverifiable decision on a request; ``False`` if that attempt is kept."""
+        try:
+            async with self._session.begin() as session:
+                session.add(
+                    ApprovalAttemptRow(
+                        approval_id=approval_id,
+                        attempt=attempt,
+                        claimed_by=claimed_by[:200],
+                        channel=channel[:40],
+                        problem=problem,
+                        at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def attempts(self, approval_id: str) -> Sequence[ApprovalAttemptRow]:
+        """A request's unverifiable decisions, in order."""
+        async with self._session() as session:
+            return (
+                await session.scalars(
+                    select(ApprovalAttemptRow)
+                    .where(ApprovalAttemptRow.approval_id == approval_id)
+                    .order_by(ApprovalAttemptRow.attempt)
+                )
+            ).all()
+
     async def create_approval(self, row: ApprovalRow) -> None:
         """Store a new pending approval request."""
         async with self._session.begin() as session:

@@ -136,6 +136,36 @@ class ApprovalVoteRow(Base):
     at: Mapped[datetime]
 
 
+class ApprovalAttemptRow(Base):
+    """A decision the flow could not verify (a forged or malformed resume), kept as evidence.
+
+    The request stays pending and its run goes back to waiting; ``attempt`` counts the
+    resumes of one request, from 1.
+    """
+
+    __tablename__ = "approval_attempts"
+
+    approval_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    claimed_by: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(40))
+    problem: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
+
+
+class BudgetClaimRow(Base):
+    """One unit of a blast-radius budget, spent by an unattended action (one per plan key)."""
+
+    __tablename__ = "budget_claims"
+    __table_args__ = (Index("ix_budget_claims_window", "tenant", "action", "claimed_at"),)
+
+    idempotency_key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    action: Mapped[str] = mapped_column(String(80))
+    incident_id: Mapped[str] = mapped_column(String(40))
+    claimed_at: Mapped[datetime]
+
+
 class StageEventRow(Base):
     __tablename__ = "stage_events"
 
@@ -367,3 +397,7 @@ class LedgerEntryRow(Base):
     recorded_at: Mapped[datetime]
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
+    # HMAC of entry_hash under the ledger key: a correctly chained entry appended by
+    # someone without the key does not carry a valid one. NULL on entries written
+    # before revision 0004; an anchor covers those.
+    entry_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -9,7 +9,7 @@ blocks whose time-to-live has passed; :func:`undo_incident` reverses what is in 
 from __future__ import annotations
 
 from flows.respond.builtin import BLOCK_TTL_SECONDS, assess, containment_plans, remediation_plans
-from flows.respond.compensation import ROLLBACK_AUTHORITY, compensate
+from flows.respond.compensation import ROLLBACK_AUTHORITY, STILL_IN_EFFECT, compensate
 from flows.respond.executor import ContainmentRolledBack, Responder
 from flows.respond.expiry import EXPIRY_AUTHORITY, TTL_ACTIONS, Expiry, expire_due
 from flows.respond.undo import inverse_plans, undo_incident
@@ -18,6 +18,7 @@ __all__ = [
     "BLOCK_TTL_SECONDS",
     "EXPIRY_AUTHORITY",
     "ROLLBACK_AUTHORITY",
+    "STILL_IN_EFFECT",
     "TTL_ACTIONS",
     "ContainmentRolledBack",
     "Expiry",

@@ -9,7 +9,7 @@ earlier run already carried out are replayed from the store instead of being dec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -17,7 +17,13 @@ from prefect import tags
 from prefect.transactions import AsyncTransaction, atransaction
 
 from flows import wiring
-from flows.approval import ApprovalContext, ApprovalGate, ApprovalOutcome, new_approval_request
+from flows.approval import (
+    AUTOMATION_REQUESTER,
+    ApprovalContext,
+    ApprovalGate,
+    ApprovalOutcome,
+    new_approval_request,
+)
 from flows.approval import approval_context as evidence_for
 from flows.models import (
     ActionPlan,
@@ -30,7 +36,7 @@ from flows.models import (
     utcnow,
 )
 from flows.playbook import PlannedAction, decide
-from flows.policy import RoeDecision, RulesOfEngagement, count_recent_actions
+from flows.policy import RoeDecision, RulesOfEngagement, approval_terms
 from flows.record import Ledger, Store, events
 from flows.respond.compensation import compensate
 from flows.settings import StanchSettings
@@ -52,6 +58,8 @@ class Responder:
         gate: the approval channel.
         policy: the tenant's rules of engagement.
         flow_run_id: the run that asks, for approval requests.
+        requester: who caused the run (``cli:<user>@<host>``, ``slack:<id>``,
+            ``automation:<what>``); they may not approve its requests.
 
     Attributes:
         actions: every result so far, in the order they finished.
@@ -72,8 +80,10 @@ class Responder:
         gate: ApprovalGate,
         policy: RulesOfEngagement,
         flow_run_id: str | None,
+        requester: str = AUTOMATION_REQUESTER,
     ) -> None:
         self.incident = incident
+        self.requester = requester
         self.settings = settings
         self.store = store
         self.integrations = integrations
@@ -97,32 +107,24 @@ class Responder:
         return [f"stage:{stage.value}", f"vendor:{vendor}", f"tenant:{self.incident.tenant}"]
 
     async def authorise_and_execute(
-        self, stage: Stage, planned: Sequence[PlannedAction]
+        self,
+        stage: Stage,
+        planned: Sequence[PlannedAction],
+        *,
+        asset_names: Mapping[str, Sequence[str]] | None = None,
     ) -> list[str]:
         """Ask policy about each plan, get approval where needed, run what is authorised.
 
         A playbook step that requires approval tightens policy's verdict, never loosens it.
         Forbidden and denied plans are recorded (store and ledger) as refused; authorised
-        ones run concurrently as tasks. Returns notes for the stage record.
+        ones run concurrently as tasks. ``asset_names`` (what the investigation found each
+        target to be called) is what protected assets are matched against. Returns notes
+        for the stage record.
         """
         notes: list[str] = []
         planned = await self._replay_done(planned, notes)
         plans = [p.plan for p in planned]
-        # Budgets count what already ran for the tenant (a day covers any budget window),
-        # but not these very plans: a row a killed run left behind is not spent budget.
-        keys = {p.idempotency_key for p in plans}
-        recent = [
-            row
-            for row in await self.store.recent_actions(
-                self.incident.tenant, utcnow() - timedelta(days=1)
-            )
-            if row.idempotency_key not in keys
-        ]
-
-        def counter(tenant: str, action: str, window: timedelta) -> int:
-            return count_recent_actions(recent, tenant=tenant, action=action, window=window)
-
-        decided = decide(self.policy, planned, self.incident, recent_actions=counter)
+        decided = await self._decide_within_budgets(planned, asset_names)
         verdicts = {p.sha256: d for p, d in zip(plans, decided, strict=True)}
         if self.stopped is not None:
             # Denied as a false positive earlier: nothing more is asked or run.
@@ -192,10 +194,14 @@ class Responder:
             plans=plans,
             stage=stage.value,
             reasons={p.sha256: verdicts[p.sha256].reason for p in plans},
-            timeout_seconds=self.settings.approval_timeout_seconds,
             incident_title=self.incident.title,
+            requester=self.requester,
+            excluded=tuple(self.incident.users),
+            terms=approval_terms(
+                [verdicts[p.sha256] for p in plans],
+                longest=self.settings.approval_timeout_cap,
+            ),
             context=self.evidence(vendors),
-            **_approvers_of([verdicts[p.sha256] for p in plans]),
         )
         if await self.store.get_approval(request.id) is None:
             events.approval_requested(
@@ -231,6 +237,53 @@ class Responder:
             self.incident.id, "false_positive", by=by, reason=outcome.reason
         )
         return f"response stopped: denied as a false positive by {by}"
+
+    async def _decide_within_budgets(
+        self,
+        planned: Sequence[PlannedAction],
+        asset_names: Mapping[str, Sequence[str]] | None,
+    ) -> list[RoeDecision]:
+        """Policy's decisions, with each unattended budgeted plan's unit reserved.
+
+        Budgets are counted over each rule's own window (``budget.per``) from the store's
+        claims, not counting claims these very plans hold (a re-run's). Then every plan
+        policy would run unattended under a budget reserves its unit atomically
+        (:meth:`Store.reserve_budget`): a concurrent incident of the tenant that took the
+        last unit meanwhile turns this one into an approval, never a second unattended run.
+        """
+        plans = [p.plan for p in planned]
+        keys = {p.idempotency_key for p in plans}
+        windows = {
+            p.action: rule.budget.per
+            for p in plans
+            if (rule := self.policy.rules.actions.get(p.action)) is not None and rule.budget
+        }
+        spent = {
+            action: await self.store.budget_spent(
+                self.incident.tenant, action, window, excluding=keys
+            )
+            for action, window in windows.items()
+        }
+
+        def counter(tenant: str, action: str, window: timedelta) -> int:
+            return spent.get(action, 0) if tenant == self.incident.tenant else 0
+
+        decided = decide(
+            self.policy, planned, self.incident, recent_actions=counter, asset_names=asset_names
+        )
+        for i, (item, decision) in enumerate(zip(planned, decided, strict=True)):
+            rule = self.policy.rules.actions.get(item.plan.action)
+            if decision.verdict != Verdict.UNATTENDED or rule is None or rule.budget is None:
+                continue
+            granted, used = await self.store.reserve_budget(
+                item.plan, max_count=rule.budget.max, window=rule.budget.per
+            )
+            if not granted:
+                # Spent meanwhile by another incident: policy's answer for a spent budget.
+                decided[i] = self.policy.decide(
+                    item.plan, self.incident, recent_actions=used, asset_names=asset_names
+                )
+        return decided
 
     async def _replay_done(
         self, planned: Sequence[PlannedAction], notes: list[str]
@@ -436,19 +489,3 @@ def _denial(outcome: ApprovalOutcome) -> str:
     if outcome.status in ("denied", "partial"):
         return f"denied by {who}: {outcome.reason}"
     return f"{outcome.status}: {outcome.reason}"
-
-
-def _approvers_of(decisions: list[RoeDecision]) -> dict[str, Any]:
-    """One request covers several plans: the strictest count, the approvers all allow."""
-    ids: list[str] = []
-    groups: list[str] = []
-    for d in decisions:
-        ids.extend(u for u in d.approvers.slack_users if u not in ids)
-        if d.approvers.slack_group and d.approvers.slack_group not in groups:
-            groups.append(d.approvers.slack_group)
-    return {
-        "required_approvals": max([1, *(d.approvals_required for d in decisions)]),
-        "approver_ids": tuple(ids),
-        "approver_group": groups[0] if groups else None,
-        "allow_prefect_ui": all("prefect-ui" in d.approvers.channels for d in decisions),
-    }

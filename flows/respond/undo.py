@@ -14,7 +14,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows import wiring
-from flows.approval import default_gate
+from flows.approval import AUTOMATION_REQUESTER, default_gate
 from flows.errors import StanchError
 from flows.models import ActionPlan, ActionResult, Incident, Stage
 from flows.playbook import PlannedAction
@@ -48,8 +48,15 @@ def undo_steps(plans: list[ActionPlan]) -> list[PlannedAction]:
 
 
 @flow(name="undo-incident", flow_run_name="undo {incident_id}", log_prints=False)
-async def undo_incident(incident_id: str) -> list[ActionResult]:
+async def undo_incident(
+    incident_id: str, requester: str = AUTOMATION_REQUESTER
+) -> list[ActionResult]:
     """Build, authorise and execute the inverse plans of an incident.
+
+    Args:
+        incident_id: the incident to undo.
+        requester: who asked (``cli:<user>@<host>`` for ``stanch undo``); they may not
+            approve the undo themselves.
 
     Raises:
         StanchError: the incident is not in the store.
@@ -68,12 +75,13 @@ async def undo_incident(incident_id: str) -> list[ActionResult]:
                 settings=settings,
                 store=store,
                 integrations=integrations,
-                gate=default_gate(settings),
+                gate=default_gate(settings, incident.tenant),
                 # A tenant policy that does not load means a person approves every undo.
                 policy=policy_or_fail_safe(
                     policy_directory(settings.policies_dir), incident.tenant
                 )[0],
                 flow_run_id=str(run_id) if run_id else None,
+                requester=requester,
             )
             if plans:
                 await responder.authorise_and_execute(Stage.REMEDIATE, undo_steps(plans))

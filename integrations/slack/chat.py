@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry import RateLimitErrorRetryHandler
@@ -86,6 +86,18 @@ class UserFacts(BaseModel):
     is_bot: bool = False
     is_restricted: bool = False
     is_ultra_restricted: bool = False
+    # users.info has profile.email only with the users:read.email scope [U]: without it,
+    # who a Slack user is in the directory is known by their username alone.
+    email: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_email(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "email" not in data:
+            profile = data.get("profile")
+            if isinstance(profile, dict) and isinstance(profile.get("email"), str):
+                return {**data, "email": profile["email"]}
+        return data
 
 
 def classify(exc: SlackApiError, *, method: str) -> IntegrationError:

@@ -138,8 +138,9 @@ class FakeSlack:
         is_restricted: bool = False,
         is_ultra_restricted: bool = False,
         team_id: str | None = None,
+        email: str | None = None,
     ) -> None:
-        """Seed a user as ``users.info`` returns it."""
+        """Seed a user as ``users.info`` returns it (``email`` under ``profile``)."""
         with self._lock:
             self._state.users[user_id] = {
                 "id": user_id,
@@ -150,7 +151,7 @@ class FakeSlack:
                 "is_app_user": False,
                 "is_restricted": is_restricted,
                 "is_ultra_restricted": is_ultra_restricted,
-                "profile": {"real_name": name},
+                "profile": {"real_name": name, **({"email": email} if email else {})},
             }
 
     def add_usergroup(self, usergroup_id: str, user_ids: list[str]) -> None:

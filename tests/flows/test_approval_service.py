@@ -390,7 +390,7 @@ async def test_the_requester_cannot_approve_their_own_request(world: World) -> N
     When they click Approve,
     Then they are refused privately and nothing is resumed; a colleague's Approve then
     decides it."""
-    request = await world.request(requester="UREQ")
+    request = await world.request(requester="slack:UREQ")
     refused = await world.service.handle(await world.click(request.id, "UREQ"))
     assert refused.outcome == "refused"
     assert "someone else must approve" in world.told()[0]
@@ -405,7 +405,7 @@ async def test_the_requester_may_withdraw_by_denying(world: World) -> None:
     When the requester clicks Deny,
     Then the request is denied (a withdrawal) and the run resumed with a denial."""
     world.service.ask_deny_reason = False
-    request = await world.request(requester="UREQ")
+    request = await world.request(requester="slack:UREQ")
     handled = await world.service.handle(await world.click(request.id, "UREQ", DENY_ACTION_ID))
     assert (handled.outcome, handled.status) == ("final", "denied")
     assert world.submitted.calls[0]["approve"] is False

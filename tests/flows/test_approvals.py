@@ -51,7 +51,7 @@ def _decision(
 
 def _request() -> Any:
     plans = [plan(), plan(target="aid-2", target_label="WS-0043")]
-    return new_approval_request(
+    request = new_approval_request(
         incident_id="INC-20261121-0007",
         tenant="acme",
         flow_run_id=None,
@@ -59,6 +59,8 @@ def _request() -> Any:
         reasons={},
         timeout_seconds=60,
     )
+    # A policy that lets any operator decide at the CLI.
+    return request.model_copy(update={"cli_users": ("*",)})
 
 
 def test_a_signed_decision_verifies_and_survives_the_json_round_trip() -> None:
@@ -221,7 +223,12 @@ async def test_the_cli_cannot_be_two_people(store: Store) -> None:
             tenant="acme",
             flow_run_id="00000000-0000-0000-0000-000000000000",
             requester="t",
-            plans={"plans": [], "sha256s": ["a" * 64], "required_approvals": 2},
+            plans={
+                "plans": [],
+                "sha256s": ["a" * 64],
+                "required_approvals": 2,
+                "cli_users": ["*"],
+            },
             status="pending",
             requested_at=now,
             deadline=now + timedelta(minutes=1),

@@ -381,7 +381,9 @@ async def test_a_tenant_whose_firewall_is_not_configured_is_reported_not_recorde
     [failed] = await sweep(store, StanchSettings(mode="live"), now=after(61))
 
     assert failed.status == ActionStatus.FAILED
-    assert failed.error and "is not configured: STANCH_" in failed.error
+    assert (
+        failed.error and "has no crowdstrike credentials of its own: STANCH_DEMO_" in failed.error
+    )
     assert len(await Ledger(store).entries()) == entries
     assert await in_effect(store, blocked.plan.incident_id) == ["firewall.block_ip"]
 

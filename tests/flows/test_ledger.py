@@ -269,8 +269,8 @@ def tamper(column: str, value: Any) -> Any:
 
 def test_every_column_is_covered_by_the_hash_or_is_a_hash() -> None:
     """Given the table, When its columns are listed,
-    Then every one is hashed, or is one of the two chain hashes."""
-    assert set(COLUMNS) == {*HASHED_FIELDS, "prev_hash", "entry_hash"}
+    Then every one is hashed, or is one of the two chain hashes, or the MAC over them."""
+    assert set(COLUMNS) == {*HASHED_FIELDS, "prev_hash", "entry_hash", "entry_mac"}
 
 
 @pytest.mark.parametrize("seq", [1, 3, SEEDED], ids=["first", "middle", "last"])
@@ -395,10 +395,12 @@ async def test_a_deleted_tail_needs_an_anchor(tampered: tuple[Ledger, Path]) -> 
     )
 
 
-async def test_a_rewritten_tail_is_caught_by_the_anchor(tampered: tuple[Ledger, Path]) -> None:
+async def test_a_rewritten_tail_is_caught_without_the_key(tampered: tuple[Ledger, Path]) -> None:
     """Given the seeded ledger and its head kept elsewhere,
-    When the last entry is edited and its hash recomputed (a consistent forgery),
-    Then verify alone passes but verify with the anchor names entry 6 as edited."""
+    When the last entry is edited and its hash recomputed (a consistent forgery by
+    someone with database access but not the ledger key),
+    Then verify names entry 6 as edited, with or without the anchor: its MAC does not
+    match its new hash."""
     ledger, path = tampered
     anchor = await ledger.head()
     [last] = [e for e in await ledger.entries() if e.seq == SEEDED]
@@ -409,9 +411,63 @@ async def test_a_rewritten_tail_is_caught_by_the_anchor(tampered: tuple[Ledger, 
         "UPDATE ledger_entries SET status = 'executed', error = NULL, entry_hash = ? WHERE seq = ?",
         (forged_hash, SEEDED),
     )
-    assert (await ledger.verify()).ok
+    for report in (await ledger.verify(), await ledger.verify(anchor=anchor)):
+        assert (report.broken_seq, report.problem) == (SEEDED, Tamper.EDITED)
+        assert "MAC does not verify" in report.detail
+
+
+async def test_a_forged_entry_chained_after_the_anchor_is_caught(
+    tampered: tuple[Ledger, Path],
+) -> None:
+    """Given the seeded ledger and its head kept as an anchor,
+    When someone with database access appends an entry correctly chained onto the head
+    (recomputed hash, no MAC, or a MAC made with another key),
+    Then verify with the anchor names that entry: the chain is checked from the anchor
+    on, not only up to it."""
+    ledger, path = tampered
+    anchor = await ledger.head()
+    [last] = [e for e in await ledger.entries() if e.seq == SEEDED]
+    appended = {
+        **last.to_json(),
+        "seq": SEEDED + 1,
+        "prev_hash": last.entry_hash,
+        "idempotency_key": "INC-20261121-0007:edr.release_host:forged",
+        "status": "failed",
+    }
+    appended["entry_hash"] = exported_entry_hash(appended)
+    columns = [c for c in COLUMNS if c != "entry_mac"]
+    values = [
+        json.dumps(appended[c]) if isinstance(appended[c], dict | list) else appended[c]
+        for c in columns
+    ]
+    raw_sql(
+        path,
+        f"INSERT INTO ledger_entries ({', '.join(columns)}) "  # noqa: S608 (the table's own column names)
+        f"VALUES ({', '.join('?' for _ in columns)})",
+        tuple(values),
+    )
     report = await ledger.verify(anchor=anchor)
-    assert (report.broken_seq, report.problem) == (SEEDED, Tamper.EDITED)
+    assert (report.ok, report.broken_seq, report.problem) == (False, SEEDED + 1, Tamper.FORGED)
+    raw_sql(path, "UPDATE ledger_entries SET entry_mac = ? WHERE seq = ?", ("0" * 64, SEEDED + 1))
+    report = await ledger.verify(anchor=anchor)
+    assert (report.ok, report.broken_seq, report.problem) == (False, SEEDED + 1, Tamper.EDITED)
+
+
+async def test_entries_from_before_macs_verify_but_none_may_follow_a_mac(
+    tampered: tuple[Ledger, Path],
+) -> None:
+    """Given a ledger whose first entries predate MACs (a store upgraded past 0004),
+    When verified, Then the MAC-less prefix is accepted;
+    When an entry after one with a MAC lacks its MAC, Then it is named as forged, unless
+    an anchor at or after it vouches for it."""
+    ledger, path = tampered
+    anchor = await ledger.head()
+    raw_sql(path, "UPDATE ledger_entries SET entry_mac = NULL WHERE seq <= 3", ())
+    assert (await ledger.verify()).ok
+    raw_sql(path, "UPDATE ledger_entries SET entry_mac = NULL WHERE seq = 5", ())
+    alone = await ledger.verify()
+    assert (alone.broken_seq, alone.problem) == (5, Tamper.FORGED)
+    assert (await ledger.verify(anchor=anchor)).ok
 
 
 async def test_an_anchor_of_a_shorter_ledger_still_verifies(ledger: Ledger) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -19,20 +19,19 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flow_runs import aresume_flow_run
 
-from flows.approval import sign_decision, submit_decision, wait_until_paused
-from flows.lifecycle import IncidentIncomplete, handle_incident
+from flows.approval import wait_until_paused
+from flows.lifecycle import IncidentIncomplete
 from flows.models import ActionStatus, Incident, IncidentOutcome
-from flows.record import ApprovalRow, Ledger, Store, open_store
-from flows.respond import undo_incident
+from flows.record import ApprovalRow, Ledger, Store, md_escape, open_store
+from flows.respond import STILL_IN_EFFECT, undo_incident
 from flows.settings import StanchSettings, load_settings
 from flows.wiring import connect, default_lab
 from integrations.capabilities import Containment
 from stanch.demo import provision_lab
 from tests.flows import factories
+from tests.flows.flowrun import approve, deny, forge, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-Responder = Callable[[Store, StanchSettings, ApprovalRow], Awaitable[None]]
 
 _numbers = iter(range(100, 10_000))
 
@@ -46,73 +45,6 @@ async def store() -> AsyncIterator[Store]:
 @pytest.fixture(autouse=True)
 def fresh_lab() -> None:
     default_lab().reset()
-
-
-async def approve(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
-    await submit_decision(
-        store,
-        settings.approval_key(),
-        row.id,
-        approve=True,
-        approver="alice",
-        channel="cli",
-        reason="confirmed",
-    )
-
-
-async def deny(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
-    await submit_decision(
-        store,
-        settings.approval_key(),
-        row.id,
-        approve=False,
-        approver="bob",
-        channel="cli",
-        reason="false positive",
-    )
-
-
-async def forge(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
-    """Resume through the Prefect API with a well-formed decision signed by the wrong key."""
-    assert row.flow_run_id is not None
-    fields: dict[str, Any] = {
-        "approval_id": row.id,
-        "approved": list(row.plans["sha256s"]),
-        "denied": [],
-        "approver": "mallory",
-        "channel": "prefect-ui",
-        "reason": "looks fine",
-        "decided_at": "2026-11-21T00:00:00Z",
-    }
-    fields["signature"] = sign_decision(b"not-the-key", fields)
-    await wait_until_paused(UUID(row.flow_run_id))
-    await aresume_flow_run(UUID(row.flow_run_id), run_input=fields)
-
-
-async def run(
-    incident: Incident, store: Store, responder: Responder | None
-) -> tuple[IncidentOutcome | BaseException, list[str]]:
-    """Run the flow; answer each approval request with ``responder``."""
-    settings = load_settings()
-    await store.save_incident(incident)
-    provision_lab(default_lab(), settings, incident)
-    answered: list[str] = []
-
-    async def analyst() -> None:
-        while True:
-            for row in await store.approvals(incident_id=incident.id, status="pending"):
-                if row.id not in answered and responder is not None:
-                    answered.append(row.id)
-                    await responder(store, settings, row)
-            await asyncio.sleep(0.2)
-
-    helper = asyncio.create_task(analyst())
-    try:
-        state = await handle_incident(incident, return_state=True)
-    finally:
-        helper.cancel()
-        await asyncio.gather(helper, return_exceptions=True)
-    return await state.aresult(raise_on_failure=False), answered
 
 
 def new_incident() -> Incident:
@@ -225,22 +157,77 @@ async def test_denied_containment_is_not_sent_to_any_vendor(store: Store) -> Non
     assert case_row is not None and case_row.status == "awaiting-closure"
 
 
-async def test_forged_resume_through_prefect_cannot_approve(store: Store) -> None:
+async def test_a_forged_resume_is_an_attempt_and_the_run_waits_for_a_real_decision(
+    store: Store,
+) -> None:
     """Given someone resuming the paused run through the Prefect API with a decision
     that is well-formed but not signed with the stanch key,
     When the flow checks it,
-    Then nothing is contained, the approval is recorded as rejected, and the actions as
-    denied."""
+    Then it approves nothing and denies nothing: the attempt is kept in the store and the
+    ledger, the approval stays pending and the run pauses again; the analyst's real
+    approval then contains the incident."""
     incident = new_incident()
-    outcome, _ = await run(incident, store, forge)
+    seen: list[str] = []
+
+    async def forge_then_approve(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
+        await forge(store, settings, row)
+        for _ in range(150):
+            if await store.attempts(row.id):
+                break
+            await asyncio.sleep(0.2)
+        current = await store.get_approval(row.id)
+        assert current is not None
+        seen.append(current.status)
+        await approve(store, settings, row)
+
+    outcome, _ = await run(incident, store, forge_then_approve)
+    assert isinstance(outcome, IncidentOutcome), outcome
+    assert seen == ["pending"], "the forgery decided the request"
+    contain = [a for a in outcome.actions if a.plan.stage == "contain"]
+    assert contain and all(a.status == ActionStatus.EXECUTED for a in contain)
+    assert all(a.approved_by == ["cli:alice"] for a in contain)
+    [row] = await store.approvals(incident_id=incident.id)
+    assert (row.status, row.decided_by) == ("approved", "cli:alice")
+    [attempt] = await store.attempts(row.id)
+    assert attempt.claimed_by == "unverified:mallory"
+    assert "signature does not verify" in attempt.problem
+    decisions = [e for e in await Ledger(store).entries(incident.id) if e.kind == "decision"]
+    assert [(e.status, e.approvers) for e in decisions] == [
+        ("unverified", ["unverified:mallory"]),
+        ("approved", ["cli:alice"]),
+    ]
+
+
+async def test_a_run_forced_to_running_without_a_decision_goes_back_to_waiting(
+    store: Store,
+) -> None:
+    """Given someone forcing the paused run to Running through the Prefect API (no input),
+    When the flow finds no decision,
+    Then it does not crash and does not deny: it records the attempt, pauses again, and
+    the real approval then contains the incident."""
+    from prefect.states import Running
+
+    incident = new_incident()
+
+    async def force_then_approve(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
+        assert row.flow_run_id is not None
+        await wait_until_paused(UUID(row.flow_run_id))
+        async with get_client() as client:
+            await client.set_flow_run_state(UUID(row.flow_run_id), Running(), force=True)
+        for _ in range(150):
+            if await store.attempts(row.id):
+                break
+            await asyncio.sleep(0.2)
+        await approve(store, settings, row)
+
+    outcome, _ = await run(incident, store, force_then_approve)
     assert isinstance(outcome, IncidentOutcome), outcome
     contain = [a for a in outcome.actions if a.plan.stage == "contain"]
-    assert contain and all(a.status == ActionStatus.DENIED for a in contain)
+    assert contain and all(a.status == ActionStatus.EXECUTED for a in contain)
     [row] = await store.approvals(incident_id=incident.id)
-    assert row.status == "rejected"
-    assert row.decided_by == "unverified:mallory"
-    edr = default_lab().simulator("crowdstrike")
-    assert not [r for r in edr.requests if "devices-actions" in r.path]
+    [attempt] = await store.attempts(row.id)
+    assert row.status == "approved"
+    assert attempt.problem.startswith("resumed without a decision")
 
 
 async def test_transient_vendor_fault_is_retried_once_and_succeeds(store: Store) -> None:
@@ -312,6 +299,43 @@ async def test_a_contain_stage_that_fails_half_way_rolls_its_containment_back(
     assert user is not None and user.status == "active"
     events = [(e.stage, e.event) for e in await store.stage_events(incident.id)]
     assert ("contain", "failed") in events and ("remediate", "started") not in events
+
+
+async def test_a_rollback_that_cannot_undo_names_what_is_still_in_effect(
+    store: Store,
+) -> None:
+    """Given FortiGate refusing every block (so containment rolls back) and Okta answering
+    every unsuspend with 503,
+    When the contain stage rolls back,
+    Then the host is released, the unsuspension is retried (not tried once) and then
+    recorded failed, never left started, and the suspension is named "still in effect
+    after a failed rollback" in the report and in the ledger."""
+    incident = new_incident()
+    settings = load_settings()
+    provision_lab(default_lab(), settings, incident)
+    okta = default_lab().simulator("okta")
+    [user_id] = [u for u in okta._users if okta._users[u].profile["login"] == incident.users[0]]
+    okta.fail_next(50, status=503, path_prefix=f"/api/v1/users/{user_id}/lifecycle/unsuspend")
+    default_lab().simulator("fortigate").fail_next(
+        10, status=429, path_prefix="/api/v2/monitor/user/banned"
+    )
+    outcome, _ = await run(incident, store, approve)
+    assert isinstance(outcome, IncidentIncomplete)
+
+    rows = {r.action: r for r in await store.actions(incident.id)}
+    assert rows["edr.release_host"].status == "executed"
+    assert rows["identity.unsuspend_user"].status == "failed"
+    unsuspends = [r for r in okta.requests if r.path.endswith("/lifecycle/unsuspend")]
+    assert len(unsuspends) > 1, "retried, not tried once"
+    report = (settings.reports_dir / f"{incident.id}.md").read_text()
+    line = f"identity.suspend_user {incident.users[0]} — {STILL_IN_EFFECT}"
+    assert md_escape(line) in report
+    [failed] = [
+        e
+        for e in await Ledger(store).entries(incident.id)
+        if e.verb == "unsuspend_user" and e.status == "failed"
+    ]
+    assert failed.approvers == ["policy:rollback"] and STILL_IN_EFFECT in (failed.error or "")
 
 
 async def test_rerunning_an_incident_does_not_repeat_vendor_actions(store: Store) -> None:

@@ -35,7 +35,7 @@ from flows.record.migrations import (
 from tests.flows.factories import incident
 from tests.postgres import BACKENDS, PG_URL, pg_schema
 
-HEAD = "0009_analyst_day"
+HEAD = "0004_guardrails"
 VERSIONS = table(VERSION_TABLE, column("version_num"))
 STORE_TABLES = {
     "incidents",
@@ -60,6 +60,8 @@ LATER_TABLES = {  # created by revisions after the baseline
     "case_assignments",
     "case_links",
     "sla_events",
+    "approval_attempts",
+    "budget_claims",
 }
 LATER_INCIDENT_COLUMNS = (
     "proposed_disposition",
@@ -122,7 +124,7 @@ def tables(connection: Connection) -> set[str]:
 def legacy_schema(names: set[str]) -> Any:
     """What ``create_all`` made before migrations: the named tables, incidents without
     ``playbook`` (the column revision 0002 adds) and the proposed disposition, actions
-    without ``request_sent`` (0010)."""
+    without ``request_sent`` (0010), ledger entries without ``entry_mac`` (0004)."""
 
     def create(connection: Connection) -> None:
         Base.metadata.create_all(
@@ -132,6 +134,8 @@ def legacy_schema(names: set[str]) -> Any:
             connection.execute(text(f"ALTER TABLE incidents DROP COLUMN {name}"))
         if "actions" in names:
             connection.execute(text("ALTER TABLE actions DROP COLUMN request_sent"))
+        if "ledger_entries" in names:
+            connection.execute(text("ALTER TABLE ledger_entries DROP COLUMN entry_mac"))
 
     return create
 
@@ -169,6 +173,7 @@ async def test_differences_are_found_when_the_schema_lags_the_models(target: Tar
         | {("add_index", f"ix_{name}_incident_id") for name in indexed}
         | {("add_column", "actions", "request_sent")}
         | {("add_column", "incidents", c) for c in LATER_INCIDENT_COLUMNS}
+        | {("add_index", "ix_budget_claims_window"), ("add_column", "ledger_entries", "entry_mac")}
     )
 
 

@@ -39,6 +39,8 @@ approvers:
   slack_users: [U0ALICE01]
   slack_group: S0SOCLEADS
   slack_group_handle: soc-leads
+  cli: true
+  cli_users: ["alice@soc-host"]
 approval:
   approvals: 1
   timeout: 20m
@@ -401,7 +403,10 @@ def test_approve_on_timeout_is_refused_for_containment_verbs(action: str) -> Non
     """Given a policy saying a containment verb is approved on timeout,
     When it is loaded,
     Then it is refused with unsafe-timeout on that line."""
-    text = f"version: 1\napprovers: {{cli: true}}\nactions:\n  {action}:\n    on_timeout: approve\n"
+    text = (
+        "version: 1\napprovers: {cli: true, cli_users: ['*']}\n"
+        f"actions:\n  {action}:\n    on_timeout: approve\n"
+    )
     assert first_issue(text) == ("unsafe-timeout", 5, f"actions.{action}.on_timeout")
 
 
@@ -410,7 +415,7 @@ def test_approve_on_timeout_is_refused_as_the_default() -> None:
     When the policy is loaded,
     Then it is refused, because the default also covers containment verbs."""
     code, line, _ = first_issue(POLICY.replace("  timeout: 20m\n", "  on_timeout: approve\n"))
-    assert (code, line) == ("unsafe-timeout", 9)
+    assert (code, line) == ("unsafe-timeout", 11)
 
 
 def test_the_evaluator_refuses_unsafe_rules_built_without_the_loader() -> None:
@@ -420,7 +425,7 @@ def test_the_evaluator_refuses_unsafe_rules_built_without_the_loader() -> None:
     rules = RulesFile.model_validate(
         {
             "version": 1,
-            "approvers": {"cli": True},
+            "approvers": {"cli": True, "cli_users": ["*"]},
             "actions": {"firewall.block_ip": {"on_timeout": "approve"}},
         }
     )
@@ -518,7 +523,7 @@ def test_a_tenant_file_wins_and_others_fall_back_to_default(tmp_path: Path) -> N
     When policies are looked up for acme and globex,
     Then acme gets its own file and globex the default."""
     (tmp_path / "acme.yaml").write_text(POLICY)
-    (tmp_path / "default.yaml").write_text("version: 1\napprovers: {cli: true}\n")
+    (tmp_path / "default.yaml").write_text("version: 1\napprovers: {cli: true, cli_users: ['*']}\n")
     acme = policy_for_tenant(tmp_path, "acme")
     globex = policy_for_tenant(tmp_path, "globex")
     assert (acme.name, acme.source) == ("acme", str(tmp_path / "acme.yaml"))
@@ -589,7 +594,10 @@ def test_every_problem_is_reported_in_file_order() -> None:
     """Given a file with a bad severity below a misspelled key,
     When it is loaded,
     Then both issues are reported, in line order, with their fields."""
-    text = "version: 1\napprovers: {cli: true}\nactions:\n  edr.block_hash: {unattended_from: x}\n"
+    text = (
+        "version: 1\napprovers: {cli: true, cli_users: ['*']}\n"
+        "actions:\n  edr.block_hash: {unattended_from: x}\n"
+    )
     text = text.replace("version: 1\n", "version: 1\nnotes: hi\n")
     with pytest.raises(PolicyError) as caught:
         parse_policy(text)

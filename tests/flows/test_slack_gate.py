@@ -181,7 +181,7 @@ async def test_expiry_by_the_sweeper_resumes_the_flow_into_the_no_action_branch(
     edr = default_lab().simulator("crowdstrike")
     assert not [r for r in edr.requests if "devices-actions" in r.path]
     [row] = await service.store.approvals(incident_id=outcome.incident.id)
-    assert (row.status, row.decided_by) == ("expired", "expiry:stanch")
+    assert (row.status, row.decided_by) == ("expired", "stanch:timeout")
     binding = await service.store.slack_approval(row.id)
     assert binding is not None and binding.final == "expired"
     final = message_of(fake, binding.channel, binding.ts)

@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 
 from flows.approval import submit_decision
-from flows.record import Ledger, Store, open_store
+from flows.record import Ledger, Store, ledger_key, open_store
 from flows.settings import StanchSettings
 from integrations.plugin import load_plugin
 from integrations.simkit import Simulator
@@ -105,6 +105,8 @@ def runner(lab: LoopbackLab, home: Path, tmp_path: Path) -> Iterator[subprocess.
         **os.environ,
         **lab.env,
         "STANCH_MODE": "live",
+        # The loopback lab's settings are the provider's: this tenant opts in to them.
+        "STANCH_TENANTS": '{"suspendtest": {"credentials": "provider"}}',
         "STANCH_HOME": str(home),
         "STANCH_REPORTS_DIR": str(tmp_path / "reports"),
         "STANCH_APPROVAL_SECRET": SECRET,
@@ -233,7 +235,7 @@ async def test_a_deployed_run_suspends_for_approval_and_resumes_in_a_new_process
     approval = await store.get_approval(approval_id)
     assert approval is not None and approval.status == "approved"
     assert approval.decided_by == "cli:U0ANALYST"
-    ledger = Ledger(store)
+    ledger = Ledger(store, key=ledger_key(SECRET.encode()))  # the runner's approval key
     decisions = [e for e in await ledger.entries(incident.id) if e.kind == "decision"]
     assert [d.status for d in decisions] == ["approved"]
     assert (await ledger.verify()).ok

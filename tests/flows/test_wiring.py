@@ -53,20 +53,48 @@ async def test_live_mode_names_the_missing_credentials(monkeypatch: pytest.Monke
             pass
 
 
-async def test_live_mode_prefers_a_tenants_own_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Given global CrowdStrike credentials and globex's own,
+def _live_env(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    monkeypatch.setenv(f"{prefix}CROWDSTRIKE_CLIENT_ID", "id")
+    monkeypatch.setenv(f"{prefix}CROWDSTRIKE_CLIENT_SECRET", "secret")
+    monkeypatch.setenv(f"{prefix}CROWDSTRIKE_BASE_URL", "https://api.eu-1.crowdstrike.com")
+    for name in ("OKTA", "FORTIGATE"):
+        monkeypatch.setenv(f"{prefix}{name}_BASE_URL", "https://example.invalid")
+        monkeypatch.setenv(f"{prefix}{name}_API_TOKEN", "t")
+
+
+async def test_live_mode_uses_a_tenants_own_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given the provider's CrowdStrike credentials and globex's own,
     When connected live for globex,
     Then globex's base URL is used (no request is sent to build the client)."""
-    monkeypatch.setenv("STANCH_CROWDSTRIKE_CLIENT_ID", "global")
-    monkeypatch.setenv("STANCH_CROWDSTRIKE_CLIENT_SECRET", "global-secret")
-    monkeypatch.setenv("STANCH_GLOBEX_CROWDSTRIKE_CLIENT_ID", "globex")
-    monkeypatch.setenv("STANCH_GLOBEX_CROWDSTRIKE_CLIENT_SECRET", "globex-secret")
-    monkeypatch.setenv("STANCH_GLOBEX_CROWDSTRIKE_BASE_URL", "https://api.eu-1.crowdstrike.com")
-    for name in ("OKTA", "FORTIGATE"):
-        monkeypatch.setenv(f"STANCH_{name}_BASE_URL", "https://example.invalid")
-    monkeypatch.setenv("STANCH_OKTA_API_TOKEN", "t")
-    monkeypatch.setenv("STANCH_FORTIGATE_API_TOKEN", "t")
+    _live_env(monkeypatch, "STANCH_")
+    _live_env(monkeypatch, "STANCH_GLOBEX_")
+    monkeypatch.setenv("STANCH_CROWDSTRIKE_BASE_URL", "https://api.crowdstrike.com")
     async with connect(StanchSettings(mode="live"), Lab(), tenant="globex") as wired:
         assert str(wired.clients[0].base_url).startswith("https://api.eu-1.crowdstrike.com")
-    async with connect(StanchSettings(mode="live"), Lab(), tenant="acme") as wired:
-        assert str(wired.clients[0].base_url).startswith("https://api.crowdstrike.com")
+
+
+async def test_a_tenant_without_its_own_credentials_never_gets_the_providers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Given the provider's credentials for every vendor and none of acme's own,
+    When connected live for acme,
+    Then the connection is refused naming the tenant and the setting it lacks."""
+    _live_env(monkeypatch, "STANCH_")
+    with pytest.raises(ConfigurationError) as refused:
+        async with connect(StanchSettings(mode="live"), Lab(), tenant="acme"):
+            pass
+    message = str(refused.value)
+    assert "tenant acme has no crowdstrike credentials" in message
+    assert "STANCH_ACME_CROWDSTRIKE_CLIENT_ID" in message
+    assert '"credentials": "provider"' in message
+
+
+async def test_a_tenant_that_opts_in_uses_the_providers_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Given an in-house tenant configured with "credentials": "provider",
+    When connected live for it, Then the provider's settings are used."""
+    _live_env(monkeypatch, "STANCH_")
+    settings = StanchSettings(mode="live", tenants={"inhouse": {"credentials": "provider"}})
+    async with connect(settings, Lab(), tenant="inhouse") as wired:
+        assert str(wired.clients[0].base_url).startswith("https://api.eu-1.crowdstrike.com")

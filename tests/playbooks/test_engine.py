@@ -247,7 +247,12 @@ async def test_adapter_lookup_refuses_anything_but_a_lookup() -> None:
 
 def _policy(**actions: Any) -> RulesOfEngagement:
     rules = RulesFile.model_validate(
-        {"version": 1, "approvers": {"cli": True}, "approval": {"approvals": 2}, "actions": actions}
+        {
+            "version": 1,
+            "approvers": {"cli": True, "cli_users": ["*"]},
+            "approval": {"approvals": 2},
+            "actions": actions,
+        }
     )
     return RulesOfEngagement(rules, source="inline.yaml")
 

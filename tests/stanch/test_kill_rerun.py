@@ -31,7 +31,7 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flows.record import Ledger, open_store
+from flows.record import Ledger, ledger_key, open_store
 from integrations.crowdstrike.sim import CrowdStrikeSimulator
 from integrations.fortigate.sim import FortiGateSimulator
 from integrations.okta.sim import OktaSimulator
@@ -210,6 +210,8 @@ def live_env(tmp_path: Path, lab: Lab) -> dict[str, str]:
             "STANCH_POLICIES_DIR": str(policies),
             "STANCH_PLAYBOOKS_DIR": str(tmp_path / "playbooks"),
             "STANCH_MODE": "live",
+            # The lab's settings are the provider's: tenant demo opts in to them.
+            "STANCH_TENANTS": '{"demo": {"credentials": "provider"}}',
             "STANCH_EDR": "crowdstrike",
             "STANCH_IDENTITY": "okta",
             "STANCH_FIREWALL": "fortigate",
@@ -391,7 +393,9 @@ def test_a_run_killed_mid_containment_reruns_without_firing_any_action_twice(
 
     async def ledger() -> tuple[bool, str, Counter[str]]:
         async with open_store(f"sqlite+aiosqlite:///{db}") as store:
-            book = Ledger(store)
+            # The runs' own ledger key: derived from the approval key in their home.
+            key = (db.parent / "approval.key").read_text().strip().encode()
+            book = Ledger(store, key=ledger_key(key))
             report = await book.verify()
             entries = await book.entries(incident)
         effects = Counter(

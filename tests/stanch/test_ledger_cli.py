@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flows.models import ActionResult, ActionStatus, Verdict
-from flows.record import Ledger, LedgerHead, open_store
+from flows.record import Ledger, LedgerHead, exported_entry_hash, open_store
 from integrations.capabilities import ActionReceipt
 from stanch.ledger_cli import app
 from tests.flows.factories import plan
@@ -160,3 +160,35 @@ async def test_show_an_unknown_incident_fails(
     Then it exits 2 (an unknown id, as every command treats one) and says so."""
     assert await stanch_ledger("show", "INC-20990101-0001") == 2
     assert "no ledger entries for INC-20990101-0001" in capsys.readouterr().err
+
+
+async def test_anchor_prints_the_head_and_verify_checks_what_came_after_it(
+    store_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given `stanch ledger anchor` printed and kept,
+    When an entry is copied onto the end with its chain hash recomputed but no ledger key
+    (what someone with database access alone can do),
+    Then `verify --anchor` exits 1 naming the appended entry as forged; before the forgery
+    it exits 0."""
+    assert await stanch_ledger("anchor") == 0
+    anchor = capsys.readouterr().out.strip()
+    assert anchor == str(await head_of(store_file))
+    assert await stanch_ledger("verify", "--anchor", anchor) == 0
+    capsys.readouterr()
+    async with open_store(f"sqlite+aiosqlite:///{store_file}") as store:
+        [last] = [e for e in await Ledger(store).entries() if e.seq == 3]
+    forged = {**last.to_json(), "seq": 4, "prev_hash": last.entry_hash}
+    forged["idempotency_key"] = f"{INCIDENT}:edr.contain_host:aid-forged"
+    forged["entry_hash"] = exported_entry_hash(forged)
+    columns = [c for c in forged if c != "entry_mac"]
+    with contextlib.closing(sqlite3.connect(store_file)) as conn, conn:
+        conn.execute(
+            f"INSERT INTO ledger_entries ({', '.join(columns)}) "  # noqa: S608 (own columns)
+            f"VALUES ({', '.join('?' for _ in columns)})",
+            [
+                json.dumps(forged[c]) if isinstance(forged[c], dict | list) else forged[c]
+                for c in columns
+            ],
+        )
+    assert await stanch_ledger("verify", "--anchor", anchor) == 1
+    assert capsys.readouterr().err.startswith("entry 4 (")

@@ -21,10 +21,13 @@ def run(*args: str) -> int:
     return result
 
 
-def test_check_prints_the_decision_and_its_explanation(capsys: pytest.CaptureFixture[str]) -> None:
-    """Given the example acme policy,
+def test_check_prints_the_decision_and_its_explanation(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the example acme policy (and no cap on approval timeouts),
     When a high-severity suspension of ACME's CEO is checked,
     Then exit 0 and the output shows verdict, count, approvers, timeout and explanation."""
+    monkeypatch.delenv("STANCH_APPROVAL_TIMEOUT_SECONDS", raising=False)
     code = run(
         "--tenant", "acme", "--action", "identity.suspend_user",
         "--target", "ceo@acme.example", "--severity", "high", "--policies", str(POLICIES),
@@ -40,6 +43,20 @@ def test_check_prints_the_decision_and_its_explanation(capsys: pytest.CaptureFix
         "suspend_user ceo@acme.example: approval by 2 of @soc-leads, U0ACMELEAD1, U0ACMELEAD2, "
         "because severity high and user in group executives",
     ]
+
+
+def test_check_shows_a_cap_on_the_policys_timeout(capsys: pytest.CaptureFixture[str]) -> None:
+    """Given STANCH_APPROVAL_TIMEOUT_SECONDS=60 (the test run's setting),
+    When acme's CEO suspension is checked, Then the capped wait is shown with the policy's."""
+    run(
+        "--tenant", "acme", "--action", "identity.suspend_user",
+        "--target", "ceo@acme.example", "--severity", "high", "--policies", str(POLICIES),
+    )  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        "timeout: 1m, then deny (the policy's 30m, capped by STANCH_APPROVAL_TIMEOUT_SECONDS)"
+        in lines
+    )
 
 
 def test_check_uses_recent_and_user_options(capsys: pytest.CaptureFixture[str]) -> None:
