@@ -1,6 +1,6 @@
 """Slack approval round trip: from the Approve click to the resumed flow's next task starting.
 
-``python -m bench.approval_roundtrip [--runs N] [--poll 1.0]`` starts a Prefect server under
+``python -m bench.approval_roundtrip [--runs N] [--poll 0.5]`` starts a Prefect server under
 a temporary stanch home (unless ``PREFECT_API_URL`` is set), a loopback FakeSlack, and the
 stanch service's Slack route in-process. Each run starts a small flow that asks for approval
 through the real :class:`flows.approval.SlackPauseGate` (posts the Block Kit message,
@@ -209,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print JSON and a summary line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--poll", type=float, default=1.0, help="pause poll interval, seconds")
-    parser.add_argument("--target", type=float, default=2.0, help="p95 target, seconds")
+    parser.add_argument(
+        "--poll", type=float, default=0.5, help="pause poll interval, seconds (the default's)"
+    )
+    parser.add_argument("--target", type=float, default=0.6, help="p95 target, seconds")
     args = parser.parse_args(argv)
 
     server = None

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -29,7 +30,7 @@ import socket
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +76,17 @@ def rss_mb(pid: int | None) -> float | None:
 def peak_rss_mb(pid: int | None) -> float | None:
     """Peak resident memory of ``pid`` over its life (VmHWM), in MB."""
     return None if pid is None else _proc_field(f"/proc/{pid}/status", "VmHWM:")
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system) ``pid`` has used so far, from ``/proc/<pid>/stat``."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def machine() -> dict[str, Any]:
@@ -329,6 +341,17 @@ def prepare(root: Path, *, database_url: str | None = None) -> Prepared:
         os.environ["STANCH_DATABASE_URL"] = database_url
     else:
         os.environ.pop("STANCH_DATABASE_URL", None)
+    server = prefect_server_for(home)
+    from flows.settings import load_settings
+
+    return Prepared(root, home, reports, server, load_settings().store_url)
+
+
+def prefect_server_for(home: Path) -> PrefectServer:
+    """The server ``PREFECT_API_URL`` names, else a new one under ``home``; Prefect set to it.
+
+    Call before anything imports Prefect.
+    """
     if os.environ.get("PREFECT_API_URL"):
         server = ensure_server(home)  # reuse the configured server
     else:
@@ -337,14 +360,77 @@ def prepare(root: Path, *, database_url: str | None = None) -> Prepared:
         # find the winner's server healthy and use it.
         server = start_server(home, port=free_port())
     use_server(server, home)
-    from flows.settings import load_settings
-
-    return Prepared(root, home, reports, server, load_settings().store_url)
+    return server
 
 
 def stop_server(prepared: Prepared) -> None:
     """Stop the Prefect server if the harness started it."""
     prepared.server.stop()
+
+
+# Prefect client back-off -------------------------------------------------------------------
+_BACKOFF = re.compile(r"retryable .*Another attempt will be made in ([0-9.]+)s")
+
+
+@dataclass
+class Backoffs:
+    """How often the Prefect client slept before retrying a request, and for how long."""
+
+    sleeps: int = 0
+    seconds: float = 0.0
+
+    def __add__(self, other: Backoffs) -> Backoffs:
+        return Backoffs(self.sleeps + other.sleeps, self.seconds + other.seconds)
+
+    def __sub__(self, other: Backoffs) -> Backoffs:
+        return Backoffs(self.sleeps - other.sleeps, self.seconds - other.seconds)
+
+    def as_dict(self) -> dict[str, Any]:
+        """As the JSON figures show it."""
+        return {"sleeps": self.sleeps, "seconds": round(self.seconds, 2)}
+
+
+class _BackoffCounter:
+    """Counts the Prefect client's "retryable status code … attempt will be made" lines."""
+
+    def __init__(self) -> None:
+        self.total = Backoffs()
+
+    def saw(self, message: str) -> None:
+        """Count ``message`` if it is a back-off line."""
+        match = _BACKOFF.search(message)
+        if match:
+            self.total = self.total + Backoffs(1, float(match.group(1)))
+
+    def snapshot(self) -> Backoffs:
+        """The totals so far."""
+        return Backoffs(self.total.sleeps, self.total.seconds)
+
+
+@contextlib.contextmanager
+def count_client_backoffs() -> Iterator[_BackoffCounter]:
+    """Count the Prefect client's back-off sleeps (a 503 from its server, then a retry).
+
+    The client says each in a DEBUG line on its module logger before it sleeps. The
+    logger's level and handlers are reset whenever logging is configured again (uvicorn,
+    Prefect's own setup), so the count wraps that logger object's ``debug`` method for
+    the block instead: it sees every such line whatever the level, and passes it on.
+    """
+    from prefect.client import base
+
+    logger = base.logger
+    counter = _BackoffCounter()
+    debug = logger.debug
+
+    def counting(msg: object, *args: Any, **kwargs: Any) -> None:
+        counter.saw(str(msg))
+        debug(msg, *args, **kwargs)
+
+    logger.debug = counting  # type: ignore[method-assign]
+    try:
+        yield counter
+    finally:
+        del logger.debug  # the instance attribute; the class's method shows again
 
 
 # The intake service with flow runs ---------------------------------------------------------

@@ -93,34 +93,38 @@ async def measure_backend(
     factory = common.EntityFactory()
     pids = {"prefect_server": prepared.server.pid, "worker": os.getpid()}
     results: dict[str, Any] = {}
-    async with common.serve_lab() as lab:
-        os.environ.update(lab.environment)
-        async with common.serve_intake(prepared, flow_limit=flow_limit) as service:
-            for _ in range(warmup):
-                await _one_run(service, lab, factory, 1, pids)
-            for k in sizes:
-                rows = [await _one_run(service, lab, factory, k, pids) for _ in range(runs)]
+    with common.count_client_backoffs() as counter:
+        async with common.serve_lab() as lab:
+            os.environ.update(lab.environment)
+            async with common.serve_intake(prepared, flow_limit=flow_limit) as service:
+                for _ in range(warmup):
+                    await _one_run(service, lab, factory, 1, pids)
+                for k in sizes:
+                    before = counter.snapshot()
+                    rows = [await _one_run(service, lab, factory, k, pids) for _ in range(runs)]
+                    backoffs = counter.snapshot() - before
 
-                def med(key: str, rows: list[dict[str, Any]] = rows) -> float | None:
-                    return common.median([r[key] for r in rows if r[key] is not None])
+                    def med(key: str, rows: list[dict[str, Any]] = rows) -> float | None:
+                        return common.median([r[key] for r in rows if r[key] is not None])
 
-                def peak(name: str, rows: list[dict[str, Any]] = rows) -> float | None:
-                    values = [r["memory"][name] for r in rows if r["memory"][name] is not None]
-                    return max(values) if values else None
+                    def peak(name: str, rows: list[dict[str, Any]] = rows) -> float | None:
+                        values = [r["memory"][name] for r in rows if r["memory"][name] is not None]
+                        return max(values) if values else None
 
-                results[str(k)] = {
-                    "incidents": k,
-                    "runs": runs,
-                    "incidents_per_minute": common.rounded(med("per_minute"), 1),
-                    "makespan_seconds": common.rounded(med("makespan")),
-                    "time_to_contain_p50_seconds": common.rounded(med("p50")),
-                    "time_to_contain_p95_seconds": common.rounded(med("p95")),
-                    "prefect_server_peak_rss_mb": peak("prefect_server"),
-                    "worker_peak_rss_mb": peak("worker"),
-                    "every_incident_started": all(r["started"] == k for r in rows),
-                    "every_incident_reported": all(r["reported"] == k for r in rows),
-                    "every_incident_contained": all(r["contained"] == k for r in rows),
-                }
+                    results[str(k)] = {
+                        "incidents": k,
+                        "runs": runs,
+                        "incidents_per_minute": common.rounded(med("per_minute"), 1),
+                        "makespan_seconds": common.rounded(med("makespan")),
+                        "time_to_contain_p50_seconds": common.rounded(med("p50")),
+                        "time_to_contain_p95_seconds": common.rounded(med("p95")),
+                        "prefect_server_peak_rss_mb": peak("prefect_server"),
+                        "worker_peak_rss_mb": peak("worker"),
+                        "every_incident_started": all(r["started"] == k for r in rows),
+                        "every_incident_reported": all(r["reported"] == k for r in rows),
+                        "every_incident_contained": all(r["contained"] == k for r in rows),
+                        "prefect_client_backoffs": backoffs.as_dict(),
+                    }
     return results
 
 

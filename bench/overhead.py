@@ -124,33 +124,47 @@ async def measure(prepared: common.Prepared, runs: int, warmup: int) -> dict[str
     calls: dict[str, list[Counter[str]]] = {"stanch": [], "baseline": []}
     executed: list[int] = []
     completed_flows = 0
-    async with common.serve_lab() as lab:
-        os.environ.update(lab.environment)
-        async with common.serve_intake(prepared, flow_limit=1) as service:
-            for i in range(warmup + runs):
-                measured = i >= warmup
-                # stanch first in even runs, baseline first in odd ones: drift hits both.
-                order = ("stanch", "baseline") if i % 2 == 0 else ("baseline", "stanch")
-                for path in order:
-                    entities = factory.next()
-                    lab.seed(entities)
-                    payloads = common.scenario_payloads(entities)
-                    marks = lab.marks()
-                    if path == "stanch":
-                        elapsed, report = await stanch_once(service, payloads)
+    backoffs: list[common.Backoffs] = []
+    # CPU seconds per run, of this process (intake, flow run, simulators, baseline) and
+    # of the Prefect server: less at the mercy of a shared machine than wall time.
+    cpu: dict[str, list[float]] = {"stanch": [], "baseline": []}
+    server_cpu: dict[str, list[float]] = {"stanch": [], "baseline": []}
+    server_pid = prepared.server.pid
+    with common.count_client_backoffs() as counter:
+        async with common.serve_lab() as lab:
+            os.environ.update(lab.environment)
+            async with common.serve_intake(prepared, flow_limit=1) as service:
+                for i in range(warmup + runs):
+                    measured = i >= warmup
+                    # stanch first in even runs, baseline first in odd ones: drift hits both.
+                    order = ("stanch", "baseline") if i % 2 == 0 else ("baseline", "stanch")
+                    for path in order:
+                        entities = factory.next()
+                        lab.seed(entities)
+                        payloads = common.scenario_payloads(entities)
+                        marks = lab.marks()
+                        cpu_before = (time.process_time(), common.cpu_seconds(server_pid))
+                        if path == "stanch":
+                            before = counter.snapshot()
+                            elapsed, report = await stanch_once(service, payloads)
+                            if measured:
+                                backoffs.append(counter.snapshot() - before)
+                                executed.append(report.executed())
+                                completed_flows += all(
+                                    (report.stage(name) or {}).get("state") == "completed"
+                                    for name in ("detect", "investigate", "contain", "remediate")
+                                )
+                        else:
+                            elapsed = await baseline_once(payloads, i, baseline_dir)
                         if measured:
-                            executed.append(report.executed())
-                            completed_flows += all(
-                                (report.stage(name) or {}).get("state") == "completed"
-                                for name in ("detect", "investigate", "contain", "remediate")
-                            )
-                    else:
-                        elapsed = await baseline_once(payloads, i, baseline_dir)
-                    if measured:
-                        (stanch_times if path == "stanch" else baseline_times).append(elapsed)
-                        calls[path].append(lab.calls_since(marks))
-                    else:
-                        warm[path].append(elapsed)
+                            (stanch_times if path == "stanch" else baseline_times).append(elapsed)
+                            calls[path].append(lab.calls_since(marks))
+                            cpu[path].append(time.process_time() - cpu_before[0])
+                            server_after = common.cpu_seconds(server_pid)
+                            if server_after is not None and cpu_before[1] is not None:
+                                server_cpu[path].append(server_after - cpu_before[1])
+                        else:
+                            warm[path].append(elapsed)
     stanch_median = common.median(stanch_times)
     baseline_median = common.median(baseline_times)
     ratio = stanch_median / baseline_median if stanch_median and baseline_median else None
@@ -172,7 +186,18 @@ async def measure(prepared: common.Prepared, runs: int, warmup: int) -> dict[str
         "stanch_seconds": [round(t, 3) for t in stanch_times],
         "baseline_seconds": [round(t, 3) for t in baseline_times],
         "warmup_seconds": {k: [round(t, 3) for t in v] for k, v in warm.items()},
+        "cpu_seconds_median": {
+            "stanch_process": common.rounded(common.median(cpu["stanch"])),
+            "baseline_process": common.rounded(common.median(cpu["baseline"])),
+            "prefect_server_during_stanch": common.rounded(common.median(server_cpu["stanch"])),
+            "prefect_server_during_baseline": common.rounded(common.median(server_cpu["baseline"])),
+        },
         "actions_executed_per_incident": executed,
+        "prefect_client_backoffs": {
+            "sleeps": sum(b.sleeps for b in backoffs),
+            "seconds": round(sum(b.seconds for b in backoffs), 2),
+            "per_run": [b.sleeps for b in backoffs],
+        },
         "vendor_requests": {
             "stanch": stanch_calls,
             "baseline": baseline_calls,

@@ -1,9 +1,12 @@
 """The ``handle-incident`` flow: detect → investigate → contain → remediate → report.
 
-One flow run per incident, named after it. Each stage's vendor calls are coarse async
-tasks tagged ``stage:<name>``, ``vendor:<vendor>`` and ``tenant:<id>``. Containment and
-remediation go through policy and, where policy says so, an analyst's approval; every
-action is recorded in the store under its idempotency key.
+One flow run per incident, named after it and tagged ``tenant:<id>``,
+``severity:<level>`` and ``playbook:<id>`` (the run list filters on these). Each stage's
+vendor calls are coarse async tasks named after their stage and vendor
+(``[contain] edr.contain_host WS-0042 · crowdstrike``), untagged: Prefect takes a
+concurrency lease per tag of every task run. Containment and remediation go through
+policy and, where policy says so, an analyst's approval; every action is recorded in the
+store under its idempotency key.
 """
 
 import asyncio
@@ -14,8 +17,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, tags, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext, TagsContext
 from prefect.events import emit_event
 from prefect.exceptions import Pause
 from prefect.logging import get_run_logger
@@ -72,7 +77,7 @@ from flows.respond import (
     remediation_plans,
 )
 from flows.settings import StanchSettings, load_settings, playbook_directory, policy_directory
-from flows.tasks import find_host, find_user, playbook_lookup, playbook_stage
+from flows.tasks import find_host, find_user, in_stage, playbook_lookup, playbook_stage
 from flows.wiring import slack_chat
 
 
@@ -80,7 +85,7 @@ class IncidentIncomplete(Exception):
     """Raised after the report when a stage failed, so the flow run ends Failed."""
 
 
-@task(name="record-incident", task_run_name="record {incident.id}", cache_policy=NO_CACHE)
+@task(name="record-incident", task_run_name="[detect] record {incident.id}", cache_policy=NO_CACHE)
 async def record_incident(incident: Incident, store: Store, flow_run_id: str | None) -> None:
     """Save the incident with its flow run id (detect stage: the alerts are in hand)."""
     await store.save_incident(incident, flow_run_id=flow_run_id)
@@ -146,16 +151,48 @@ class Lifecycle:
         """Every action result so far."""
         return self.responder.actions
 
-    def _tags(self, stage: Stage, vendor: str) -> list[str]:
-        return self.responder.tags(stage, vendor)
+    def run_tags(self) -> list[str]:
+        """The flow run's own tags: tenant, severity and playbook (``built-in`` if none)."""
+        chosen = self.route.chosen if self.route else None
+        return [
+            f"tenant:{self.incident.tenant}",
+            f"severity:{self.incident.severity.name.lower()}",
+            f"playbook:{chosen.id if chosen else 'built-in'}",
+        ]
+
+    async def tag_run(self) -> None:
+        """Add :meth:`run_tags` to the flow run, keeping the tags it was created with.
+
+        One update of the flow run, which takes no concurrency lease; task runs do not
+        inherit flow-run tags set this way. Best effort: the tags are for the run list, so
+        a Prefect API failure is logged and the incident goes on.
+        """
+        context = FlowRunContext.get()
+        if context is None or context.flow_run is None:
+            return
+        run = context.flow_run
+        wanted = sorted({*run.tags, *self.run_tags()})
+        if wanted == sorted(run.tags):
+            return
+        try:
+            async with get_client() as client:
+                await client.update_flow_run(run.id, tags=wanted)
+        except Exception as exc:  # the run list loses its filter, containment does not stop
+            get_run_logger().warning("Could not tag the flow run %s: %s", wanted, exc)
+            return
+        run.tags = wanted
 
     @asynccontextmanager
     async def stage(self, stage: Stage) -> AsyncIterator[list[str]]:
-        """Record the stage's transitions; the yielded list collects notes."""
+        """Record the stage's transitions; the yielded list collects notes.
+
+        Task runs started inside are named after the stage (``[contain] …``).
+        """
         started = await self.store.record_stage(self.incident.id, stage, "started")
         notes: list[str] = []
         try:
-            yield notes
+            with in_stage(stage):
+                yield notes
         except Pause:
             # Suspended for an approval: this process ends; the resumed run starts the
             # stage again, and the clocks see the gap.
@@ -217,8 +254,8 @@ class Lifecycle:
         """Record the incident the intake correlated from its alerts."""
         async with self.stage(Stage.DETECT) as notes:
             vendors = sorted({a.vendor.lower() for a in self.incident.alerts})
-            with tags(*self._tags(Stage.DETECT, ",".join(vendors))):
-                await record_incident(self.incident, self.store, self.flow_run_id)
+            await record_incident(self.incident, self.store, self.flow_run_id)
+            await self.tag_run()
             notes.append(f"{len(self.incident.alerts)} alert(s) from {', '.join(vendors)}")
             chosen = self.route.chosen if self.route else None
             await self.store.set_incident_playbook(self.incident.id, chosen.id if chosen else None)
@@ -238,12 +275,8 @@ class Lifecycle:
         """Ask the vendors about the alerts' hosts and users, assess, plan the playbook."""
         notes: list[str] = []
         edr, idp = self.integrations.edr, self.integrations.identity
-        with tags(*self._tags(Stage.INVESTIGATE, edr.vendor)):
-            hosts = await asyncio.gather(
-                *(find_host(edr, name) for name in self.incident.hostnames)
-            )
-        with tags(*self._tags(Stage.INVESTIGATE, idp.vendor)):
-            users = await asyncio.gather(*(find_user(idp, login) for login in self.incident.users))
+        hosts = await asyncio.gather(*(find_host(edr, name) for name in self.incident.hostnames))
+        users = await asyncio.gather(*(find_user(idp, login) for login in self.incident.users))
         self.investigation = assess(
             self.incident,
             dict(zip(self.incident.hostnames, hosts, strict=True)),
@@ -425,7 +458,7 @@ class Lifecycle:
                 )
                 for e in await ledger.in_effect(self.incident.id)
             ]
-            verified = await ledger.verify()
+            verified = await ledger.verify_since_checkpoint()
             outcome.ledger = {
                 "verified": verified.ok,
                 "message": verified.message,
@@ -433,8 +466,7 @@ class Lifecycle:
                 "head": str(verified.head),
                 "entries": await ledger.export(self.incident.id),
             }
-            with tags(*self._tags(Stage.REPORT, "stanch")):
-                outcome.report_paths = await publish_report(outcome, self.settings.reports)
+            outcome.report_paths = await publish_report(outcome, self.settings.reports)
             # On the flow run itself (not the task), so its Artifacts tab lists them.
             artifact = await publish_artifacts(outcome)
             if artifact:
@@ -480,20 +512,24 @@ async def handle_incident(
         open_store(settings.store_url) as store,
         wiring.connect(settings, tenant=incident.tenant) as integrations,
     ):
-        lifecycle = Lifecycle(
-            incident,
-            settings=settings,
-            store=store,
-            integrations=integrations,
-            gate=default_gate(settings, incident.tenant),
-            policy=policy,
-            flow_run_id=str(run_id) if run_id else None,
-            playbooks=library.playbooks,
-            warnings=warnings,
-            playbook=playbook,
-            requester=requester,
-        )
-        return await lifecycle.run()
+        # Tags the caller set around this call (`with tags(...)`: a rerun's, the demo's)
+        # are on the flow run already; its task runs must not inherit them, or each takes
+        # a concurrency lease.
+        with TagsContext(current_tags=set()):
+            lifecycle = Lifecycle(
+                incident,
+                settings=settings,
+                store=store,
+                integrations=integrations,
+                gate=default_gate(settings, incident.tenant),
+                policy=policy,
+                flow_run_id=str(run_id) if run_id else None,
+                playbooks=library.playbooks,
+                warnings=warnings,
+                playbook=playbook,
+                requester=requester,
+            )
+            return await lifecycle.run()
 
 
 @flow(name="playbook-on-event", flow_run_name="{playbook} on an event", log_prints=False)

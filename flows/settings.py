@@ -107,6 +107,8 @@ class StanchSettings(BaseSettings):
         approval_timeout_seconds: a cap on how long a request waits for a decision; the
             tenant's policy sets the wait (``approval.timeout``), this only shortens it
             (drills, tests).
+        approval_poll_seconds: how often a paused run asks the Prefect server whether it
+            was resumed (0.2 to 10 s): a decision is noticed within about this long.
         approval_suspend_after_seconds: a run started from a deployment whose approval
             may wait at least this long is suspended (its process exits; a worker resumes
             it) instead of paused in place; ``0`` suspends every deployed run's wait.
@@ -139,6 +141,11 @@ class StanchSettings(BaseSettings):
         slack_overdue_channel: where the ``approval-overdue`` automation posts requests
             still undecided after its window (default: ``slack_channel``).
         slack_base_url: the Web API base URL; only changed to point at a fake.
+        vendor_concurrency: vendors whose every call holds a slot of the Prefect global
+            concurrency limit ``vendor:<name>`` (an API quota shared by all flow runs),
+            e.g. ``STANCH_VENDOR_CONCURRENCY='["crowdstrike"]'``; the limit must be
+            created first (``prefect gcl create vendor:crowdstrike --limit 5``). Empty by
+            default: no slot is taken, so no call waits on the Prefect server for one.
     """
 
     model_config = SettingsConfigDict(env_prefix="STANCH_", extra="ignore")
@@ -151,7 +158,7 @@ class StanchSettings(BaseSettings):
     tenant: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     approval_secret: SecretStr | None = None
     approval_timeout_seconds: int | None = Field(default=None, ge=5)
-    approval_poll_seconds: float = Field(default=1.0, ge=0.2, le=10)
+    approval_poll_seconds: float = Field(default=0.5, ge=0.2, le=10)
     approval_suspend_after_seconds: int | None = Field(default=600, ge=0)
     reports_dir: Path | None = None
     database_url: str | None = None
@@ -171,6 +178,7 @@ class StanchSettings(BaseSettings):
     slack_escalate_after_seconds: int = Field(default=1200, ge=1)
     slack_overdue_channel: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,32}$")
     slack_base_url: str = "https://slack.com/api/"
+    vendor_concurrency: list[str] = Field(default_factory=list)
 
     @property
     def reports(self) -> Path:

@@ -7,26 +7,43 @@ is not added on top. Executed actions are claimed in the store under their idemp
 key first, so a retried task or a re-run flow does not fire the same action twice; and a
 request that may change vendor state is noted before it leaves, so a state found in place
 after an answer was lost is recorded as this incident's own action, not ``already_done``.
+
+Task runs carry no tags: Prefect takes a concurrency lease for every tag of every task
+run, one more request per task, which on the embedded SQLite server often fails and
+costs a 2 s client back-off. The stage and vendor are in the task-run name instead
+(``[contain] edr.contain_host WS-0042 · crowdstrike``; :func:`in_stage`); a per-vendor
+limit is opt-in (:func:`vendor_slot`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.runtime import task_run
+from prefect.concurrency.asyncio import concurrency
 from prefect.tasks import exponential_backoff
 from prefect.transactions import get_transaction
 
 from flows.errors import PlanMismatch
-from flows.models import ACTION_VERBS, ActionPlan, ActionResult, ActionStatus, Verdict, utcnow
+from flows.models import (
+    ACTION_VERBS,
+    ActionPlan,
+    ActionResult,
+    ActionStatus,
+    Stage,
+    Verdict,
+    utcnow,
+)
 from flows.record import Ledger, Store
+from flows.settings import load_settings
 from integrations.capabilities import (
     EDR,
     ActionReceipt,
@@ -97,26 +114,95 @@ async def honouring_rate_limits(call: Callable[[], Awaitable[_T]]) -> _T:
             attempt += 1
 
 
-@task(name="edr.find_host", task_run_name="edr.find_host {hostname}", **RETRYING)
+_STAGE: ContextVar[Stage | None] = ContextVar("stanch_stage", default=None)
+
+
+@contextlib.contextmanager
+def in_stage(stage: Stage) -> Iterator[None]:
+    """Name the task runs started inside the block after ``stage`` (``[contain] …``).
+
+    The run graph of the Prefect UI shows each task run by name, so this is how a reader
+    sees which stage a vendor call belongs to; it costs nothing per task run, where a
+    tag costs a concurrency lease and a subflow per stage a flow run.
+    """
+    token = _STAGE.set(stage)
+    try:
+        yield
+    finally:
+        _STAGE.reset(token)
+
+
+def staged_name(describe: Callable[[dict[str, Any]], str]) -> Callable[..., str]:
+    """A ``task_run_name`` callable: ``[<stage>] <describe(parameters)>``.
+
+    Outside :func:`in_stage` (the sweep, an undo) the name is ``describe``'s alone.
+    """
+
+    def name(parameters: dict[str, Any]) -> str:
+        stage = _STAGE.get()
+        text = describe(parameters)
+        return f"[{stage.value}] {text}" if stage is not None else text
+
+    return name
+
+
+def _vendor_of(adapter: Any) -> str:
+    return str(getattr(adapter, "vendor", "") or "?")
+
+
+def _action_name(parameters: dict[str, Any]) -> str:
+    plan: ActionPlan = parameters["plan"]
+    return f"{plan.action} {plan.target_label} · {_vendor_of(parameters['adapter'])}"
+
+
+@contextlib.asynccontextmanager
+async def vendor_slot(vendor: str) -> AsyncIterator[None]:
+    """Hold a slot of the Prefect global concurrency limit ``vendor:<vendor>`` if asked to.
+
+    Off by default: only vendors named in ``STANCH_VENDOR_CONCURRENCY`` take a slot (one
+    request to the Prefect server per call), for an API quota shared by several flow
+    runs. The limit must exist (``prefect gcl create vendor:crowdstrike --limit 5``); a
+    missing one fails the call with Prefect's ``ConcurrencySlotAcquisitionError`` naming
+    it, rather than silently not limiting.
+    """
+    if vendor not in load_settings().vendor_concurrency:
+        yield
+        return
+    async with concurrency(f"vendor:{vendor}", occupy=1, strict=True):
+        yield
+
+
+@task(
+    name="edr.find_host",
+    task_run_name=staged_name(lambda p: f"edr.find_host {p['hostname']} · {_vendor_of(p['edr'])}"),
+    **RETRYING,
+)
 async def find_host(edr: EDR, hostname: str) -> Host | None:
     """Look a host up by name in the EDR (investigate stage)."""
-    return await honouring_rate_limits(lambda: edr.find_host(hostname))
+    async with vendor_slot(_vendor_of(edr)):
+        return await honouring_rate_limits(lambda: edr.find_host(hostname))
 
 
-@task(name="identity.find_user", task_run_name="identity.find_user {login}", **RETRYING)
+@task(
+    name="identity.find_user",
+    task_run_name=staged_name(
+        lambda p: f"identity.find_user {p['login']} · {_vendor_of(p['identity'])}"
+    ),
+    **RETRYING,
+)
 async def find_user(identity: IdentityProvider, login: str) -> UserAccount | None:
     """Look a user up by login in the identity provider (investigate stage)."""
-    return await honouring_rate_limits(lambda: identity.find_user(login))
+    async with vendor_slot(_vendor_of(identity)):
+        return await honouring_rate_limits(lambda: identity.find_user(login))
 
 
-def _lookup_run_name() -> str:
+def _lookup_name(parameters: dict[str, Any]) -> str:
     # "identity.find_user apatel@acme.example", as the YAML investigation steps read.
-    parameters = task_run.get_parameters()
     subject = next(iter(dict(parameters.get("args") or {}).values()), "")
     return f"{parameters['action']} {subject}".strip()
 
 
-@task(name="playbook.lookup", task_run_name=_lookup_run_name, **RETRYING)
+@task(name="playbook.lookup", task_run_name=staged_name(_lookup_name), **RETRYING)
 async def playbook_lookup(
     lookup: Callable[[str, Mapping[str, Any]], Awaitable[Any]], action: str, args: Mapping[str, Any]
 ) -> Any:
@@ -124,7 +210,11 @@ async def playbook_lookup(
     return await honouring_rate_limits(lambda: lookup(action, args))
 
 
-@task(name="playbook.stage", task_run_name="{name}", cache_policy=NO_CACHE)
+@task(
+    name="playbook.stage",
+    task_run_name=staged_name(lambda p: str(p["name"])),
+    cache_policy=NO_CACHE,
+)
 async def playbook_stage(name: str, call: Callable[[], Awaitable[Any]]) -> Any:
     """One stage function of a Python playbook (``phishing-click.contain``), planning only."""
     return await call()
@@ -176,7 +266,7 @@ async def record_failure(
     return failed
 
 
-@task(name="execute-action", task_run_name="{plan.action} {plan.target_label}", **RETRYING)
+@task(name="execute-action", task_run_name=staged_name(_action_name), **RETRYING)
 async def execute_action(
     plan: ActionPlan,
     approved_sha256: str,
@@ -222,7 +312,8 @@ async def execute_action(
 
     try:
         with watching(mutations):
-            receipt, acted_before = await honouring_rate_limits(attempt)
+            async with vendor_slot(_vendor_of(adapter)):
+                receipt, acted_before = await honouring_rate_limits(attempt)
     except IntegrationError as error:
         if not isinstance(error, TransientError):
             await _forget_refused_request(store, plan, claim.request_sent, mutations)
@@ -265,9 +356,7 @@ async def _forget_refused_request(
         await store.note_request_sent(plan, sent=False)
 
 
-@task(
-    name="contain-action", task_run_name="{plan.action} {plan.target_label}", cache_policy=NO_CACHE
-)
+@task(name="contain-action", task_run_name=staged_name(_action_name), cache_policy=NO_CACHE)
 async def contain_action(
     plan: ActionPlan,
     approved_sha256: str,

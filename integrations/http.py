@@ -7,12 +7,16 @@ adapter passes the parser for its rate-limit header (:func:`seconds_header`,
 (a :class:`~integrations.errors.ConflictError`, whatever the status: Okta says it with a
 403). :func:`watching` lets the caller learn which state-changing requests left and how
 they were answered, so an answer lost after the vendor acted can be told from a refusal.
+Every vendor client verifies TLS with one shared context (:func:`tls_verify`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
+import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -80,6 +84,26 @@ def watching(mutations: Mutations) -> Iterator[Mutations]:
         yield mutations
     finally:
         _WATCH.reset(token)
+
+
+def tls_verify(verify: bool = True) -> ssl.SSLContext | bool:
+    """The ``verify=`` for a vendor client: one certificate-checking context per process.
+
+    httpx builds a new SSL context for every client it creates, loading the whole CA
+    bundle each time (about 35 ms); a flow run makes one client per vendor. The context
+    is the one httpx would build (``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, else certifi's
+    bundle), built once per value of those variables and shared: clients only read it.
+    ``False`` (a lab unit's self-signed certificate) is passed through.
+    """
+    if not verify:
+        return False
+    return _verifying_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _verifying_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    # The arguments are the cache key: httpx reads the same two variables itself.
+    return httpx.create_ssl_context(verify=True, trust_env=True)
 
 
 def seconds_header(name: str = "Retry-After") -> RetryAfterParser:

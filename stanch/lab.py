@@ -162,10 +162,13 @@ async def serve_lab(
         print(f"# {vendor}: http://{host}:{port}")
         for name, value in lab_environment(vendor, f"http://{host}:{port}").items():
             print(f"export {name}='{value}'")
-    serving = asyncio.gather(*(server.serve() for server in servers))
-    # "ready" means every port accepts connections, so a script may start right after it.
-    # uvicorn exposes only a ``started`` flag, no event to wait on.
-    while not all(server.started for server in servers) and not serving.done():  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    print("# lab ready", flush=True)
-    await serving
+    serving = [asyncio.create_task(server.serve()) for server in servers]
+    # "ready" only once every simulator listens: a caller that connects at once (a test,
+    # a script reading this output) must not race the sockets being bound.
+    while not all(server.started for server in servers):
+        if any(task.done() for task in serving):
+            break  # a server failed to start; gather below raises its error
+        await asyncio.sleep(0.02)
+    else:
+        print("# lab ready", flush=True)
+    await asyncio.gather(*serving)

@@ -179,6 +179,7 @@ SURFACES: dict[str, list[str]] = {
         "IncidentTriageRow",
         "InverseAction",
         "Ledger",
+        "LedgerCheckpointRow",
         "LedgerEntry",
         "LedgerEntryRow",
         "LedgerHead",

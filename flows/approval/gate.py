@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -90,7 +90,7 @@ class PrefectPauseGate:
         grace_seconds: int = 0,
     ) -> None:
         self._key = key
-        self._poll = max(1, round(poll_seconds))
+        self._poll = poll_seconds
         self._suspend_after = suspend_after_seconds
         self._grace = grace_seconds
 
@@ -199,7 +199,9 @@ class PrefectPauseGate:
             return await apause_flow_run(
                 wait_for_input=form,
                 timeout=max(1, int(left)) + SELF_EXPIRY_GRACE_SECONDS,
-                poll_interval=self._poll,
+                # Annotated int, but only ever slept on (anyio.sleep): a fraction of
+                # a second is honoured, and the resume is noticed that much sooner.
+                poll_interval=cast(int, self._poll),
                 key=key,
             )
         finally:

@@ -122,7 +122,7 @@ class SlackPauseGate(PrefectPauseGate):
         chat: the Slack calls (bot token, and the tenant's approval channel).
         timeout_seconds: unused; each request carries its policy's timeout, and the pause
             waits ``grace_seconds`` longer so the service's expiry arrives first.
-        poll_seconds: how often the paused run checks for a resume (1 to 2 s).
+        poll_seconds: how often the paused run checks for a resume (0.2 to 10 s).
         approver_ids, approver_group: who may decide when the policy names no Slack
             approvers.
         escalation_group: the group a waiting request escalates to (stored with it).

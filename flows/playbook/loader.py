@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from flows.errors import StanchError
 from flows.models import Stage
+from flows.playbook.cache import unless_unchanged
 from flows.playbook.schema import (
     ACTIONS,
     README_URL,
@@ -38,7 +39,7 @@ from flows.playbook.templates import (
     compile_template,
     walk_strings,
 )
-from flows.yaml_lines import YamlLines
+from flows.yaml_lines import LineLoader, YamlLines
 
 _Loc = tuple[str, ...]
 _CODES = frozenset(c.value for c in ErrorCode)
@@ -204,7 +205,7 @@ class _Issues:
 
 
 def _read_yaml(text: str, file: str) -> tuple[Any, YamlLines]:
-    loader = yaml.SafeLoader(text)
+    loader = LineLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -522,12 +523,16 @@ def parse_playbook(text: str, *, file: str = "<inline>") -> LoadedPlaybook:
 
 
 def load_playbook(path: Path | str) -> LoadedPlaybook:
-    """Load and validate one playbook file.
+    """Load and validate one playbook file (not again while it is unchanged: see
+    :func:`flows.playbook.cache.unless_unchanged`).
 
     Raises:
         PlaybookError: the file cannot be read (``no-file``) or is invalid.
     """
-    path = Path(path)
+    return unless_unchanged(Path(path), _read_playbook)
+
+
+def _read_playbook(path: Path) -> LoadedPlaybook:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

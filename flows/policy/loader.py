@@ -16,7 +16,7 @@ from flows.policy.errors import _CODES, PolicyError, PolicyIssue
 from flows.policy.fields import ActionCounter
 from flows.policy.rules import RulesOfEngagement
 from flows.policy.schema import _FIELD_NAMES, Approvers, RulesFile, _semantic_issues
-from flows.yaml_lines import YamlLines
+from flows.yaml_lines import LineLoader, YamlLines
 
 
 def _issue_from_error(error: Any, lines: YamlLines, file: str) -> PolicyIssue:
@@ -49,7 +49,7 @@ def parse_policy(text: str, *, file: str = "<inline>") -> RulesFile:
     Raises:
         PolicyError: with every issue found, each with its line.
     """
-    loader = yaml.SafeLoader(text)
+    loader = LineLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

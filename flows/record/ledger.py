@@ -17,21 +17,24 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Select,
-    Text,
     insert,
     or_,
     select,
-    type_coerce,
 )
-from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from flows.models import ActionResult, ActionStatus, utcnow
+from flows.record.chain import (
+    EntryCheck,
+    broken_at,
+    plain,
+    raw_select,
+    verify_since_checkpoint,
+    walk_chain,
+)
 from flows.record.entries import (
-    _JSON_COLUMNS,
     _TABLE,
     GENESIS_HASH,
     EntryKind,
@@ -41,7 +44,6 @@ from flows.record.entries import (
     LedgerHead,
     Tamper,
     VerifyReport,
-    _label,
     _record,
     chain_hash,
     utc_iso,
@@ -65,24 +67,6 @@ UNVERIFIED_ATTEMPT = "unverified"
 # Appends serialise on a lock, so a collision on seq or prev_hash only happens when a
 # writer skipped the lock (another dialect, an older stanch); one retry re-reads the head.
 _APPEND_ATTEMPTS = 5
-
-
-def _plain(row: Row[Any]) -> dict[str, Any]:
-    return dict(row._mapping)
-
-
-def _raw_select() -> Select[Any]:
-    # JSON and datetime columns are read as the driver hands them over, not through
-    # SQLAlchemy's result processors: an edited value that does not parse must become a
-    # "this entry was edited" finding, not an exception halfway through the walk.
-    return select(
-        *(
-            type_coerce(c, Text).label(c.name)
-            if c.name in _JSON_COLUMNS or c.name == "recorded_at"
-            else c
-            for c in _TABLE.columns
-        )
-    )
 
 
 def _once_clause() -> ColumnElement[bool]:
@@ -284,13 +268,13 @@ class Ledger:
             if once:
                 existing = (
                     await conn.execute(
-                        _raw_select()
+                        raw_select()
                         .where(LedgerEntryRow.idempotency_key == fields["idempotency_key"])
                         .where(_once_clause())
                     )
                 ).first()
                 if existing is not None:
-                    return LedgerEntry.model_validate(_record(_plain(existing)))
+                    return LedgerEntry.model_validate(_record(plain(existing)))
             head = (
                 await conn.execute(
                     select(LedgerEntryRow.seq, LedgerEntryRow.entry_hash)
@@ -358,7 +342,7 @@ class Ledger:
 
     async def entries(self, incident_id: str | None = None) -> list[LedgerEntry]:
         """Entries in chain order, all or one incident's."""
-        query = _raw_select().order_by(LedgerEntryRow.seq)
+        query = raw_select().order_by(LedgerEntryRow.seq)
         if incident_id is not None:
             query = query.where(LedgerEntryRow.incident_id == incident_id)
         async with self._engine.connect() as conn:
@@ -440,72 +424,23 @@ class Ledger:
         Reads the whole ledger into memory: fine for an MDR team's years of actions.
         """
         async with self._engine.connect() as conn:
-            query = _raw_select().order_by(LedgerEntryRow.seq)
-            raws = [_plain(r) for r in (await conn.execute(query)).all()]
-        by_hash = {r["entry_hash"]: r for r in raws}
-        by_prev = {r["prev_hash"]: r for r in raws}
-        head = (
-            LedgerHead(seq=0, entry_hash=GENESIS_HASH)
-            if not raws
-            else LedgerHead.model_construct(seq=raws[-1]["seq"], entry_hash=raws[-1]["entry_hash"])
+            query = raw_select().order_by(LedgerEntryRow.seq)
+            raws = [plain(r) for r in (await conn.execute(query)).all()]
+        walked = walk_chain(
+            raws,
+            first_seq=1,
+            prev_hash=GENESIS_HASH,
+            stored=len(raws),
+            check=self._mac_check(anchor, macs_seen=False),
         )
+        if not walked.ok:
+            return walked
+        head = walked.head
 
         def broken(
             seq: int, problem: Tamper, detail: str, raw: Mapping[str, Any] | None
         ) -> VerifyReport:
-            return VerifyReport(
-                ok=False,
-                entries=len(raws),
-                head=head,
-                broken_seq=seq,
-                problem=problem,
-                label=None if raw is None else _label(raw),
-                detail=detail,
-            )
-
-        expected_seq, expected_prev = 1, GENESIS_HASH
-        macs_seen = False
-        for raw in raws:
-            seq = raw["seq"]
-            try:
-                computed = chain_hash(str(raw["prev_hash"]), _record(raw))
-            except (ValueError, TypeError) as exc:
-                return broken(seq, Tamper.EDITED, f"unreadable: {exc}", raw)
-            intact = computed == raw["entry_hash"]
-            if seq != expected_seq:
-                # Rows come sorted by a unique seq, so this is a gap: entry expected_seq
-                # is missing from its place.
-                return broken(expected_seq, *_gap(raw, expected_seq, expected_prev, by_prev))
-            if raw["prev_hash"] != expected_prev:
-                before = expected_seq - 1
-                if raw["prev_hash"] in by_hash:
-                    origin = by_hash[raw["prev_hash"]]["seq"]
-                    return broken(
-                        seq,
-                        Tamper.REORDERED,
-                        f"it chains from entry {origin}, not entry {before}",
-                        raw,
-                    )
-                if intact and before >= 1:
-                    # This entry is as written, so the one before it is not the entry it
-                    # was chained to: that one was rewritten (hash recomputed) or replaced.
-                    previous = next(r for r in raws if r["seq"] == before)
-                    return broken(
-                        before,
-                        Tamper.EDITED,
-                        f"its hash is not the prev_hash recorded by entry {seq}",
-                        previous,
-                    )
-                what = "genesis hash" if before == 0 else f"hash of entry {before}"
-                return broken(seq, Tamper.EDITED, f"prev_hash is not the {what}", raw)
-            if not intact:
-                return broken(seq, Tamper.EDITED, "hash mismatch", raw)
-            problem = self._mac_problem(raw, anchor, legacy=not macs_seen)
-            macs_seen = macs_seen or raw.get("entry_mac") is not None
-            if problem is not None:
-                tamper = Tamper.FORGED if raw.get("entry_mac") is None else Tamper.EDITED
-                return broken(seq, tamper, problem, raw)
-            expected_seq, expected_prev = seq + 1, raw["entry_hash"]
+            return broken_at(walked, seq, problem, detail, raw)
 
         if anchor is not None and anchor.seq > 0:
             if head.seq < anchor.seq:
@@ -526,7 +461,35 @@ class Ledger:
                     "hash differs from the anchored head: the chain up to it was rewritten",
                     anchored,
                 )
-        return VerifyReport(ok=True, entries=len(raws), head=head)
+        return walked
+
+    async def verify_since_checkpoint(self) -> VerifyReport:
+        """Verify the entries appended since the last verification, then move its mark.
+
+        See :func:`flows.record.chain.verify_since_checkpoint`; :meth:`verify` walks the
+        whole chain. The entries walked must carry MACs as in :meth:`verify` (once the
+        entry at the mark has one, every later one must).
+        """
+        return await verify_since_checkpoint(
+            self._engine,
+            verify_all=self.verify,
+            clock=self._clock,
+            check=lambda mark_has_mac: self._mac_check(None, macs_seen=mark_has_mac),
+        )
+
+    def _mac_check(self, anchor: LedgerHead | None, *, macs_seen: bool) -> EntryCheck:
+        """The per-entry MAC check of a walk (see :meth:`_mac_problem`)."""
+        seen = macs_seen
+
+        def check(raw: Mapping[str, Any]) -> tuple[Tamper, str] | None:
+            nonlocal seen
+            problem = self._mac_problem(raw, anchor, legacy=not seen)
+            seen = seen or raw.get("entry_mac") is not None
+            if problem is None:
+                return None
+            return (Tamper.FORGED if raw.get("entry_mac") is None else Tamper.EDITED), problem
+
+        return check
 
     def _mac_problem(
         self, raw: Mapping[str, Any], anchor: LedgerHead | None, *, legacy: bool
@@ -579,31 +542,6 @@ def _case_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"not ledger fields: {sorted(unknown)}")
     return {**_CASE_DEFAULTS, **fields, "kind": EntryKind.CASE.value}
-
-
-def _gap(
-    raw: Mapping[str, Any],
-    expected_seq: int,
-    expected_prev: str,
-    by_prev: Mapping[str, Mapping[str, Any]],
-) -> tuple[Tamper, str, Mapping[str, Any] | None]:
-    """Why entry ``expected_seq`` is not in its place: renumbered, moved or deleted."""
-    moved = by_prev.get(expected_prev)
-    if moved is not None:
-        # The entry that chained from the last good one is still there, under another
-        # number: its seq column was edited (its hash matches the original number).
-        try:
-            original = {**_record(moved), "seq": expected_seq}
-        except (ValueError, TypeError):
-            return Tamper.REORDERED, f"it was moved to seq {moved['seq']}", moved
-        if chain_hash(expected_prev, original) == moved["entry_hash"]:
-            return Tamper.EDITED, f"hash mismatch: seq changed to {moved['seq']}", moved
-        return Tamper.REORDERED, f"it was moved to seq {moved['seq']}", moved
-    last = raw["seq"] - 1
-    span = "" if last == expected_seq else f"entries {expected_seq}-{last} missing, "
-    before = expected_seq - 1
-    follows = f"follows entry {before}" if before else "is the first entry"
-    return Tamper.DELETED, f"gap in sequence: {span}entry {raw['seq']} {follows}", None
 
 
 def _inverse_parameters(

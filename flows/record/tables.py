@@ -401,3 +401,18 @@ class LedgerEntryRow(Base):
     # someone without the key does not carry a valid one. NULL on entries written
     # before revision 0004; an anchor covers those.
     entry_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class LedgerCheckpointRow(Base):
+    """The ledger head as of the last verification, so the next one walks only what follows.
+
+    ``name`` is ``chain`` (the one chain); ``seq`` and ``entry_hash`` are the head that
+    verified, ``verified_at`` when.
+    """
+
+    __tablename__ = "ledger_checkpoints"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+    verified_at: Mapped[datetime]

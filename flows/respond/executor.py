@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
-from prefect import tags
 from prefect.transactions import AsyncTransaction, atransaction
 
 from flows import wiring
@@ -101,10 +100,6 @@ class Responder:
         # Prefect awaits a coroutine hook inside an async transaction; its annotation
         # names only the synchronous kind.
         self._contain_step.on_rollback_hooks = [cast(Any, self._compensate)]
-
-    def tags(self, stage: Stage, vendor: str) -> list[str]:
-        """The task-run tags of one stage's call to one vendor."""
-        return [f"stage:{stage.value}", f"vendor:{vendor}", f"tenant:{self.incident.tenant}"]
 
     async def authorise_and_execute(
         self,
@@ -358,15 +353,16 @@ class Responder:
         adapter = self.integrations.adapter(plan.capability)
         started = utcnow()
         try:
-            with tags(*self.tags(stage, adapter.vendor)):
-                result: ActionResult = await step(
-                    plan,
-                    plan.sha256,
-                    adapter,
-                    self.store,
-                    verdict=verdict,
-                    approved_by=approved_by,
-                )
+            # Named `[<stage>] <action> <target> · <vendor>` (flows.tasks.in_stage); no
+            # tags, each would cost a concurrency lease.
+            result: ActionResult = await step(
+                plan,
+                plan.sha256,
+                adapter,
+                self.store,
+                verdict=verdict,
+                approved_by=approved_by,
+            )
         except Exception as exc:
             # Recorded, not swallowed: the stage is marked failed and the run ends Failed.
             result = failed_result(

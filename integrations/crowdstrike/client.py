@@ -23,6 +23,7 @@ from integrations.http import (
     error_for_status,
     read_token,
     send,
+    tls_verify,
 )
 
 VENDOR = "crowdstrike"
@@ -76,6 +77,7 @@ def connect(
         base_url=settings.base_url,
         transport=transport,
         timeout=httpx.Timeout(settings.timeout_seconds),
+        verify=tls_verify(),
         headers={"Accept": "application/json"},
     )
 

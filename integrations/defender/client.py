@@ -13,7 +13,14 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integrations.errors import AuthError, RejectedError
-from integrations.http import CachedBearerAuth, TokenCache, read_token, seconds_header, send
+from integrations.http import (
+    CachedBearerAuth,
+    TokenCache,
+    read_token,
+    seconds_header,
+    send,
+    tls_verify,
+)
 
 VENDOR = "defender"
 MDE_SCOPE = "https://api.securitycenter.microsoft.com/.default"
@@ -154,6 +161,7 @@ def connect(
         base_url=settings.base_url,
         auth=CachedBearerAuth(cache),
         timeout=httpx.Timeout(settings.timeout_seconds),
+        verify=tls_verify(),
         transport=transport,
         headers={"Accept": "application/json"},
     )

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integrations.errors import AuthError, IntegrationError, VendorUnavailable
-from integrations.http import error_for_status, send
+from integrations.http import error_for_status, send, tls_verify
 
 VENDOR = "fortigate"
 
@@ -61,7 +61,7 @@ def connect(
         # adapters only the client.
         params={"vdom": settings.vdom},
         timeout=httpx.Timeout(settings.timeout_seconds),
-        verify=settings.verify_tls,
+        verify=tls_verify(settings.verify_tls),
         transport=transport,
     )
 

@@ -21,7 +21,14 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from integrations.errors import AuthError
-from integrations.http import CachedBearerAuth, TokenCache, epoch_header, read_token, send
+from integrations.http import (
+    CachedBearerAuth,
+    TokenCache,
+    epoch_header,
+    read_token,
+    send,
+    tls_verify,
+)
 
 VENDOR = "okta"
 TOKEN_PATH = "/oauth2/v1/token"  # noqa: S105 - an endpoint path, not a credential
@@ -248,6 +255,7 @@ def connect(
         base_url=settings.base_url,
         transport=transport,
         timeout=httpx.Timeout(settings.timeout_seconds),
+        verify=tls_verify(),
         headers={"Accept": "application/json", "User-Agent": "stanch-okta"},
     )
     if settings.auth_mode == "ssws":

@@ -23,7 +23,7 @@ from integrations.errors import (
     RejectedError,
     VendorUnavailable,
 )
-from integrations.http import error_for_status, send
+from integrations.http import error_for_status, send, tls_verify
 
 VENDOR = "panos"
 API = "/api/"
@@ -303,6 +303,6 @@ def connect(
         base_url=settings.base_url,
         auth=auth,
         timeout=httpx.Timeout(settings.timeout_seconds),
-        verify=settings.verify_tls,
+        verify=tls_verify(settings.verify_tls),
         transport=transport,
     )

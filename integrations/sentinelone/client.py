@@ -6,7 +6,7 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from integrations.http import seconds_header
+from integrations.http import seconds_header, tls_verify
 
 VENDOR = "sentinelone"
 API = "/web/api/v2.1"
@@ -63,5 +63,6 @@ def connect(
             "Accept": "application/json",
         },
         timeout=httpx.Timeout(settings.timeout_seconds),
+        verify=tls_verify(),
         transport=transport,
     )

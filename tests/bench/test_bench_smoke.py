@@ -136,3 +136,30 @@ def test_approval_roundtrip_smallest() -> None:
     assert len(latency["all"]) == 1
     assert 0 < latency["p50"] <= latency["max"]
     assert figures["click_to_ack_ms"]["p50"] > 0
+
+
+def test_prefect_floor_smallest() -> None:
+    """Given one run of each bare-Prefect variant, When measured against its own server,
+    Then every variant is timed, the plain coroutines cost next to nothing and the flows
+    something (the figures are not judged)."""
+    figures = _json_line("bench.prefect_floor", "--runs", "1", "--warmup", "0")
+    medians = figures["seconds_median"]
+    assert set(medians) == {"empty", "tasks", "tagged", "subflows", "batched", "plain"}
+    assert all(v is not None and v >= 0 for v in medians.values())
+    assert medians["plain"] < medians["tasks"]
+    assert figures["task_runs"]["tasks"] == figures["task_runs"]["tagged"] == 11
+    assert figures["prefect_server_owned"] is True
+    _machine_ok(figures)
+
+
+def test_micro_smallest() -> None:
+    """Given three rounds of each small cost and a ledger of 30 entries,
+    When measured old way and new way, Then each new way is the cheaper one (by orders
+    of magnitude where a whole file or context is no longer rebuilt)."""
+    figures = _json_line("bench.micro", "--repeat", "3", "--ledger", "30")
+    assert figures["tls"]["shared_context_ms"] < figures["tls"]["per_client_context_ms"]
+    assert figures["playbooks"]["cached_ms"] < figures["playbooks"]["parsed_ms"]
+    assert figures["yaml"]["line_loader_ms"] < figures["yaml"]["safe_loader_ms"]
+    assert figures["report"]["shared_environment_ms"] < figures["report"]["new_environment_ms"]
+    assert set(figures["ledger"]) == {"30"}
+    _machine_ok(figures)

@@ -620,3 +620,76 @@ async def test_export_is_json_ready_and_checkable_without_the_database(ledger: L
     forged = {**exported[1], "target": "aid-other"}
     assert exported_entry_hash(forged) != forged["entry_hash"]
     assert isinstance(datetime.fromisoformat(exported[0]["recorded_at"]).tzinfo, type(UTC))
+
+
+# Verifying from the last verified head ----------------------------------------------------
+async def test_each_check_walks_only_the_entries_since_the_last_one(
+    any_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given six entries verified once (the head is kept as the mark),
+    When three more are appended and the ledger is checked again,
+    Then the second check reads the mark's entry and the three new ones only, says OK
+    with all nine counted, and moves the mark to entry 9; a check with nothing new reads
+    only the mark's entry and leaves it."""
+    from flows.record import chain
+
+    await seed(any_ledger)
+    first = await any_ledger.verify_since_checkpoint()
+    assert first.ok and first.head == await any_ledger.head()
+    for i in range(3):
+        await any_ledger.append_action(result("block_hash", f"{i:064x}", label=f"h{i}"))
+    walked: list[list[int]] = []
+    walk = chain.walk_chain
+
+    def counting(raws: list[dict[str, Any]], **kwargs: Any) -> Any:
+        walked.append([r["seq"] for r in raws])
+        return walk(raws, **kwargs)
+
+    monkeypatch.setattr(chain, "walk_chain", counting)
+    second = await any_ledger.verify_since_checkpoint()
+    assert second.ok, second.message
+    assert (second.entries, second.head) == (SEEDED + 3, await any_ledger.head())
+    assert walked == [[7, 8, 9]]
+    third = await any_ledger.verify_since_checkpoint()
+    assert third.ok and third.head.seq == SEEDED + 3
+    assert walked == [[7, 8, 9], []]
+
+
+async def test_an_edit_after_the_mark_is_found_and_the_mark_stays(
+    tampered: tuple[Ledger, Path],
+) -> None:
+    """Given the seeded ledger checked once at entry 4 and two entries appended since,
+    When entry 5 is edited, Then the check names entry 5 as edited and the mark does not
+    move; When the mark's own entry is edited or deleted, Then the check names entry 4."""
+    ledger, path = tampered
+    raw_sql(path, "DELETE FROM ledger_entries WHERE seq > 4")
+    assert (await ledger.verify_since_checkpoint()).head.seq == 4
+    await ledger.append_action(result("block_hash", "e" * 64, label="h5"))
+    await ledger.append_action(result("block_hash", "f" * 64, label="h6"))
+    raw_sql(path, "UPDATE ledger_entries SET vendor_request_id = 'forged' WHERE seq = 5")
+    report = await ledger.verify_since_checkpoint()
+    assert (report.ok, report.broken_seq, report.problem) == (False, 5, Tamper.EDITED)
+    assert raw_sql(path, "SELECT seq FROM ledger_checkpoints") == [(4,)]
+
+    raw_sql(path, "UPDATE ledger_entries SET vendor_request_id = 'forged' WHERE seq = 4")
+    edited = await ledger.verify_since_checkpoint()
+    assert (edited.broken_seq, edited.problem) == (4, Tamper.EDITED), edited.message
+    raw_sql(path, "DELETE FROM ledger_entries WHERE seq >= 4")
+    deleted = await ledger.verify_since_checkpoint()
+    assert (deleted.broken_seq, deleted.problem) == (4, Tamper.DELETED), deleted.message
+    assert "last verified" in deleted.message
+
+
+async def test_an_edit_before_the_mark_is_left_to_the_full_walk(
+    tampered: tuple[Ledger, Path],
+) -> None:
+    """Given the seeded ledger checked once (mark at entry 6),
+    When entry 2, before the mark, is edited,
+    Then the check since the mark still passes (it does not read entry 2 again), and the
+    full walk (``stanch ledger verify``) names entry 2: the limit of a per-report check."""
+    ledger, path = tampered
+    assert (await ledger.verify_since_checkpoint()).ok
+    raw_sql(path, "UPDATE ledger_entries SET vendor_request_id = 'forged' WHERE seq = 2")
+    assert (await ledger.verify_since_checkpoint()).ok
+    full = await ledger.verify()
+    assert (full.ok, full.broken_seq) == (False, 2)

@@ -35,7 +35,7 @@ from flows.record.migrations import (
 from tests.flows.factories import incident
 from tests.postgres import BACKENDS, PG_URL, pg_schema
 
-HEAD = "0004_guardrails"
+HEAD = "0008_speed"
 VERSIONS = table(VERSION_TABLE, column("version_num"))
 STORE_TABLES = {
     "incidents",
@@ -62,6 +62,7 @@ LATER_TABLES = {  # created by revisions after the baseline
     "sla_events",
     "approval_attempts",
     "budget_claims",
+    "ledger_checkpoints",
 }
 LATER_INCIDENT_COLUMNS = (
     "proposed_disposition",
@@ -153,8 +154,8 @@ async def test_head_revision_matches_the_models(target: Target) -> None:
 
 
 async def test_differences_are_found_when_the_schema_lags_the_models(target: Target) -> None:
-    """Given a store left at the baseline (no playbook column, no summaries table, no
-    request_sent column),
+    """Given a store left at the baseline (no playbook column, no summaries or ledger
+    checkpoints table, no request_sent column),
     When compared with the models, Then what is missing is reported: the comparison
     above can fail."""
 

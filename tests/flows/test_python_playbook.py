@@ -117,12 +117,14 @@ async def test_a_python_playbook_is_approved_in_slack_and_executed(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(outcome.flow_run_id)]))
         )
     names = {t.name for t in tasks}
+    # Every stage function plans while the incident is investigated; the plans then run
+    # (and are named) in their own stage.
     assert {
-        "phishing-click.investigate",
-        "phishing-click.contain",
-        "phishing-click.remediate",
-    } <= names
-    assert "identity.revoke_sessions apatel@acme.example" in names
+        "[investigate] phishing-click.investigate",
+        "[investigate] phishing-click.contain",
+        "[investigate] phishing-click.remediate",
+    } <= names, names
+    assert "[contain] identity.revoke_sessions apatel@acme.example · okta" in names, names
 
     seen = await stanch_events(incident.id, since)
     kinds = [name for name, _ in seen]

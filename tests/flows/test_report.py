@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+
+import pytest
 
 from flows.models import IncidentOutcome, Investigation, Stage, StageRecord
 from flows.record import md_escape, render_html, render_markdown
@@ -55,3 +58,27 @@ def test_html_report_is_autoescaped_and_self_contained() -> None:
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "src=" not in page and "<link" not in page
+
+
+def test_reports_after_the_first_compile_no_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given one report already rendered in this process,
+    When the next incident's Markdown and HTML reports are rendered,
+    Then no template is compiled again (a fresh environment per report recompiled both,
+    about 60 ms), and the HTML one is still autoescaped and the Markdown one escaped."""
+    from jinja2 import Environment
+
+    render_markdown(_outcome())
+    render_html(_outcome())
+    compiled: list[str | None] = []
+    compile_source = Environment.compile
+
+    def counting(self: Environment, source: Any, name: str | None = None, *a: Any, **k: Any) -> Any:
+        compiled.append(name)
+        return compile_source(self, source, name, *a, **k)
+
+    monkeypatch.setattr(Environment, "compile", counting)
+    markdown, html = render_markdown(_outcome()), render_html(_outcome())
+    assert compiled == []
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "[click here](http://evil.example)" not in markdown

@@ -98,3 +98,35 @@ async def test_a_tenant_that_opts_in_uses_the_providers_credentials(
     settings = StanchSettings(mode="live", tenants={"inhouse": {"credentials": "provider"}})
     async with connect(settings, Lab(), tenant="inhouse") as wired:
         assert str(wired.clients[0].base_url).startswith("https://api.eu-1.crowdstrike.com")
+
+
+async def test_live_clients_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given live mode for CrowdStrike, Okta and FortiGate (certificate checks on),
+    When the vendors are connected for two incidents in a row,
+    Then the CA bundle is loaded once for the process, not once per client (each load
+    costs about 35 ms), and each client still checks certificates."""
+    import ssl
+
+    from integrations.http import _verifying_context
+
+    loads: list[object] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loads.append(args or kwargs)
+        load(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    _verifying_context.cache_clear()
+    for name in ("CROWDSTRIKE", "OKTA", "FORTIGATE"):
+        monkeypatch.setenv(f"STANCH_{name}_BASE_URL", "https://example.invalid")
+    monkeypatch.setenv("STANCH_CROWDSTRIKE_CLIENT_ID", "id")
+    monkeypatch.setenv("STANCH_CROWDSTRIKE_CLIENT_SECRET", "secret")
+    monkeypatch.setenv("STANCH_OKTA_API_TOKEN", "t")
+    monkeypatch.setenv("STANCH_FORTIGATE_API_TOKEN", "t")
+    for _ in range(2):
+        async with connect(StanchSettings(mode="live"), Lab()) as wired:
+            assert len(wired.clients) == 3
+    assert len(loads) == 1
+    context = _verifying_context(None, None)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname

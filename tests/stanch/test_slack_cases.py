@@ -47,7 +47,7 @@ SECRET = SecretStr("0a1b2c3d4e5f60718293a4b5c6d7e8f9")
 CHANNEL = "C0SOC"
 ALICE, MALLORY, GUEST = "U0ALICE", "U0MALLORY", "U0GUEST"
 RULES = RulesFile.model_validate(
-    {"version": 1, "approvers": {"slack_users": [ALICE, GUEST], "cli": True}}
+    {"version": 1, "approvers": {"slack_users": [ALICE, GUEST], "cli": False}}
 )
 
 
