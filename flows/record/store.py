@@ -7,6 +7,9 @@ retried task or a re-run flow from firing the same vendor action twice.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -573,13 +576,37 @@ class Store:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the CLI read and decide approvals while a flow writes; the busy timeout
-    # makes a concurrent writer wait instead of failing with "database is locked". The
-    # timeout goes first: switching a new file to WAL takes a lock another opener may hold.
+    # The busy timeout makes a concurrent writer wait instead of failing with "database
+    # is locked". WAL (which lets the CLI read and decide approvals while a flow writes)
+    # is set once per file by _use_wal before the engine connects: it persists in the file.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+def _use_wal(path: str, *, patience: float = 30.0) -> None:
+    """Switch the SQLite file at ``path`` to WAL, creating it if need be.
+
+    Switching takes the file's exclusive lock, and SQLite answers "database is locked"
+    at once, without waiting out the busy timeout, when another connection holds a lock
+    (several processes opening a fresh store together do): so try again until
+    ``patience`` seconds have passed. A file already in WAL needs no lock at all.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        connection = sqlite3.connect(path, timeout=patience)
+        try:
+            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        finally:
+            connection.close()
+        time.sleep(0.05)
 
 
 @asynccontextmanager
@@ -602,6 +629,7 @@ async def open_store(
             from pathlib import Path
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(_use_wal, path)
     engine = create_async_engine(url, connect_args=dict(connect_args or {}))
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

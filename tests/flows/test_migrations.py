@@ -339,6 +339,29 @@ async def test_concurrent_openers_of_a_fresh_store_all_succeed(target: Target) -
     assert await run(target, versions) == 1
 
 
+async def test_fresh_sqlite_stores_opened_together_are_all_in_wal(tmp_path: Path) -> None:
+    """Given twenty fresh SQLite stores, each opened by five engines at the same moment
+    (switching a file to WAL takes its exclusive lock, which SQLite refuses at once, not
+    after the busy timeout, while another opener holds a lock),
+    When they all open and write, Then none fails and every file is in WAL mode."""
+
+    async def open_once(url: str) -> None:
+        async with open_store(url) as store:
+            await store.record_stage("INC-1", Stage.DETECT, "started")
+
+    paths = [tmp_path / f"store-{n}.db" for n in range(20)]
+    async with asyncio.timeout(120):
+        for path in paths:
+            url = f"sqlite+aiosqlite:///{path}"
+            outcomes = await asyncio.gather(
+                *(open_once(url) for _ in range(5)), return_exceptions=True
+            )
+            assert [o for o in outcomes if o is not None] == [], path.name
+    for path in paths:
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 OPEN_IN_A_PROCESS = """
 import asyncio, json, sys
 from flows.record import open_store
