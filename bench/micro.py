@@ -70,12 +70,12 @@ def tls(repeat: int) -> dict[str, float]:
 
 def playbooks(repeat: int) -> dict[str, float]:
     """The bundled library, parsed afresh and from the cache."""
-    from flows.playbook import cache, load_playbooks
+    from flows.playbook import forget_loaded, load_playbooks
 
     library = ROOT / "playbooks"
 
     def cold() -> None:
-        cache._LOADED.clear()
+        forget_loaded()
         load_playbooks(library)
 
     load_playbooks(library)
@@ -116,8 +116,7 @@ def report(repeat: int) -> dict[str, float]:
     from datetime import UTC, datetime
 
     from flows.models import Incident, IncidentOutcome, Investigation
-    from flows.record import render_html, render_markdown
-    from flows.record import report as report_module
+    from flows.record import forget_report_templates, render_html, render_markdown
     from stanch.demo import scenario_alerts
 
     now = datetime.now(UTC)
@@ -136,7 +135,7 @@ def report(repeat: int) -> dict[str, float]:
     )
 
     def fresh() -> None:
-        report_module._environment.cache_clear()
+        forget_report_templates()
         render_markdown(outcome)
         render_html(outcome)
 

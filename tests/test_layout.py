@@ -71,6 +71,7 @@ SURFACES: dict[str, list[str]] = {
         "poll_alerts",
     ],
     "flows.playbook": [
+        "forget_loaded",
         "ACTIONS",
         "CacaoError",
         "CacaoImport",
@@ -142,6 +143,7 @@ SURFACES: dict[str, list[str]] = {
         "policy_or_fail_safe",
     ],
     "flows.record": [
+        "forget_report_templates",
         "AUTO_CLOSE_ACTOR",
         "ActionRow",
         "AlertRow",

@@ -22,6 +22,7 @@ from flows.playbook.cacao import (
     export_text,
     import_document,
 )
+from flows.playbook.cache import forget_loaded
 from flows.playbook.engine import (
     Lookup,
     PlannedAction,
@@ -79,6 +80,7 @@ __all__ = [
     "define_playbook",
     "export_document",
     "export_text",
+    "forget_loaded",
     "import_document",
     "load_library",
     "load_playbook",

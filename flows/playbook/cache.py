@@ -2,21 +2,20 @@
 
 Every incident loads the whole library; parsing and compiling a playbook costs about
 25 ms, so a file whose modification time, size and inode are those it had when it was
-loaded is not read again. Only valid playbooks are kept: an invalid file is read, and
-its error reported, every time.
+loaded is not read again (a Python playbook is not imported again: what it imports
+itself is the interpreter's to cache, as for any module). Only valid playbooks are
+kept: an invalid file is read, and its error reported, every time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from flows.playbook.loader import LoadedPlaybook
+from typing import TypeVar, cast
 
 _Stamp = tuple[int, int, int]
-_LOADED: dict[str, tuple[_Stamp, LoadedPlaybook]] = {}
+_LOADED: dict[str, tuple[_Stamp, object]] = {}
+_Loaded = TypeVar("_Loaded")
 
 
 def _stamp(path: Path) -> _Stamp | None:
@@ -27,7 +26,12 @@ def _stamp(path: Path) -> _Stamp | None:
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
-def unless_unchanged(path: Path, load: Callable[[Path], LoadedPlaybook]) -> LoadedPlaybook:
+def forget_loaded() -> None:
+    """Drop every kept playbook, so the next load reads each file again (benchmarks)."""
+    _LOADED.clear()
+
+
+def unless_unchanged(path: Path, load: Callable[[Path], _Loaded]) -> _Loaded:
     """``load(path)``, or what it returned before if the file has not changed since.
 
     Raises:
@@ -39,7 +43,7 @@ def unless_unchanged(path: Path, load: Callable[[Path], LoadedPlaybook]) -> Load
     key = str(path)
     kept = _LOADED.get(key)
     if stamp is not None and kept is not None and kept[0] == stamp:
-        return kept[1]
+        return cast(_Loaded, kept[1])
     loaded = load(path)
     if stamp is not None:
         _LOADED[key] = (stamp, loaded)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.models import Incident
+from flows.playbook.cache import unless_unchanged
 from flows.playbook.engine import Lookup, PlaybookPlan
 from flows.playbook.engine import plan_playbook as plan_yaml_playbook
 from flows.playbook.loader import LoadedPlaybook, PlaybookError, PlaybookIssue
@@ -56,7 +57,7 @@ def load_playbook(path: Path | str) -> LoadedPlaybook:
     """
     path = Path(path)
     if path.suffix == ".py":
-        return load_python_playbook(path)
+        return unless_unchanged(path, load_python_playbook)
     return load_yaml_playbook(path)
 
 

@@ -60,6 +60,7 @@ from flows.record.metrics import (
 )
 from flows.record.migrations import SchemaError
 from flows.record.report import (
+    forget_report_templates,
     md_escape,
     publish_artifacts,
     publish_report,
@@ -161,6 +162,7 @@ __all__ = [
     "events",
     "executive_summary",
     "exported_entry_hash",
+    "forget_report_templates",
     "in_effect_line",
     "incident_clocks",
     "is_human",

@@ -122,6 +122,12 @@ def export_json(outcome: IncidentOutcome) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False)
 
 
+def forget_report_templates() -> None:
+    """Drop the compiled report templates, so the next report compiles them again
+    (benchmarks measure what that costs)."""
+    _environment.cache_clear()
+
+
 def render_markdown(outcome: IncidentOutcome) -> str:
     """The report as Markdown."""
     return _environment(False).get_template("report.md.j2").render(report_context(outcome))

@@ -35,10 +35,12 @@ def test_an_unchanged_library_is_not_parsed_again(
     shutil.copytree(PLAYBOOKS, library)
     parsed = _parses(monkeypatch)
     first = load_playbooks(library)
-    assert len(parsed) == len(first) >= 6
+    yaml_files = sorted(p.name for p in library.glob("*.yaml"))
+    assert sorted(parsed) == yaml_files and len(yaml_files) >= 6
     again = load_playbooks(library)
-    assert len(parsed) == len(first)
+    assert sorted(parsed) == yaml_files
     assert [p.id for p in again] == [p.id for p in first]
+    assert all(a is b for a, b in zip(again, first, strict=True))
 
 
 def test_an_edited_playbook_is_loaded_afresh_and_a_broken_one_reported_every_time(
