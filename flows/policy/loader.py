@@ -144,17 +144,33 @@ def policy_for_tenant(
     return load_policy(own if own.is_file() else directory / "default.yaml", counter=counter)
 
 
-def fail_safe_policy(tenant: str, problem: PolicyError) -> RulesOfEngagement:
+def fail_safe_policy(
+    tenant: str, problem: PolicyError, *, approvers: Approvers | None = None
+) -> RulesOfEngagement:
     """The rules for a tenant whose policy cannot be loaded: every action needs a person.
 
     Never unattended: with no rule for any action, each one asks for one approver. The
-    approvers are the operators at the terminal and, in Slack, the approvers stanch is
-    configured with, since the tenant's own list is in the file that failed.
+    approvers are ``approvers`` (those of the directory's ``default.yaml`` when that one
+    loads, see :func:`policy_or_fail_safe`); with none, nobody can approve, so every
+    request expires, denied, at its deadline. The tenant's own list is in the file that
+    failed, and no operator or Slack user is trusted by default.
     """
-    rules = RulesFile(version=1, approvers=Approvers(cli=True))
+    nobody = Approvers.model_construct(slack_users=(), cli=False, cli_users=(), prefect_ui=False)
+    rules = RulesFile.model_construct(
+        version=1, approvers=approvers or nobody, **_rules_defaults()
+    )
     first = problem.issues[0] if problem.issues else None
     source = f"fail-safe rules for {tenant} ({first})" if first else f"fail-safe rules for {tenant}"
-    return RulesOfEngagement(rules, source=source)
+    return RulesOfEngagement(rules, source=source, checked=approvers is not None)
+
+
+def _rules_defaults() -> dict[str, Any]:
+    # Every field of a rules file but its version and approvers, at its default.
+    return {
+        name: field.get_default(call_default_factory=True)
+        for name, field in RulesFile.model_fields.items()
+        if name not in ("version", "approvers")
+    }
 
 
 def policy_or_fail_safe(
@@ -169,4 +185,11 @@ def policy_or_fail_safe(
     try:
         return policy_for_tenant(directory, tenant, counter=counter), None
     except PolicyError as exc:
-        return fail_safe_policy(tenant, exc), exc
+        fallback = Path(directory) / "default.yaml"
+        approvers = None
+        if not any(Path(issue.file) == fallback for issue in exc.issues):
+            try:
+                approvers = load_policy(fallback).rules.approvers
+            except PolicyError:
+                approvers = None
+        return fail_safe_policy(tenant, exc, approvers=approvers), exc

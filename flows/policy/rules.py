@@ -64,15 +64,24 @@ class RulesOfEngagement:
         counter: counts recent actions for budgets when :meth:`decide` is not given
             ``recent_actions``. Without either, a budgeted action needs approval: a budget
             that cannot be checked is treated as spent.
+        checked: apply the cross-field rules (off only for fail-safe rules with nobody
+            to approve).
 
     Raises:
         PolicyError: the rules break a cross-field rule (see :func:`parse_policy`).
     """
 
     def __init__(
-        self, rules: RulesFile, *, source: str | None = None, counter: ActionCounter | None = None
+        self,
+        rules: RulesFile,
+        *,
+        source: str | None = None,
+        counter: ActionCounter | None = None,
+        checked: bool = True,
     ) -> None:
-        issues = _semantic_issues(rules)
+        # checked=False only for fail-safe rules nobody may approve: their approvals are
+        # unreachable on purpose (every request expires, denied).
+        issues = _semantic_issues(rules) if checked else []
         if issues:
             file = source or "<rules>"
             raise PolicyError([PolicyIssue(file, 0, ".".join(p), c, r) for p, c, r in issues])

@@ -21,6 +21,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flow_runs import aresume_flow_run
 
 from flows.approval import wait_until_paused
+from flows.errors import ApprovalError
 from flows.lifecycle import IncidentIncomplete
 from flows.models import ActionStatus, Incident, IncidentOutcome
 from flows.record import ApprovalRow, Ledger, Store, md_escape, open_store
@@ -740,14 +741,17 @@ async def test_a_broken_playbook_beside_a_good_one_is_skipped_and_reported(
 async def test_a_policy_that_does_not_load_means_approval_for_everything(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Given a tenant policy file that does not validate (policy would otherwise let the
-    remediation run unattended)
+    """Given the tenant's own policy file that does not validate (policy would otherwise
+    let the remediation run unattended) beside a default.yaml that does,
     When the demo incident runs
     Then it does not fail and nothing runs unattended: every action, remediation
-    included, was approved by the analyst, and the report says why."""
+    included, was approved by an approver default.yaml names, and the report says why."""
     policies = tmp_path / "policies"
     policies.mkdir()
-    (policies / "default.yaml").write_text("version: 1\napprovers: {cli: true}\nactions: [oops]\n")
+    (policies / "default.yaml").write_text(
+        "version: 1\napprovers: {cli: true, cli_users: [alice]}\n"
+    )
+    (policies / "demo.yaml").write_text("version: 1\ntenant: demo\n\nactions: [oops]\n")
     monkeypatch.setenv("STANCH_POLICIES_DIR", str(policies))
 
     outcome, answered = await run(new_incident(), store, approve)
@@ -759,7 +763,43 @@ async def test_a_policy_that_does_not_load_means_approval_for_everything(
     assert not [a for a in outcome.actions if "policy:unattended" in a.approved_by]
     assert {a.plan.stage for a in outcome.actions} == {"contain", "remediate"}
     [warning] = outcome.warnings
-    assert "every action asked for approval" in warning and "default.yaml:3" in warning
+    assert "every action asked for approval" in warning and "demo.yaml:" in warning
+
+
+async def test_with_no_policy_that_loads_nobody_can_approve_and_nothing_runs(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a default.yaml that does not validate and no other policy (so no list of
+    approvers can be trusted),
+    When the demo incident runs and an operator tries `stanch approve`'s decision,
+    Then the decision is refused, every request expires at its deadline, and nothing was
+    done: no vendor state changed, every action denied."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "default.yaml").write_text("version: 1\napprovers: {cli: true}\n")
+    monkeypatch.setenv("STANCH_POLICIES_DIR", str(policies))
+    monkeypatch.setenv("STANCH_APPROVAL_TIMEOUT_SECONDS", "5")
+    refusals: list[str] = []
+
+    async def try_to_approve(store: Store, settings: StanchSettings, row: ApprovalRow) -> None:
+        try:
+            await approve(store, settings, row)
+        except ApprovalError as refused:
+            refusals.append(str(refused))
+        else:
+            refusals.append("approved")
+
+    outcome, answered = await run(new_incident(), store, try_to_approve)
+
+    assert isinstance(outcome, IncidentOutcome), outcome
+    assert answered and len(refusals) == len(answered)
+    assert all("does not accept decisions from the CLI" in r for r in refusals), refusals
+    assert outcome.actions
+    assert all(a.status != ActionStatus.EXECUTED for a in outcome.actions)
+    rows = await store.approvals(incident_id=outcome.incident.id)
+    assert rows and all(r.status == "expired" for r in rows), [r.status for r in rows]
+    [warning] = outcome.warnings
+    assert "default.yaml:2" in warning and "no-cli-users" in warning
 
 
 async def test_the_report_reads_like_a_report_and_its_artifacts_are_the_runs(

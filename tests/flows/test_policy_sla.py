@@ -10,7 +10,7 @@ import pytest
 from flows.policy import PolicyError, parse_policy
 from integrations.ocsf import SeverityId
 
-BASE = "version: 1\napprovers: {cli: true}\n"
+BASE = "version: 1\napprovers: {cli: true, cli_users: [alice@*]}\n"
 
 
 def test_targets_per_severity_and_auto_close_rules_are_read() -> None:

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 CHANNEL = "C0SOC"
 POLICY = """\
 version: 1
-approvers: {cli: true}
+approvers: {cli: true, cli_users: [alice@*]}
 sla:
   warn_before: 5m
   targets:
