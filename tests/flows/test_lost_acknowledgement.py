@@ -21,6 +21,7 @@ from flows.wiring import default_lab
 from integrations.crowdstrike import CrowdStrikeSimulator
 from integrations.fortigate import FortiGateSimulator
 from integrations.okta import OktaSimulator
+from integrations.phrases import describe_action
 from tests.flows.test_lifecycle import approve, new_incident, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -97,11 +98,22 @@ async def still_in_effect(store: Store, incident_id: str) -> set[str]:
     }
 
 
-async def assert_reported_in_effect(outcome: IncidentOutcome, line: str) -> None:
-    """The report's "still in effect" section names ``line`` (``edr.contain_host WS-0042``)."""
-    assert line in outcome.in_effect
+def reported(outcome: IncidentOutcome, action: str) -> list[str]:
+    """The outcome's "still in effect" lines for ``action`` (``edr.contain_host WS-0042``),
+    as a person reads them (``Isolate host WS-0042 (CrowdStrike), until undone …``)."""
+    verb_target = action.split(" ", 1)
+    vendors = {a.vendor for a in outcome.actions if a.plan.action == verb_target[0]}
+    phrases = {describe_action(verb_target[0], verb_target[1], v or "") for v in vendors}
+    return [line for line in outcome.in_effect if any(line.startswith(p) for p in phrases)]
+
+
+async def assert_reported_in_effect(outcome: IncidentOutcome, action: str) -> None:
+    """The report's "still in effect" section names ``action`` (``edr.contain_host
+    WS-0042``) in its readable form."""
+    [line] = reported(outcome, action)
     report = await asyncio.to_thread(Path(outcome.report_paths["markdown"]).read_text)
-    assert md_escape(line) in report.split("## Still in effect", 1)[1]
+    still = report.split("**Still in effect.**", 1)[1].split("**What to do next.**", 1)[0]
+    assert f"- {md_escape(line)}" in still
 
 
 async def test_a_lost_contain_acknowledgement_is_owned_reported_and_undone(store: Store) -> None:
@@ -231,7 +243,7 @@ async def test_state_that_existed_before_the_incident_stays_already_done(store: 
 
     [contain] = [a for a in outcome.actions if a.plan.verb == "contain_host"]
     assert contain.status == ActionStatus.ALREADY_DONE
-    assert f"edr.contain_host {HOST}" not in outcome.in_effect
+    assert reported(outcome, f"edr.contain_host {HOST}") == []
 
     undone = await undo(store, incident.id)
 
