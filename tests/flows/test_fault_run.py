@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from flows.models import Incident
-from flows.record import Ledger, Store, md_escape, open_store
+from flows.record import Ledger, Store, in_effect_line, md_escape, open_store
 from flows.respond import ROLLBACK_AUTHORITY, STILL_IN_EFFECT
 from flows.settings import load_settings
 from flows.wiring import default_lab
@@ -124,7 +124,7 @@ async def test_twenty_incidents_at_thirty_percent_faults_leave_nothing_unnamed(
             if effect.entry.verb in ("block_hash", "expire_password"):
                 continue  # remediation does not run after a failed containment
             named = f"{effect.entry.capability}.{effect.entry.verb}"
-            line = f"{named} {effect.entry.target_label} — {STILL_IN_EFFECT}"
+            line = f"{in_effect_line(effect)} — {STILL_IN_EFFECT}"
             assert md_escape(line) in report, (
                 incident.id,
                 named,

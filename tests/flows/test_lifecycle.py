@@ -24,7 +24,7 @@ from flows.approval import wait_until_paused
 from flows.errors import ApprovalError
 from flows.lifecycle import IncidentIncomplete
 from flows.models import ActionStatus, Incident, IncidentOutcome
-from flows.record import ApprovalRow, Ledger, Store, md_escape, open_store
+from flows.record import ApprovalRow, Ledger, Store, in_effect_line, md_escape, open_store
 from flows.respond import STILL_IN_EFFECT, undo_incident
 from flows.settings import StanchSettings, load_settings
 from flows.wiring import connect, default_lab
@@ -502,7 +502,10 @@ async def test_a_rollback_that_cannot_undo_names_what_is_still_in_effect(
     unsuspends = [r for r in okta.requests if r.path.endswith("/lifecycle/unsuspend")]
     assert len(unsuspends) > 1, "retried, not tried once"
     report = (settings.reports_dir / f"{incident.id}.md").read_text()
-    line = f"identity.suspend_user {incident.users[0]} — {STILL_IN_EFFECT}"
+    [effect] = await Ledger(store).in_effect(incident.id)
+    assert (effect.entry.verb, effect.entry.target_label) == ("suspend_user", incident.users[0])
+    line = f"{in_effect_line(effect)} — {STILL_IN_EFFECT}"
+    assert line.startswith(f"Suspend user {incident.users[0]} (Okta)"), line
     assert md_escape(line) in report
     [failed] = [
         e
