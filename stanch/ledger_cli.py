@@ -55,7 +55,7 @@ def verify(
     Exit status: 0 intact; 1 broken (the first bad entry is named); 2 a bad --anchor.
 
     Args:
-        anchor: ``<seq>:<sha256>`` from `stanch ledger anchor` or a report, kept outside
+        anchor: SEQ:HASH from `stanch ledger anchor` or a report, kept outside
             the database, so that entries cut off the end are caught too, and entries
             written before entries carried MACs are vouched for.
         json_output: print the verification as JSON (ok, entries, head, where it broke).

@@ -66,7 +66,7 @@ async def store() -> AsyncIterator[Store]:
 
 def _stanch_approve(approval_id: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stanch", "approve", approval_id],
+        [sys.executable, "-m", "stanch", "approve", approval_id, "--yes"],
         cwd=REPO,
         env=dict(os.environ),
         capture_output=True,

@@ -72,7 +72,7 @@ def test_help_renders_placeholders_and_readable_types(tmp_path: Path) -> None:
     }
     assert "INC-<alert date>-0001" in helps["playbook plan"]
     assert "PLAYBOOK --alert FILE [--alert FILE ...]" in helps["playbook plan"]
-    assert "ENTRIES:HEAD" in helps["ledger verify"]
+    assert "SEQ:HASH" in helps["ledger verify"]
     for name, text in helps.items():
         assert "TUPLE[" not in text and "ELLIPSIS" not in text, name
     assert "--alert" not in helps["run"]
