@@ -27,6 +27,7 @@ from flows.respond import undo_incident
 from flows.settings import load_settings
 from flows.wiring import Lab, connect
 from integrations.capabilities import Containment, UserStatus
+from integrations.phrases import describe_action
 from integrations.plugin import load_plugin
 from integrations.simkit import Simulator
 from stanch.demo import (
@@ -144,7 +145,11 @@ async def test_the_demo_incident_completes_live_and_undo_leaves_nothing_in_effec
     blocked); and after undo-incident, nothing is in effect and the vendors agree: host
     released, user active with the password expired, no block left."""
     with served([edr, identity, firewall]) as (simulators, env):
+        # The demo tenant's own credentials, which its run uses (in live mode a tenant
+        # never gets the provider's); the provider's are for this test's own look at the
+        # vendors' state.
         for name, value in env.items():
+            monkeypatch.setenv(name.replace("STANCH_", "STANCH_DEMO_", 1), value)
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("STANCH_MODE", "live")
         monkeypatch.setenv("STANCH_EDR", edr)
@@ -162,20 +167,24 @@ async def test_the_demo_incident_completes_live_and_undo_leaves_nothing_in_effec
         )
         assert {a.status for a in outcome.actions} == {ActionStatus.EXECUTED}
         claimed = set(outcome.in_effect)
-        # Defender names the machine by its DNS name, in lower case.
-        assert {c.lower() for c in claimed} == {
-            c.lower()
-            for c in {
-                f"edr.contain_host {HOSTNAME}",
-                f"identity.suspend_user {USER}",
-                f"firewall.block_ip {C2_IP}",
-                f"firewall.block_ip {SIGNIN_IP}",
-                f"edr.block_hash {RANSOMWARE_SHA256[:16]}",
-            }
+        # As a person reads them; Defender names the machine by its DNS name, in lower case.
+        vendor = {"edr": edr, "identity": identity, "firewall": firewall}
+        expected = {
+            describe_action(action, target, vendor[action.split(".")[0]])
+            for action, target in (
+                ("edr.contain_host", HOSTNAME),
+                ("identity.suspend_user", USER),
+                ("firewall.block_ip", C2_IP),
+                ("firewall.block_ip", SIGNIN_IP),
+                ("edr.block_hash", RANSOMWARE_SHA256[:16]),
+            )
         }
+        assert len(claimed) == len(expected), claimed
+        for phrase in expected:
+            assert any(c.lower().startswith(phrase.lower()) for c in claimed), (phrase, claimed)
         report = await asyncio.to_thread(Path(outcome.report_paths["markdown"]).read_text)
-        section = report.split("## Still in effect", 1)[1]
-        assert all(md_escape(line) in section for line in claimed)
+        section = report.split("**Still in effect.**", 1)[1].split("**What to do next.**", 1)[0]
+        assert all(f"- {md_escape(line)}" in section for line in claimed)
         state = await vendor_state(settings)
         assert state["host"] == Containment.CONTAINED
         assert state["user"].status == UserStatus.SUSPENDED
