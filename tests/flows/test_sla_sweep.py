@@ -108,7 +108,7 @@ async def test_a_breach_is_warned_in_the_thread_recorded_once_and_counted(
     (warning,) = thread_replies(slack, str(root))
     assert warning["reply_broadcast"] is True
     assert f"SLA warning: {incident.id} (critical) must be acknowledged" in str(warning["text"])
-    assert "4m 00s left of 15m 00s" in str(warning["text"])
+    assert "4 m 00 s left of 15 m 00 s" in str(warning["text"])
 
     breached = await sweep(approvals=False, now=t0 + timedelta(minutes=16))
     assert [(n.clock, n.kind) for n in breached.sla] == [("acknowledge", "breach")]
