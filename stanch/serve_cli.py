@@ -29,7 +29,7 @@ from stanch.runners import (
     parse_poll,
     served_deployments,
 )
-from stanch.service import ServiceSettings, SourceAuth, create_app
+from stanch.service import ServiceSettings, SourceAuth, check_sources, create_app
 
 if TYPE_CHECKING:
     pass
@@ -60,6 +60,7 @@ def load_sources(env: Mapping[str, str], sources_file: Path | None = None) -> di
         raise ValueError(f"invalid source configuration: {_first_error(exc)}") from exc
     if not sources:
         raise ValueError("the source configuration names no source")
+    check_sources(sources)
     return sources
 
 
