@@ -10,13 +10,14 @@ import asyncio
 import json
 import logging
 import re
+import reprlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import (
     func,
     insert,
@@ -29,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flows.detect.entities import EntityKind, entity_keys, fingerprint
+from flows.detect.guard import Rejected, check_payload
 from flows.detect.normalise import _normaliser, normalise
 from flows.detect.triage import TriagePolicy
 from flows.errors import AlertRejected
@@ -132,6 +134,48 @@ class _Batch:
     placed: dict[str, str] = field(default_factory=dict)  # fingerprint -> incident id
 
 
+def _candidate(index: int, source: str, payload: Any, *, checked: bool) -> _Candidate:
+    """One payload normalised, fingerprinted and keyed, or :class:`AlertRejected`."""
+    if isinstance(payload, Rejected):
+        raise AlertRejected(payload.field, payload.reason, source=source)
+    if not checked and (problem := check_payload(payload)) is not None:
+        raise AlertRejected(problem[0], problem[1], source=source)
+    finding = normalise(source, payload)
+    try:
+        keys = entity_keys(finding)
+        candidate = _Candidate(index, finding, fingerprint(source, finding), payload, keys)
+        # The incident this alert may open is built from it: fail here, alone, if it can't be.
+        Incident(id="INC-00000000-0000", tenant="t", title=_title([finding]), alerts=[finding])
+    except (ValueError, TypeError, ArithmeticError, LookupError) as exc:
+        field = exc.errors()[0]["loc"] if isinstance(exc, ValidationError) else ()
+        where = ".".join(str(p) for p in field if p != "alerts" and not isinstance(p, int))
+        raise AlertRejected(where or "(alert)", f"{type(exc).__name__}: {exc}"[:500]) from exc
+    return candidate
+
+
+def _dead_letter(
+    where: str, exc: AlertRejected, payload: Any, received: datetime
+) -> dict[str, Any]:
+    if isinstance(payload, Rejected):
+        raw: bytes | None = payload.raw
+        text = payload.raw.decode("utf-8")
+    else:
+        raw = None
+        try:
+            # ASCII escapes: lone surrogates and NULs as text no column refuses.
+            text = json.dumps(payload, default=str)
+        except (ValueError, TypeError, RecursionError):
+            text = reprlib.repr(payload)  # depth-limited: a payload too deep for JSON
+    return {
+        "source": where,
+        "field": exc.field[:300],
+        "reason": exc.reason,
+        "payload": text,
+        "raw": raw,
+        "received_at": received,
+    }
+
+
 class _Raced(Exception):
     """Another writer stored one of this batch's alerts between our read and our insert."""
 
@@ -211,13 +255,18 @@ class Intake:
         return True
 
     # Ingest -------------------------------------------------------------------------------
-    async def ingest(self, tenant: str, source: str, payloads: Sequence[Any]) -> IngestResult:
+    async def ingest(
+        self, tenant: str, source: str, payloads: Sequence[Any], *, checked: bool = False
+    ) -> IngestResult:
         """Normalise, de-duplicate and correlate one batch of alerts of one tenant.
 
         Args:
             tenant: the tenant the alerts belong to.
             source: the payload format, ``ocsf`` or a vendor (see :data:`SOURCE_FORMATS`).
-            payloads: decoded JSON alerts.
+            payloads: decoded JSON alerts; a :class:`~flows.detect.guard.Rejected` item
+                (refused by the caller, e.g. nested too deep to parse) is dead-lettered
+                with its raw text.
+            checked: every payload already passed :func:`~flows.detect.guard.check_payload`.
 
         Raises:
             UnknownSource: ``source`` has no normaliser.
@@ -234,26 +283,12 @@ class Intake:
         received = utcnow()
         for index, payload in enumerate(payloads):
             try:
-                finding = normalise(source, payload)
+                candidates.append(_candidate(index, source, payload, checked=checked))
             except AlertRejected as exc:
                 items[index] = ItemResult(
                     index=index, status="rejected", field=exc.field, reason=exc.reason
                 )
-                dead.append(
-                    {
-                        "source": f"{tenant}/{source}[{index}]",
-                        "field": exc.field[:300],
-                        "reason": exc.reason,
-                        "payload": json.dumps(payload, default=str),
-                        "received_at": received,
-                    }
-                )
-                continue
-            candidates.append(
-                _Candidate(
-                    index, finding, fingerprint(source, finding), payload, entity_keys(finding)
-                )
-            )
+                dead.append(_dead_letter(f"{tenant}/{source}[{index}]", exc, payload, received))
 
         async with self._lock:
             for attempt in range(3):
