@@ -146,6 +146,12 @@ SURFACES: dict[str, list[str]] = {
         "policy_or_fail_safe",
     ],
     "flows.record": [
+        "START_LEASE",
+        "claim_pending",
+        "enqueue_starts",
+        "mark_failed",
+        "mark_started",
+        "pending_starts",
         "AUTO_CLOSE_ACTOR",
         "ActionRow",
         "AlertRow",

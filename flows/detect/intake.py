@@ -37,6 +37,7 @@ from flows.errors import AlertRejected
 from flows.models import CaseStatus, Incident, utcnow
 from flows.record import (
     CORRELATING_STATUSES,
+    START_LEASE,
     AlertRow,
     CursorRow,
     DeadLetterRow,
@@ -44,6 +45,10 @@ from flows.record import (
     IncidentRow,
     IncidentTriageRow,
     Store,
+    claim_pending,
+    enqueue_starts,
+    mark_failed,
+    mark_started,
 )
 from integrations.ocsf import DetectionFinding, ObservableType, SeverityId
 
@@ -239,6 +244,14 @@ class Intake:
         # (tenant, kind, value) -> incident ids naming it
         self._index: dict[tuple[str, str, str], set[str]] = {}
         self._next_numbers: dict[str, int] = {}
+        # Handed to the start callback by this process: a drain must not start them again.
+        self._handed: set[str] = set()
+        # A callback that confirms a start itself once the run begins (FlowStarter) is
+        # given the way to; the others' starts are confirmed when they return.
+        self._confirms = bool(getattr(start_incident, "confirms_start", False))
+        bind = getattr(start_incident, "bind_confirm", None)
+        if callable(bind):
+            bind(self._confirm)
 
     def policy(self, tenant: str) -> TriagePolicy:
         """The triage policy of ``tenant``."""
@@ -361,6 +374,8 @@ class Intake:
             to_start, result.recorded_only = await self._store_incidents(
                 conn, tenant, batch, received
             )
+            # In the transaction that acknowledges the alerts: a start decided is never lost.
+            await enqueue_starts(conn, to_start, at=received)
             for c in fresh:
                 items[c.index] = ItemResult(
                     index=c.index,
@@ -645,6 +660,7 @@ class Intake:
 
     async def _start_all(self, incidents: list[Incident]) -> list[str]:
         """Call ``start_incident`` for each; mark the ones that succeeded as started."""
+        self._handed.update(i.id for i in incidents)
         outcomes = await asyncio.gather(
             *(self._start(incident) for incident in incidents), return_exceptions=True
         )
@@ -654,8 +670,10 @@ class Intake:
             if state is not None:
                 state.starting = False
             if isinstance(outcome, BaseException):
-                # Left unstarted: the next alert that joins it tries again.
+                # Left unstarted: the next alert that joins it, or the next drain, retries.
                 log.error("starting incident %s failed: %r", incident.id, outcome)
+                self._handed.discard(incident.id)
+                await mark_failed(self._engine, incident.id, repr(outcome))
                 continue
             started.append(incident.id)
             if state is not None:
@@ -667,7 +685,35 @@ class Intake:
                     .where(IncidentTriageRow.incident_id.in_(started))
                     .values(started=True)
                 )
+            if not self._confirms:
+                await mark_started(self._engine, started)
         return started
+
+    async def _confirm(self, incident_id: str) -> None:
+        await mark_started(self._engine, [incident_id])
+
+    async def drain_starts(self, *, lease: timedelta | None = None) -> list[str]:
+        """Start the incidents whose start was decided but whose run was never created.
+
+        The outbox rows a crash left behind (or whose start failed); ``lease=timedelta(0)``
+        takes every pending row, as the one intake of a store does when it starts.
+
+        Returns:
+            The ids started.
+        """
+        async with self._lock:
+            pending = await claim_pending(
+                self._engine, lease=START_LEASE if lease is None else lease
+            )
+            claimed = [i for i in pending if i.id not in self._handed]
+        if not claimed:
+            return []
+        log.info(
+            "starting %d incident(s) left pending: %s",
+            len(claimed),
+            ", ".join(i.id for i in claimed),
+        )
+        return await self._start_all(claimed)
 
     # In-memory index ----------------------------------------------------------------------
     async def _load(self, conn: AsyncConnection) -> None:

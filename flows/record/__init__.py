@@ -59,6 +59,14 @@ from flows.record.metrics import (
     summarise,
 )
 from flows.record.migrations import SchemaError
+from flows.record.outbox import (
+    START_LEASE,
+    claim_pending,
+    enqueue_starts,
+    mark_failed,
+    mark_started,
+    pending_starts,
+)
 from flows.record.report import (
     md_escape,
     publish_artifacts,
@@ -108,6 +116,7 @@ __all__ = [
     "NOTE_MAX_CHARS",
     "PLAYBOOK_ID_MAX",
     "SLA_CLOCKS",
+    "START_LEASE",
     "ActionRow",
     "AlertRow",
     "ApprovalAttemptRow",
@@ -159,7 +168,9 @@ __all__ = [
     "case_file",
     "case_touches",
     "chain_hash",
+    "claim_pending",
     "clocks_of",
+    "enqueue_starts",
     "events",
     "executive_summary",
     "exported_entry_hash",
@@ -167,9 +178,12 @@ __all__ = [
     "incident_clocks",
     "is_human",
     "ledger_key",
+    "mark_failed",
+    "mark_started",
     "md_escape",
     "move_incident_contents",
     "open_store",
+    "pending_starts",
     "period_report",
     "post_incident_summary",
     "publish_artifacts",
