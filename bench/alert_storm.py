@@ -213,7 +213,7 @@ async def _post_all(
 
         async def post(body: bytes) -> None:
             async with limit:
-                headers = {"content-type": "application/json", **sign(SECRET, body)}
+                headers = {"content-type": "application/json", **sign(SECRET, body, source=SOURCE)}
                 response = await client.post(f"/v1/alerts/{SOURCE}", content=body, headers=headers)
             if response.status_code not in (202, 207, 422):
                 raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")

@@ -7,8 +7,9 @@ Deployed on an interval; ``stanch serve`` sweeps Slack approvals in its own proc
 serves this flow every minute with ``approvals=False``.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: a served run loads this flow in a process of
+# its own, where Prefect validates the parameters against their real types; the string
+# "datetime | None" does not resolve there and every scheduled sweep failed.
 from datetime import datetime
 
 from prefect import flow

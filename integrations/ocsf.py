@@ -209,7 +209,8 @@ class DetectionFinding(_Open):
     activity_id: int = Field(ge=0)
     type_uid: int
     severity_id: SeverityId
-    time: int = Field(description="milliseconds since the epoch", ge=0)
+    # At most the end of year 9999: datetime (occurred_at) and every store column take it.
+    time: int = Field(description="milliseconds since the epoch", ge=0, le=253_402_300_799_999)
     metadata: Metadata
     finding_info: FindingInfo
     message: str | None = None

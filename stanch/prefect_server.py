@@ -192,12 +192,18 @@ def ensure_server(stanch_home: Path) -> PrefectServer:
 
 
 def use_server(server: PrefectServer, stanch_home: Path) -> None:
-    """Point this process's Prefect client at ``server`` (call before importing prefect)."""
+    """Point this process's Prefect client at ``server``, even if Prefect is imported."""
     from stanch.cli_support import telemetry_off
 
     os.environ["PREFECT_API_URL"] = server.api_url
     os.environ.setdefault("PREFECT_HOME", str(prefect_home(stanch_home)))
     telemetry_off()
+    context = sys.modules.get("prefect.context")
+    if context is not None:
+        # Prefect read the environment once, when first imported (``stanch serve``
+        # imports it with the store): without a second reading it would start an
+        # ephemeral server of its own, on which nothing scheduled ever runs.
+        context.refresh_global_settings_context()
 
 
 async def drain_prefect_clients() -> None:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,7 +22,7 @@ from flows.models import Incident
 
 if TYPE_CHECKING:
     from prefect import Flow
-    from prefect.client.schemas.objects import State
+    from prefect.client.schemas.objects import FlowRun, State
     from prefect.runner import Runner
 
 log = logging.getLogger("stanch.serve")
@@ -41,22 +41,72 @@ class FlowStarter:
     incident storm queues here instead of flooding the Prefect server.
     """
 
+    confirms_start = True
+    """The intake records a start once this says the run begins, not when a call returns:
+    an incident queued here for a slot is still pending in the store's outbox, and a
+    restart after a crash executes the run it had created (found by its tag)."""
+
     def __init__(self, limit: int = 4) -> None:
         self._slots = asyncio.Semaphore(limit)
         self._running: set[asyncio.Task[None]] = set()
+        self._confirm: Callable[[str], Awaitable[None]] | None = None
+
+    def bind_confirm(self, confirm: Callable[[str], Awaitable[None]]) -> None:
+        """Called by the intake: how to record that an incident's run begins."""
+        self._confirm = confirm
 
     async def __call__(self, incident: Incident) -> None:
-        task = asyncio.create_task(self._run(incident), name=f"handle-incident {incident.id}")
+        run = await self._flow_run_of(incident)
+        task = asyncio.create_task(self._run(incident, run), name=f"handle-incident {incident.id}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _run(self, incident: Incident) -> None:
+    @staticmethod
+    async def _flow_run_of(incident: Incident) -> FlowRun:
+        """The incident's run: the one a crashed process created, else a new one.
+
+        Tagged with the incident's id and creation time (ids restart with a new store),
+        so that a start retried after a crash finds it instead of making a second.
+        """
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+        from flows.lifecycle import handle_incident
+
+        tag = f"stanch-start:{incident.id}@{incident.created_at.isoformat()}"
+        async with get_client() as client:
+            found = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])), limit=1
+            )
+            if found:
+                return found[0]
+            return await client.create_flow_run(
+                handle_incident,
+                name=f"{incident.id} {incident.title}",
+                parameters={"incident": incident.model_dump(mode="json")},
+                tags=[tag],
+            )
+
+    async def _run(self, incident: Incident, run: FlowRun) -> None:
         # Imported here: Prefect must read PREFECT_API_URL after serve() has set it.
+        from prefect.flow_engine import run_flow_async
+
         from flows.lifecycle import handle_incident
 
         async with self._slots:
-            state = await handle_incident(incident, return_state=True)
-        log.info("incident %s: flow run ended %s", incident.id, state.name)
+            if self._confirm is not None:
+                await self._confirm(incident.id)
+            if run.state is not None and not (run.state.is_scheduled() or run.state.is_pending()):
+                # It began before a crash: it exists once and is not run a second time.
+                log.warning("incident %s: run %s was %s", incident.id, run.id, run.state.name)
+                return
+            state = await run_flow_async(
+                handle_incident,
+                flow_run=run,
+                parameters={"incident": incident},
+                return_type="state",
+            )
+        log.info("incident %s: flow run ended %s", incident.id, getattr(state, "name", state))
 
     async def drain(self) -> None:
         """Wait for the flow runs already started."""

@@ -29,7 +29,7 @@ from stanch.runners import (
     parse_poll,
     served_deployments,
 )
-from stanch.service import ServiceSettings, SourceAuth, create_app
+from stanch.service import ServiceSettings, SourceAuth, check_sources, create_app
 
 if TYPE_CHECKING:
     pass
@@ -60,6 +60,7 @@ def load_sources(env: Mapping[str, str], sources_file: Path | None = None) -> di
         raise ValueError(f"invalid source configuration: {_first_error(exc)}") from exc
     if not sources:
         raise ValueError("the source configuration names no source")
+    check_sources(sources)
     return sources
 
 
@@ -167,11 +168,31 @@ async def run_service(
             )
             server = _Server(config)
             watcher = asyncio.create_task(_exit_on(stop, server)) if stop is not None else None
+            drainer = asyncio.create_task(_drain_starts(intake))
             try:
                 await server.serve()
             finally:
+                drainer.cancel()
+                await asyncio.gather(drainer, return_exceptions=True)
                 if watcher is not None:
                     watcher.cancel()
+
+
+DRAIN_SECONDS = 30.0
+"""How often the outbox is checked for incidents whose run is still to be created."""
+
+
+async def _drain_starts(intake: Intake) -> None:
+    """Start what the outbox holds: all of it at start (this is the store's one intake, so
+    a claim there is a dead process's), then every ``DRAIN_SECONDS`` the failed starts."""
+    lease: timedelta | None = timedelta(0)
+    while True:
+        try:
+            await intake.drain_starts(lease=lease)
+        except Exception:  # the next pass retries; intake goes on meanwhile
+            log.exception("starting pending incidents failed")
+        lease = None
+        await asyncio.sleep(DRAIN_SECONDS)
 
 
 async def _exit_on(stop: asyncio.Event, server: uvicorn.Server) -> None:

@@ -7,15 +7,23 @@
   has the counts and, under ``rejected_items``, the index, field and reason of each bad
   item (per-item results for the failures only, so a 5,000-alert batch stays small).
 * ``422`` no item was valid (same body as ``207``); each is dead-lettered all the same.
-* ``400`` malformed JSON, ``401`` bad or missing credentials, ``404`` unknown source,
-  ``413`` body over the limit.
+* ``400`` a body that is not UTF-8 JSON (kept as a dead letter, raw bytes and all),
+  ``401`` bad or missing credentials or an unknown source (answered alike, so that source
+  names cannot be enumerated), ``413`` body over the limit.
+
+HMAC signature base string: ``<timestamp>.<source>.<body>``, where ``<timestamp>`` is the
+ASCII decimal Unix time of ``X-Stanch-Timestamp``, ``<source>`` the source name of the URL
+path (letters, digits, ``_`` and ``-``: never a ``.``) and ``<body>`` the raw request body;
+the signature is the hex HMAC-SHA256 of it under the source's secret. Signing the source
+name means a request signed for one source is refused by every other one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
+import logging
+import re
 import time
 from typing import Any, Literal
 
@@ -25,12 +33,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from flows.detect import TENANT_PATTERN, IngestResult, Intake
+from flows.detect import TENANT_PATTERN, BodyRejected, IngestResult, Intake, split_batch
 from stanch.cases_api import CasesApi
 from stanch.slack_listener import SlackInteractions
 
+log = logging.getLogger("stanch.serve")
+
 TIMESTAMP_HEADER = "X-Stanch-Timestamp"
 SIGNATURE_HEADER = "X-Stanch-Signature"
+SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""Source names: no ``.``, which separates the parts of the signature base string."""
+_SOURCE_NAME = re.compile(SOURCE_NAME_PATTERN)
+# At most 12 ASCII digits (year 33658): str.isdigit() also takes "²" and 400-digit
+# numbers, and int() then raises or the subtraction overflows a float.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_UNAUTHENTICATED = "authentication failed"
 
 
 class ServiceSettings(BaseModel):
@@ -53,7 +70,7 @@ class SourceAuth(BaseModel):
     """One configured alert source: whose alerts, in which format, and how it proves itself.
 
     Exactly one of ``hmac_secret`` and ``bearer_token`` is set. With HMAC the sender signs
-    ``<timestamp>.<body>`` with SHA-256 and sends the Unix timestamp in
+    ``<timestamp>.<source>.<body>`` with SHA-256 and sends the Unix timestamp in
     ``X-Stanch-Timestamp`` and the hex digest (optionally ``sha256=``-prefixed) in
     ``X-Stanch-Signature``; with a bearer token it sends ``Authorization: Bearer <token>``.
 
@@ -98,24 +115,55 @@ def _bearer_ok(request: Request, token: SecretStr) -> bool:
 def _timestamp_fresh(request: Request, tolerance: int) -> str | None:
     """The timestamp header if it is a Unix time within ``tolerance`` of now, else None."""
     stamp = request.headers.get(TIMESTAMP_HEADER, "")
-    if not stamp.isdigit():
+    if not _TIMESTAMP.fullmatch(stamp):
         return None
     return stamp if abs(time.time() - int(stamp)) <= tolerance else None
 
 
-def _signature_ok(request: Request, secret: SecretStr, stamp: str, body: bytes) -> bool:
+def _digest(secret: str, stamp: str, source: str, body: bytes) -> str:
+    base = b".".join((stamp.encode(), source.encode(), body))
+    return hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def _signature_ok(
+    request: Request, secret: SecretStr, stamp: str, source: str, body: bytes
+) -> bool:
     given = request.headers.get(SIGNATURE_HEADER, "").strip().removeprefix("sha256=")
-    expected = hmac.new(
-        secret.get_secret_value().encode(), stamp.encode() + b"." + body, hashlib.sha256
-    ).hexdigest()
-    return hmac.compare_digest(given.lower().encode(), expected.encode())
+    expected = _digest(secret.get_secret_value(), stamp, source, body)
+    # Header values are Latin-1 on the wire: a non-ASCII one must not raise here.
+    return hmac.compare_digest(given.lower().encode("utf-8", "replace"), expected.encode())
 
 
-def sign(secret: str, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
-    """The headers a sender adds to ``body`` for HMAC authentication."""
+def sign(secret: str, body: bytes, *, source: str, timestamp: int | None = None) -> dict[str, str]:
+    """The headers a sender adds to ``body`` posted to ``/v1/alerts/<source>`` (HMAC)."""
     stamp = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    digest = _digest(secret, stamp, source, body)
     return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: f"sha256={digest}"}
+
+
+def check_sources(sources: dict[str, SourceAuth]) -> None:
+    """Refuse source names the signature cannot separate, and secrets shared by tenants.
+
+    Whoever holds a secret can sign for every source that has it: two tenants sharing
+    one would let either post the other's alerts.
+
+    Raises:
+        ValueError: naming the source (never the secret).
+    """
+    owners: dict[str, tuple[str, str]] = {}
+    for name, source in sources.items():
+        if not _SOURCE_NAME.match(name):
+            raise ValueError(
+                f"source {name[:40]!r}: names are lower-case letters, digits, '_' and '-'"
+            )
+        secret = source.hmac_secret or source.bearer_token
+        assert secret is not None  # SourceAuth holds exactly one
+        owner = owners.setdefault(secret.get_secret_value(), (name, source.tenant))
+        if owner[1] != source.tenant:
+            raise ValueError(
+                f"sources {owner[0]!r} ({owner[1]}) and {name!r} ({source.tenant}) share a "
+                "secret: give each tenant its own"
+            )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -161,40 +209,58 @@ def create_app(
         sources: the accepted sources by the name in the URL path.
         slack: when given, Slack interactions are received at ``POST /slack/interactions``.
         cases: when given, the cases API (``/v1/incidents…``, ``/openapi.json``).
+
+    Raises:
+        ValueError: a source name or shared secret :func:`check_sources` refuses.
     """
+    check_sources(sources)
 
     async def post_alerts(request: Request) -> JSONResponse:
         name = request.path_params["source"]
         source = sources.get(name)
+        # One answer for every failure, an unknown source included: the reason goes to
+        # the log only, so a caller learns neither which names exist nor how they
+        # authenticate.
         if source is None:
-            return _error(404, f"unknown source {name!r}")
+            log.warning("alerts refused: unknown source %r", name[:80])
+            return _error(401, _UNAUTHENTICATED)
         # Check what can be checked before reading a body an attacker may make large.
         stamp: str | None = None
         if source.bearer_token is not None:
             if not _bearer_ok(request, source.bearer_token):
-                return _error(401, "missing or wrong bearer token")
+                log.warning("alerts refused on %s: missing or wrong bearer token", name)
+                return _error(401, _UNAUTHENTICATED)
         else:
             stamp = _timestamp_fresh(request, settings.signature_tolerance_seconds)
             if stamp is None or not request.headers.get(SIGNATURE_HEADER):
-                return _error(401, "missing, stale or malformed signature headers")
+                log.warning("alerts refused on %s: missing, stale or malformed headers", name)
+                return _error(401, _UNAUTHENTICATED)
         try:
             body = await _read_body(request, settings.max_body_bytes)
         except _TooLarge:
             return _error(413, f"body larger than {settings.max_body_bytes} bytes")
         if source.hmac_secret is not None and (
-            stamp is None or not _signature_ok(request, source.hmac_secret, stamp, body)
+            stamp is None or not _signature_ok(request, source.hmac_secret, stamp, name, body)
         ):
-            return _error(401, "bad signature")
+            log.warning("alerts refused on %s: bad signature", name)
+            return _error(401, _UNAUTHENTICATED)
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(400, f"malformed JSON: {exc}")
-        payloads = data if isinstance(data, list) else [data]
+            payloads, _array = split_batch(body)
+        except BodyRejected as exc:
+            # Kept byte for byte: what a sender's bug produced is the evidence.
+            await intake.store.dead_letter(
+                source=f"{source.tenant}/{source.format}",
+                field=exc.field,
+                reason=exc.reason,
+                payload=body.decode("utf-8", "replace").replace("\x00", "\ufffd"),
+                raw=body,
+            )
+            return _error(400, exc.reason, field=exc.field)
         if not payloads:
             return _error(400, "empty batch")
         if len(payloads) > settings.max_items:
             return _error(413, f"more than {settings.max_items} alerts in one request")
-        result = await intake.ingest(source.tenant, source.format, payloads)
+        result = await intake.ingest(source.tenant, source.format, payloads, checked=True)
         body_out = _summary(result)
         if not result.rejected:
             return JSONResponse(body_out, status_code=202)
@@ -229,9 +295,11 @@ def create_app(
 
 __all__ = [
     "SIGNATURE_HEADER",
+    "SOURCE_NAME_PATTERN",
     "TIMESTAMP_HEADER",
     "ServiceSettings",
     "SourceAuth",
+    "check_sources",
     "create_app",
     "sign",
 ]

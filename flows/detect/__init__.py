@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from flows.detect.alerts import load_alert_file, parse_finding
 from flows.detect.entities import EntityKind, entity_keys, fingerprint
+from flows.detect.guard import BodyRejected, Rejected, check_payload, split_batch
 from flows.detect.intake import TENANT_PATTERN, IngestResult, Intake, ItemResult, StartIncident
 from flows.detect.joins import joined_alerts
 from flows.detect.normalise import SOURCE_FORMATS, UnknownSource, normalise
@@ -24,13 +25,16 @@ __all__ = [
     "HANDLE_INCIDENT_DEPLOYMENT",
     "SOURCE_FORMATS",
     "TENANT_PATTERN",
+    "BodyRejected",
     "EntityKind",
     "IngestResult",
     "Intake",
     "ItemResult",
+    "Rejected",
     "StartIncident",
     "TriagePolicy",
     "UnknownSource",
+    "check_payload",
     "entity_keys",
     "finding_from_event",
     "fingerprint",
@@ -40,4 +44,5 @@ __all__ = [
     "normalise",
     "parse_finding",
     "poll_alerts",
+    "split_batch",
 ]

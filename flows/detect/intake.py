@@ -10,13 +10,14 @@ import asyncio
 import json
 import logging
 import re
+import reprlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import (
     func,
     insert,
@@ -29,12 +30,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flows.detect.entities import EntityKind, entity_keys, fingerprint
+from flows.detect.guard import Rejected, check_payload
 from flows.detect.normalise import _normaliser, normalise
 from flows.detect.triage import TriagePolicy
 from flows.errors import AlertRejected
 from flows.models import CaseStatus, Incident, utcnow
 from flows.record import (
     CORRELATING_STATUSES,
+    START_LEASE,
     AlertRow,
     CursorRow,
     DeadLetterRow,
@@ -42,6 +45,10 @@ from flows.record import (
     IncidentRow,
     IncidentTriageRow,
     Store,
+    claim_pending,
+    enqueue_starts,
+    mark_failed,
+    mark_started,
 )
 from integrations.ocsf import DetectionFinding, ObservableType, SeverityId
 
@@ -132,6 +139,48 @@ class _Batch:
     placed: dict[str, str] = field(default_factory=dict)  # fingerprint -> incident id
 
 
+def _candidate(index: int, source: str, payload: Any, *, checked: bool) -> _Candidate:
+    """One payload normalised, fingerprinted and keyed, or :class:`AlertRejected`."""
+    if isinstance(payload, Rejected):
+        raise AlertRejected(payload.field, payload.reason, source=source)
+    if not checked and (problem := check_payload(payload)) is not None:
+        raise AlertRejected(problem[0], problem[1], source=source)
+    finding = normalise(source, payload)
+    try:
+        keys = entity_keys(finding)
+        candidate = _Candidate(index, finding, fingerprint(source, finding), payload, keys)
+        # The incident this alert may open is built from it: fail here, alone, if it can't be.
+        Incident(id="INC-00000000-0000", tenant="t", title=_title([finding]), alerts=[finding])
+    except (ValueError, TypeError, ArithmeticError, LookupError) as exc:
+        field = exc.errors()[0]["loc"] if isinstance(exc, ValidationError) else ()
+        where = ".".join(str(p) for p in field if p != "alerts" and not isinstance(p, int))
+        raise AlertRejected(where or "(alert)", f"{type(exc).__name__}: {exc}"[:500]) from exc
+    return candidate
+
+
+def _dead_letter(
+    where: str, exc: AlertRejected, payload: Any, received: datetime
+) -> dict[str, Any]:
+    if isinstance(payload, Rejected):
+        raw: bytes | None = payload.raw
+        text = payload.raw.decode("utf-8")
+    else:
+        raw = None
+        try:
+            # ASCII escapes: lone surrogates and NULs as text no column refuses.
+            text = json.dumps(payload, default=str)
+        except (ValueError, TypeError, RecursionError):
+            text = reprlib.repr(payload)  # depth-limited: a payload too deep for JSON
+    return {
+        "source": where,
+        "field": exc.field[:300],
+        "reason": exc.reason,
+        "payload": text,
+        "raw": raw,
+        "received_at": received,
+    }
+
+
 class _Raced(Exception):
     """Another writer stored one of this batch's alerts between our read and our insert."""
 
@@ -195,6 +244,14 @@ class Intake:
         # (tenant, kind, value) -> incident ids naming it
         self._index: dict[tuple[str, str, str], set[str]] = {}
         self._next_numbers: dict[str, int] = {}
+        # Handed to the start callback by this process: a drain must not start them again.
+        self._handed: set[str] = set()
+        # A callback that confirms a start itself once the run begins (FlowStarter) is
+        # given the way to; the others' starts are confirmed when they return.
+        self._confirms = bool(getattr(start_incident, "confirms_start", False))
+        bind = getattr(start_incident, "bind_confirm", None)
+        if callable(bind):
+            bind(self._confirm)
 
     def policy(self, tenant: str) -> TriagePolicy:
         """The triage policy of ``tenant``."""
@@ -211,13 +268,18 @@ class Intake:
         return True
 
     # Ingest -------------------------------------------------------------------------------
-    async def ingest(self, tenant: str, source: str, payloads: Sequence[Any]) -> IngestResult:
+    async def ingest(
+        self, tenant: str, source: str, payloads: Sequence[Any], *, checked: bool = False
+    ) -> IngestResult:
         """Normalise, de-duplicate and correlate one batch of alerts of one tenant.
 
         Args:
             tenant: the tenant the alerts belong to.
             source: the payload format, ``ocsf`` or a vendor (see :data:`SOURCE_FORMATS`).
-            payloads: decoded JSON alerts.
+            payloads: decoded JSON alerts; a :class:`~flows.detect.guard.Rejected` item
+                (refused by the caller, e.g. nested too deep to parse) is dead-lettered
+                with its raw text.
+            checked: every payload already passed :func:`~flows.detect.guard.check_payload`.
 
         Raises:
             UnknownSource: ``source`` has no normaliser.
@@ -234,26 +296,12 @@ class Intake:
         received = utcnow()
         for index, payload in enumerate(payloads):
             try:
-                finding = normalise(source, payload)
+                candidates.append(_candidate(index, source, payload, checked=checked))
             except AlertRejected as exc:
                 items[index] = ItemResult(
                     index=index, status="rejected", field=exc.field, reason=exc.reason
                 )
-                dead.append(
-                    {
-                        "source": f"{tenant}/{source}[{index}]",
-                        "field": exc.field[:300],
-                        "reason": exc.reason,
-                        "payload": json.dumps(payload, default=str),
-                        "received_at": received,
-                    }
-                )
-                continue
-            candidates.append(
-                _Candidate(
-                    index, finding, fingerprint(source, finding), payload, entity_keys(finding)
-                )
-            )
+                dead.append(_dead_letter(f"{tenant}/{source}[{index}]", exc, payload, received))
 
         async with self._lock:
             for attempt in range(3):
@@ -326,6 +374,8 @@ class Intake:
             to_start, result.recorded_only = await self._store_incidents(
                 conn, tenant, batch, received
             )
+            # In the transaction that acknowledges the alerts: a start decided is never lost.
+            await enqueue_starts(conn, to_start, at=received)
             for c in fresh:
                 items[c.index] = ItemResult(
                     index=c.index,
@@ -610,6 +660,7 @@ class Intake:
 
     async def _start_all(self, incidents: list[Incident]) -> list[str]:
         """Call ``start_incident`` for each; mark the ones that succeeded as started."""
+        self._handed.update(i.id for i in incidents)
         outcomes = await asyncio.gather(
             *(self._start(incident) for incident in incidents), return_exceptions=True
         )
@@ -619,8 +670,10 @@ class Intake:
             if state is not None:
                 state.starting = False
             if isinstance(outcome, BaseException):
-                # Left unstarted: the next alert that joins it tries again.
+                # Left unstarted: the next alert that joins it, or the next drain, retries.
                 log.error("starting incident %s failed: %r", incident.id, outcome)
+                self._handed.discard(incident.id)
+                await mark_failed(self._engine, incident.id, repr(outcome))
                 continue
             started.append(incident.id)
             if state is not None:
@@ -632,7 +685,35 @@ class Intake:
                     .where(IncidentTriageRow.incident_id.in_(started))
                     .values(started=True)
                 )
+            if not self._confirms:
+                await mark_started(self._engine, started)
         return started
+
+    async def _confirm(self, incident_id: str) -> None:
+        await mark_started(self._engine, [incident_id])
+
+    async def drain_starts(self, *, lease: timedelta | None = None) -> list[str]:
+        """Start the incidents whose start was decided but whose run was never created.
+
+        The outbox rows a crash left behind (or whose start failed); ``lease=timedelta(0)``
+        takes every pending row, as the one intake of a store does when it starts.
+
+        Returns:
+            The ids started.
+        """
+        async with self._lock:
+            pending = await claim_pending(
+                self._engine, lease=START_LEASE if lease is None else lease
+            )
+            claimed = [i for i in pending if i.id not in self._handed]
+        if not claimed:
+            return []
+        log.info(
+            "starting %d incident(s) left pending: %s",
+            len(claimed),
+            ", ".join(i.id for i in claimed),
+        )
+        return await self._start_all(claimed)
 
     # In-memory index ----------------------------------------------------------------------
     async def _load(self, conn: AsyncConnection) -> None:

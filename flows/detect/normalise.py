@@ -66,10 +66,14 @@ def normalise(source: str, payload: Any) -> DetectionFinding:
         return normaliser(payload)
     except NormalizationError as exc:
         raise AlertRejected(exc.field, exc.reason, source=source) from exc
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        # A normaliser tripping over a shape it never expected is still a bad payload:
-        # dead-letter it rather than fail the whole batch it came in.
-        raise AlertRejected("(unknown)", f"{type(exc).__name__}: {exc}", source=source) from exc
+    except (ConfigurationError, AlertRejected):
+        raise
+    except Exception as exc:
+        # A normaliser tripping over a shape it never expected (an IndexError, an
+        # OverflowError of a date, a RecursionError) is still a bad payload: dead-letter
+        # it rather than fail the whole batch it came in.
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        raise AlertRejected("(unknown)", reason, source=source) from exc
 
 
 def canonical_json(value: Any) -> bytes:

@@ -156,9 +156,7 @@ def fail_safe_policy(
     failed, and no operator or Slack user is trusted by default.
     """
     nobody = Approvers.model_construct(slack_users=(), cli=False, cli_users=(), prefect_ui=False)
-    rules = RulesFile.model_construct(
-        version=1, approvers=approvers or nobody, **_rules_defaults()
-    )
+    rules = RulesFile.model_construct(version=1, approvers=approvers or nobody, **_rules_defaults())
     first = problem.issues[0] if problem.issues else None
     source = f"fail-safe rules for {tenant} ({first})" if first else f"fail-safe rules for {tenant}"
     return RulesOfEngagement(rules, source=source, checked=approvers is not None)

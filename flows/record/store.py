@@ -538,11 +538,21 @@ class Store:
                 if view is not None:
                     row.view = view
 
-    async def dead_letter(self, *, source: str, field: str, reason: str, payload: str) -> int:
-        """Keep a rejected payload with why it was rejected; returns its id."""
+    async def dead_letter(
+        self, *, source: str, field: str, reason: str, payload: str, raw: bytes | None = None
+    ) -> int:
+        """Keep a rejected payload with why it was rejected; returns its id.
+
+        ``raw`` is the bytes as received, when ``payload`` cannot render them exactly.
+        """
         async with self._session.begin() as session:
             row = DeadLetterRow(
-                source=source, field=field, reason=reason, payload=payload, received_at=utcnow()
+                source=source[:300],
+                field=field[:300],
+                reason=reason,
+                payload=payload,
+                received_at=utcnow(),
+                raw=raw,
             )
             session.add(row)
             await session.flush()

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -192,7 +193,12 @@ class IncidentSummaryRow(Base):
 
 
 class DeadLetterRow(Base):
-    """An alert payload that was rejected, kept with the reason for inspection."""
+    """An alert payload that was rejected, kept with the reason for inspection.
+
+    ``payload`` is printable text (JSON with ASCII escapes, or the body with undecodable
+    bytes replaced); ``raw``, when set, is exactly the bytes received: a body that is not
+    UTF-8 or JSON, or an item refused before it could be parsed.
+    """
 
     __tablename__ = "dead_letters"
 
@@ -202,6 +208,7 @@ class DeadLetterRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime]
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
 
 # Detect: alerts, the entities correlation joins on, triage, poller cursors ------------
@@ -260,6 +267,26 @@ class IncidentTriageRow(Base):
     alert_count: Mapped[int] = mapped_column(Integer)
     started: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime]
+
+
+class IncidentStartRow(Base):
+    """The outbox of incident runs: one row per incident intake decided to start.
+
+    Written in the transaction that acknowledges the alerts, so an incident answered as
+    ``started`` is never forgotten by a crash before its run exists; ``started_at`` is set
+    once a run was created (or found). ``claimed_at`` is a lease: a drainer that died
+    mid-start leaves the row to the next one after it lapses.
+    """
+
+    __tablename__ = "incident_starts"
+
+    incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime]
+    claimed_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class CursorRow(Base):

@@ -35,7 +35,7 @@ from flows.record.migrations import (
 from tests.flows.factories import incident
 from tests.postgres import BACKENDS, PG_URL, pg_schema
 
-HEAD = "0008_speed"
+HEAD = "0011_outbox"
 VERSIONS = table(VERSION_TABLE, column("version_num"))
 STORE_TABLES = {
     "incidents",
@@ -63,6 +63,7 @@ LATER_TABLES = {  # created by revisions after the baseline
     "approval_attempts",
     "budget_claims",
     "ledger_checkpoints",
+    "incident_starts",
 }
 LATER_INCIDENT_COLUMNS = (
     "proposed_disposition",
@@ -125,7 +126,8 @@ def tables(connection: Connection) -> set[str]:
 def legacy_schema(names: set[str]) -> Any:
     """What ``create_all`` made before migrations: the named tables, incidents without
     ``playbook`` (the column revision 0002 adds) and the proposed disposition, actions
-    without ``request_sent`` (0010), ledger entries without ``entry_mac`` (0004)."""
+    without ``request_sent`` (0010), ledger entries without ``entry_mac`` (0004), dead
+    letters without ``raw`` (0011)."""
 
     def create(connection: Connection) -> None:
         Base.metadata.create_all(
@@ -137,6 +139,8 @@ def legacy_schema(names: set[str]) -> Any:
             connection.execute(text("ALTER TABLE actions DROP COLUMN request_sent"))
         if "ledger_entries" in names:
             connection.execute(text("ALTER TABLE ledger_entries DROP COLUMN entry_mac"))
+        if "dead_letters" in names:
+            connection.execute(text("ALTER TABLE dead_letters DROP COLUMN raw"))
 
     return create
 
@@ -175,6 +179,7 @@ async def test_differences_are_found_when_the_schema_lags_the_models(target: Tar
         | {("add_column", "actions", "request_sent")}
         | {("add_column", "incidents", c) for c in LATER_INCIDENT_COLUMNS}
         | {("add_index", "ix_budget_claims_window"), ("add_column", "ledger_entries", "entry_mac")}
+        | {("add_index", "ix_incident_starts_started_at"), ("add_column", "dead_letters", "raw")}
     )
 
 

@@ -61,7 +61,7 @@ async def post_signed(
     return await client.post(
         "/v1/alerts/falcon",
         content=body,
-        headers=sign(HMAC_SECRET, body) if headers is None else headers,
+        headers=sign(HMAC_SECRET, body, source="falcon") if headers is None else headers,
     )
 
 
@@ -84,7 +84,9 @@ async def test_missing_signature_headers_get_401(
     """Given a correctly signed alert sent without one or both signature headers,
     When posted, Then 401."""
     data = alert("H-2", host="WS-1")
-    headers = {k: v for k, v in sign(HMAC_SECRET, body_of(data)).items() if k in keep}
+    headers = {
+        k: v for k, v in sign(HMAC_SECRET, body_of(data), source="falcon").items() if k in keep
+    }
     response = await post_signed(client, data, headers=headers)
     assert response.status_code == 401
 
@@ -93,8 +95,8 @@ async def test_a_stale_but_otherwise_valid_signature_gets_401(client: httpx.Asyn
     """Given a correct signature over a timestamp 301 s old, When posted, Then 401;
     the same signed 299 s ago is accepted."""
     body = body_of(alert("H-3", host="WS-1"))
-    stale = sign(HMAC_SECRET, body, timestamp=int(time.time()) - 301)
-    fresh = sign(HMAC_SECRET, body, timestamp=int(time.time()) - 299)
+    stale = sign(HMAC_SECRET, body, source="falcon", timestamp=int(time.time()) - 301)
+    fresh = sign(HMAC_SECRET, body, source="falcon", timestamp=int(time.time()) - 299)
     assert (await client.post("/v1/alerts/falcon", content=body, headers=stale)).status_code == 401
     assert (await client.post("/v1/alerts/falcon", content=body, headers=fresh)).status_code == 202
 
@@ -105,7 +107,9 @@ async def test_a_bad_signature_gets_401_and_stores_nothing(
 ) -> None:
     """Given a body signed with another secret, When posted, Then 401 and nothing stored."""
     body = body_of(alert("H-4", host="WS-1"))
-    response = await client.post("/v1/alerts/falcon", content=body, headers=sign(secret, body))
+    response = await client.post(
+        "/v1/alerts/falcon", content=body, headers=sign(secret, body, source="falcon")
+    )
     assert response.status_code == 401
     assert await store.get_incident("INC-00000000-0001") is None
     async with store.engine.connect() as conn:
@@ -114,7 +118,7 @@ async def test_a_bad_signature_gets_401_and_stores_nothing(
 
 async def test_a_signature_over_another_body_gets_401(client: httpx.AsyncClient) -> None:
     """Given headers signed over one body, When sent with a tampered body, Then 401."""
-    headers = sign(HMAC_SECRET, body_of(alert("H-5", host="WS-1")))
+    headers = sign(HMAC_SECRET, body_of(alert("H-5", host="WS-1")), source="falcon")
     tampered = body_of(alert("H-5", host="WS-2"))
     response = await client.post("/v1/alerts/falcon", content=tampered, headers=headers)
     assert response.status_code == 401
@@ -135,10 +139,86 @@ async def test_bearer_tokens(client: httpx.AsyncClient, authorization: str, stat
 
 
 # Limits and shapes --------------------------------------------------------------------------
-async def test_unknown_source_gets_404(client: httpx.AsyncClient) -> None:
-    """Given a source name not configured, When posted, Then 404."""
-    response = await client.post("/v1/alerts/nobody", content=b"{}")
-    assert response.status_code == 404
+async def test_an_unknown_source_is_answered_like_a_failed_authentication(
+    client: httpx.AsyncClient,
+) -> None:
+    """Given a source name not configured, When posted with or without credentials,
+    Then the same 401 body as a wrong signature: nothing tells which names exist."""
+    body = body_of(alert("U-1", host="WS-1"))
+    wrong = await client.post(
+        "/v1/alerts/falcon", content=body, headers=sign("x" * 32, body, source="falcon")
+    )
+    unknown = await client.post(
+        "/v1/alerts/nobody", content=body, headers=sign(HMAC_SECRET, body, source="nobody")
+    )
+    bare = await client.post("/v1/alerts/nobody", content=body)
+    assert wrong.status_code == unknown.status_code == bare.status_code == 401
+    assert wrong.json() == unknown.json() == bare.json()
+    assert "nobody" not in unknown.text
+
+
+@pytest.mark.parametrize("stamp", ["\u00b2", "1" * 400, "-1", " 1", "", "1.5"])
+async def test_a_timestamp_that_is_not_ascii_decimal_digits_gets_401(
+    client: httpx.AsyncClient, stamp: str
+) -> None:
+    """Given a timestamp header of a superscript digit, 400 digits, a sign, a space or a
+    fraction, When posted with a signature over it, Then 401, never a 500."""
+    body = body_of(alert("T-1", host="WS-1"))
+    headers = sign(HMAC_SECRET, body, source="falcon") | {"X-Stanch-Timestamp": stamp}
+    response = await client.post(
+        "/v1/alerts/falcon",
+        content=body,
+        headers={k: v.encode("latin-1") for k, v in headers.items()},
+    )
+    assert response.status_code == 401
+
+
+async def test_a_request_signed_for_one_source_is_refused_by_another(
+    store: Store, starts: Starts
+) -> None:
+    """Given two sources of one tenant sharing a secret, When a request signed for one
+    is replayed to the other, Then 401 there, and 202 where it was signed for."""
+    shared = SecretStr(HMAC_SECRET)
+    sources = {
+        "edr": SourceAuth(tenant="acme", format="ocsf", hmac_secret=shared),
+        "siem": SourceAuth(tenant="acme", format="ocsf", hmac_secret=shared),
+    }
+    app = create_app(ServiceSettings(), Intake(store, start_incident=starts), sources=sources)
+    body = body_of(alert("R-1", host="WS-1"))
+    headers = sign(HMAC_SECRET, body, source="edr")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://stanch.test"
+    ) as http:
+        assert (
+            await http.post("/v1/alerts/siem", content=body, headers=headers)
+        ).status_code == 401
+        assert (await http.post("/v1/alerts/edr", content=body, headers=headers)).status_code == 202
+
+
+@pytest.mark.parametrize("kind", ["hmac_secret", "bearer_token"])
+def test_a_secret_shared_by_two_tenants_is_refused_at_start(tmp_path: Path, kind: str) -> None:
+    """Given two sources of different tenants configured with one secret,
+    When the sources are loaded, Then the start is refused naming both, not the secret."""
+    secret = "shared-secret-0123456789abcdef"
+    raw = json.dumps(
+        {
+            "acme-edr": {"tenant": "acme", kind: secret},
+            "globex-edr": {"tenant": "globex", kind: secret},
+        }
+    )
+    with pytest.raises(ValueError, match="share a secret") as refused:
+        load_sources({"STANCH_SOURCES": raw})
+    assert "acme-edr" in str(refused.value) and "globex-edr" in str(refused.value)
+    assert secret not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["a.b", "Upper", "-lead", "x" * 64])
+def test_a_source_name_the_signature_cannot_separate_is_refused(name: str) -> None:
+    """Given a source name with a dot, upper case, a leading dash or over 63 characters,
+    When loaded, Then refused naming it."""
+    raw = json.dumps({name: {"tenant": "acme", "bearer_token": TOKEN}})
+    with pytest.raises(ValueError, match="names are lower-case"):
+        load_sources({"STANCH_SOURCES": raw})
 
 
 async def test_a_body_over_the_limit_gets_413(client: httpx.AsyncClient) -> None:
@@ -153,7 +233,7 @@ async def test_a_body_over_the_limit_gets_413(client: httpx.AsyncClient) -> None
             yield body[start : start + 4096]
 
     response = await client.post(
-        "/v1/alerts/falcon", content=chunks(), headers=sign(HMAC_SECRET, body)
+        "/v1/alerts/falcon", content=chunks(), headers=sign(HMAC_SECRET, body, source="falcon")
     )
     assert response.status_code == 413
 
@@ -161,7 +241,7 @@ async def test_a_body_over_the_limit_gets_413(client: httpx.AsyncClient) -> None
 async def test_malformed_json_gets_400(client: httpx.AsyncClient) -> None:
     """Given a signed body that is not JSON, When posted, Then 400."""
     response = await client.post(
-        "/v1/alerts/falcon", content=b"{nope", headers=sign(HMAC_SECRET, b"{nope")
+        "/v1/alerts/falcon", content=b"{nope", headers=sign(HMAC_SECRET, b"{nope", source="falcon")
     )
     assert response.status_code == 400
 
