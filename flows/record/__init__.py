@@ -32,6 +32,11 @@ from flows.record.cases import (
     LinkKind,
     is_human,
 )
+from flows.record.correlation import (
+    CORRELATION_ACTOR,
+    matching_incidents,
+    tenant_transaction,
+)
 from flows.record.entries import (
     GENESIS_HASH,
     HASHED_FIELDS,
@@ -101,6 +106,7 @@ __all__ = [
     "BUILT_IN",
     "CLOCKS",
     "CORRELATING_STATUSES",
+    "CORRELATION_ACTOR",
     "FLOW_ACTOR",
     "GENESIS_HASH",
     "HASHED_FIELDS",
@@ -165,6 +171,7 @@ __all__ = [
     "incident_clocks",
     "is_human",
     "ledger_key",
+    "matching_incidents",
     "md_escape",
     "move_incident_contents",
     "open_store",
@@ -181,5 +188,6 @@ __all__ = [
     "summarise",
     "summary_view",
     "sweep_slas",
+    "tenant_transaction",
     "utc_iso",
 ]
