@@ -65,6 +65,7 @@ SURFACES: dict[str, list[str]] = {
         "fingerprint",
         "incident_from_event",
         "joined_alerts",
+        "merged_into",
         "load_alert_file",
         "normalise",
         "parse_finding",

@@ -529,17 +529,13 @@ class Intake:
             target = batch.new if survivor in batch.new else batch.joined
             target.setdefault(survivor, []).extend(alerts)
             batch.related.pop(younger, None)
-            batch.entities = {
-                (survivor if i == younger else i, k, v) for i, k, v in batch.entities
-            }
+            batch.entities = {(survivor if i == younger else i, k, v) for i, k, v in batch.entities}
         else:
             joined = batch.joined.pop(younger, [])
             if joined:
                 target = batch.new if survivor in batch.new else batch.joined
                 target.setdefault(survivor, []).extend(joined)
-            batch.entities = {
-                (survivor if i == younger else i, k, v) for i, k, v in batch.entities
-            }
+            batch.entities = {(survivor if i == younger else i, k, v) for i, k, v in batch.entities}
 
     async def _allocate(self, conn: AsyncConnection, when: datetime) -> str:
         """The next ``INC-<yyyymmdd>-<nnnn>``, read from the store once per day and batch."""

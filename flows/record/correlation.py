@@ -155,6 +155,3 @@ async def matching_incidents(
             if (candidate := found.get(incident_id)) is not None:
                 candidate.seen[(kind, value)] = [first, last]
     return list(found.values())
-
-
-
