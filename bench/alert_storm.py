@@ -194,6 +194,8 @@ def _poll_child(args: argparse.Namespace) -> None:
             open_store(args.db) as store,
         ):
             intake = Intake(store, start_incident=record_start)
+            print("ready", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)  # the storm starts on "go"
             for page in pages:
                 await intake.ingest(TENANT, "ocsf", page)
 
@@ -393,7 +395,6 @@ def run(
                 _wait_ready(base, child)
             pages_file = Path(tmp) / "pages.json"
             pages_file.write_text(json.dumps(polled))
-            started = time.perf_counter()
             if polled:
                 polling = subprocess.Popen(  # noqa: S603
                     [
@@ -410,7 +411,17 @@ def run(
                         *extra,
                     ],
                     cwd=root,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
                 )
+                assert polling.stdout is not None
+                if polling.stdout.readline().strip() != b"ready":
+                    raise RuntimeError("the poller did not start")
+            started = time.perf_counter()
+            if polling is not None:
+                assert polling.stdin is not None
+                polling.stdin.write(b"go\n")
+                polling.stdin.close()
             ordered = -(-incidents // batch) if seeds_first else 0
             results = asyncio.run(
                 _post_all(bases, bodies, ordered=ordered, concurrency=concurrency)
