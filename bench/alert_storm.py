@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -334,6 +336,30 @@ def _wait_ready(base: str, child: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the service did not become ready in 30 s")
 
 
+@contextlib.contextmanager
+def _database(server: str | None) -> Iterator[str | None]:
+    """A fresh PostgreSQL database on ``server`` for one run (its URL), or ``None``."""
+    if server is None:
+        yield None
+        return
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name = f"stanch_storm_{os.getpid()}"
+
+    async def admin(statement: str) -> None:
+        engine = create_async_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+        await engine.dispose()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{server}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def _stop(child: subprocess.Popen[bytes]) -> None:
     child.send_signal(signal.SIGINT)
     try:
@@ -353,8 +379,13 @@ def run(
     poller: bool = False,
     runs: bool = False,
     seeds_first: bool = False,
+    postgres: str | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark; return the figures (``ok`` says whether every check held)."""
+    """Run the benchmark; return the figures (``ok`` says whether every check held).
+
+    With ``postgres`` (a server URL such as ``postgresql+asyncpg://postgres@127.0.0.1:5432``)
+    the store is a database made on that server for the run and dropped after it.
+    """
     payloads = storm(alerts, incidents, seeds_first=seeds_first)
     unique = len({p["finding_info"]["uid"] for p in payloads})
     pages = [payloads[i : i + batch] for i in range(0, len(payloads), batch)]
@@ -363,8 +394,8 @@ def run(
     posted = [p for n, p in enumerate(pages) if not (poller and n % (replicas + 1) == replicas)]
     bodies = [json.dumps(page).encode() for page in posted]
     root = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory(prefix="stanch-storm-") as tmp:
-        db = f"sqlite+aiosqlite:///{Path(tmp) / 'stanch.db'}"
+    with tempfile.TemporaryDirectory(prefix="stanch-storm-") as tmp, _database(postgres) as pg:
+        db = pg or f"sqlite+aiosqlite:///{Path(tmp) / 'stanch.db'}"
         asyncio.run(_stored_counts(db))  # create the schema once, before the racers start
         starts = Path(tmp) / "starts.txt"
         extra = ["--runs"] if runs else []
@@ -490,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poller", action="store_true", help="a poller intake too")
     parser.add_argument("--runs", action="store_true", help="stand-in runs per started incident")
     parser.add_argument("--seeds-first", action="store_true", help="the old seeded ordering")
+    parser.add_argument("--postgres", help="a PostgreSQL server URL: store there, not SQLite")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--poll", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -522,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         poller=args.poller,
         runs=args.runs,
         seeds_first=args.seeds_first,
+        postgres=args.postgres,
     )
     print(json.dumps(figures))
     print(
