@@ -28,7 +28,7 @@ from prefect.runtime import flow_run
 
 from flows import wiring
 from flows.approval import AUTOMATION_REQUESTER, ApprovalGate, default_gate
-from flows.detect import incident_from_event, joined_alerts
+from flows.detect import incident_from_event, joined_alerts, merged_into
 from flows.errors import AlertRejected
 from flows.models import (
     ActionResult,
@@ -136,6 +136,7 @@ class Lifecycle:
                 raise ValueError(f"no playbook {playbook!r} in the library")
             self.route = Route(chosen, ())
         self.plan: PlaybookPlan | None = None
+        self.merged_into: str | None = None
 
     @property
     def incident(self) -> Incident:
@@ -337,8 +338,25 @@ class Lifecycle:
 
         return await plan_playbook(playbook, self.incident, lookup, run_stage=playbook_stage)
 
+    async def _merged_away(self, stage: Stage) -> bool:
+        """Whether correlation merged this incident into another: then ``stage`` is skipped.
+
+        Checked before each stage that acts, as joined alerts are: the survivor's run
+        takes in this incident's alerts and acts on them; this run acts no further.
+        """
+        if self.merged_into is None:
+            self.merged_into = await merged_into(self.store, self.incident)
+        if self.merged_into is None:
+            return False
+        await self.skip(
+            stage, f"not run: merged into {self.merged_into}, whose run acts on its alerts"
+        )
+        return True
+
     async def contain(self) -> None:
         """Plan containment, get authority for it, execute what was authorised."""
+        if await self._merged_away(Stage.CONTAIN):
+            return
         async with self.stage(Stage.CONTAIN) as notes:
             notes.extend(await self._learn_joined_alerts())
             planned = self._planned(Stage.CONTAIN)
@@ -358,6 +376,8 @@ class Lifecycle:
             await self.skip(
                 Stage.REMEDIATE, "not run: the response was stopped as a false positive"
             )
+            return
+        if await self._merged_away(Stage.REMEDIATE):
             return
         async with self.stage(Stage.REMEDIATE) as notes:
             notes.extend(await self._learn_joined_alerts())

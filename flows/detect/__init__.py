@@ -15,7 +15,7 @@ from flows.detect.alerts import load_alert_file, parse_finding
 from flows.detect.entities import EntityKind, entity_keys, fingerprint
 from flows.detect.guard import BodyRejected, Rejected, check_payload, split_batch
 from flows.detect.intake import TENANT_PATTERN, IngestResult, Intake, ItemResult, StartIncident
-from flows.detect.joins import joined_alerts
+from flows.detect.joins import joined_alerts, merged_into
 from flows.detect.normalise import SOURCE_FORMATS, UnknownSource, normalise
 from flows.detect.pollers import HANDLE_INCIDENT_DEPLOYMENT, poll_alerts
 from flows.detect.prefect_events import finding_from_event, incident_from_event
@@ -41,6 +41,7 @@ __all__ = [
     "incident_from_event",
     "joined_alerts",
     "load_alert_file",
+    "merged_into",
     "normalise",
     "parse_finding",
     "poll_alerts",

@@ -1,7 +1,9 @@
 """Alert intake: normalise, fingerprint, de-duplicate and correlate alerts into incidents.
 
-One :meth:`Intake.ingest` call is one transaction however many alerts the batch holds; the
-entities of open incidents are kept in memory, so correlating an alert costs no query.
+One :meth:`Intake.ingest` call is one transaction however many alerts the batch holds,
+under the tenant's correlation lock (:func:`flows.record.tenant_transaction`): the
+incidents the batch's entities match are read from the store inside it, so any number of
+intakes on one store (replicas, webhook and pollers) put one attack in one incident.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import json
 import logging
 import re
 import reprlib
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,22 +34,26 @@ from flows.detect.entities import EntityKind, entity_keys, fingerprint
 from flows.detect.guard import Rejected, check_payload
 from flows.detect.normalise import _normaliser, normalise
 from flows.detect.triage import TriagePolicy
-from flows.errors import AlertRejected
+from flows.errors import AlertRejected, CaseError
 from flows.models import CaseStatus, Incident, utcnow
 from flows.record import (
-    CORRELATING_STATUSES,
+    CORRELATION_ACTOR,
     START_LEASE,
     AlertRow,
+    CaseBook,
     CursorRow,
     DeadLetterRow,
     IncidentEntityRow,
     IncidentRow,
     IncidentTriageRow,
+    LinkKind,
     Store,
     claim_pending,
     enqueue_starts,
     mark_failed,
     mark_started,
+    matching_incidents,
+    tenant_transaction,
 )
 from integrations.ocsf import DetectionFinding, ObservableType, SeverityId
 
@@ -86,6 +91,9 @@ class IngestResult(BaseModel):
         recorded_only: ids of new incidents scoring below the threshold.
         started: ids for which ``start_incident`` returned without error.
         items: one result per payload, in batch order.
+        merged: incidents this batch's bridging alerts merged, as ``{merged: survivor}``.
+        related: new incidents linked to a closed one they share entities with, as
+            ``{new: closed}``.
     """
 
     accepted: int = 0
@@ -97,6 +105,8 @@ class IngestResult(BaseModel):
     recorded_only: list[str] = Field(default_factory=list)
     started: list[str] = Field(default_factory=list)
     items: list[ItemResult] = Field(default_factory=list)
+    merged: dict[str, str] = Field(default_factory=dict)
+    related: dict[str, str] = Field(default_factory=dict)
 
 
 StartIncident = Callable[[Incident], Awaitable[None]]
@@ -115,13 +125,14 @@ class _Candidate:
 
 @dataclass(slots=True)
 class _Open:
-    """An open incident as correlation sees it."""
+    """An incident that is not closed, as correlation sees it during one batch."""
 
     id: str
     tenant: str
     severity: int
     alert_count: int
     started: bool
+    created_ms: int = 0
     hosts: set[str] = field(default_factory=set)
     # (kind, value) -> [first_seen_ms, last_seen_ms]
     seen: dict[tuple[str, str], list[int]] = field(default_factory=dict)
@@ -137,6 +148,9 @@ class _Batch:
     touched: set[str] = field(default_factory=set)
     entities: set[tuple[str, str, str]] = field(default_factory=set)
     placed: dict[str, str] = field(default_factory=dict)  # fingerprint -> incident id
+    merged: dict[str, str] = field(default_factory=dict)  # younger -> survivor
+    related: dict[str, str] = field(default_factory=dict)  # new -> closed it shares with
+    closed: dict[str, _Open] = field(default_factory=dict)  # closed incidents matched
 
 
 def _candidate(index: int, source: str, payload: Any, *, checked: bool) -> _Candidate:
@@ -186,7 +200,6 @@ class _Raced(Exception):
 
 
 _CHUNK = 500  # bound parameters per IN (...) list, well under every backend's limit
-_LATE_HORIZON_MS = 24 * 3600 * 1000  # how late an alert may arrive and still correlate
 
 
 def _severity_rank(severity: int) -> int:
@@ -205,18 +218,22 @@ def _title(alerts: Sequence[DetectionFinding]) -> str:
 class Intake:
     """Turns batches of vendor alerts into stored alerts and incidents.
 
-    Correlation state lives in this object, so one store should have one ``Intake``
-    (one service process); batches are serialised by a lock and each is one transaction.
+    Correlation lives in the store: each batch is one transaction under the tenant's
+    lock that reads the incidents its entities match, so any number of ``Intake`` objects
+    on one store (replicas, a webhook and pollers) agree. An alert joins an incident that
+    is not closed (contained, remediated and awaiting-closure ones included); an alert
+    matching two or more merges the younger into the oldest (:meth:`CaseBook.merge`, a
+    ledger entry; their executed actions stay where they ran); a new incident sharing
+    entities with a closed one is linked to it as ``related``.
 
     Args:
         store: the incident store.
         start_incident: called once per incident to start, after the batch is committed.
-        window: an alert joins an open incident of its tenant that saw one of its
-            entities (host, user, SHA-256, external IP) within this time of the alert.
+        window: an alert joins an incident of its tenant that is not closed and saw one
+            of its entities (host, user, SHA-256, external IP) within this time of it.
         triage: per-tenant triage policy; tenants not named get ``default_policy``.
         default_policy: the policy of tenants without their own.
-        refresh_seconds: how often to drop incidents closed elsewhere (e.g. resolved by
-            the lifecycle) from the in-memory index; ``0`` checks on every batch.
+        refresh_seconds: ignored (kept for callers of the in-memory index it tuned).
     """
 
     def __init__(
@@ -236,12 +253,12 @@ class Intake:
         self._window_ms = int(window.total_seconds() * 1000)
         self._triage = dict(triage or {})
         self._default_policy = default_policy or TriagePolicy()
-        self._refresh_seconds = refresh_seconds
+        del refresh_seconds
         self._lock = asyncio.Lock()
-        self._loaded = False
-        self._refreshed = 0.0
+        self._cases = CaseBook(store)
+        # The incidents the current batch matched, read from the store under the lock.
         self._open: dict[str, _Open] = {}
-        # (tenant, kind, value) -> incident ids naming it
+        # (tenant, kind, value) -> incident ids naming it, for the current batch
         self._index: dict[tuple[str, str, str], set[str]] = {}
         self._next_numbers: dict[str, int] = {}
         # Handed to the start callback by this process: a drain must not start them again.
@@ -306,23 +323,46 @@ class Intake:
         async with self._lock:
             for attempt in range(3):
                 try:
-                    result, to_start = await self._write(
+                    result, to_start, batch = await self._write(
                         tenant, source, candidates, dead, received, items
                     )
                     break
                 except (IntegrityError, _Raced):
-                    # Another process wrote an alert or took an incident id between our
-                    # read and our write: reload what we know and redo the batch.
-                    self._loaded = False
+                    # Another tenant's batch took the incident id we read as free (ids
+                    # are global, the lock is per tenant): redo the batch.
                     if attempt == 2:
                         raise
-                except BaseException:
-                    self._loaded = False  # memory may hold this batch's rolled-back changes
-                    raise
+            await self._link_and_merge(result, batch)
+        to_start = [i for i in to_start if i.id not in result.merged]
         result.to_start = to_start
         if to_start:
             result.started = await self._start_all(to_start)
         return result
+
+    async def _link_and_merge(self, result: IngestResult, batch: _Batch) -> None:
+        """Record the batch's merges of bridged incidents and its links to closed ones.
+
+        Each is a case change in the ledger, made after the batch committed (the ledger
+        has its own lock; the merge takes the tenant's too, so no alert lands in the
+        merged incident meanwhile). Executed actions stay with the incident they ran for.
+        """
+        for younger, survivor in batch.merged.items():
+            try:
+                await self._cases.merge(
+                    younger, into=survivor, actor=CORRELATION_ACTOR, keep_executed=True
+                )
+            except CaseError as exc:
+                # Closed meanwhile by an analyst: nothing left to merge.
+                log.warning("correlation could not merge %s into %s: %s", younger, survivor, exc)
+                continue
+            result.merged[younger] = survivor
+        for new, closed in batch.related.items():
+            try:
+                await self._cases.link(new, closed, LinkKind.RELATED, actor=CORRELATION_ACTOR)
+            except CaseError as exc:
+                log.warning("correlation could not link %s to %s: %s", new, closed, exc)
+                continue
+            result.related[new] = closed
 
     async def _write(
         self,
@@ -332,18 +372,18 @@ class Intake:
         dead: list[dict[str, Any]],
         received: datetime,
         rejected_items: list[ItemResult | None],
-    ) -> tuple[IngestResult, list[Incident]]:
+    ) -> tuple[IngestResult, list[Incident], _Batch]:
         items = list(rejected_items)
         result = IngestResult(rejected=len(dead))
         to_start: list[Incident] = []
-        async with self._engine.begin() as conn:
+        batch = _Batch()
+        self._open, self._index, self._next_numbers = {}, {}, {}
+        async with tenant_transaction(self._engine, tenant) as conn:
             if dead:
                 await conn.execute(insert(DeadLetterRow), dead)
             if not candidates:
                 result.items = [i for i in items if i is not None]
-                return result, to_start
-            await self._prepare(conn)
-            self._next_numbers = {}
+                return result, to_start, batch
 
             fresh: list[_Candidate] = []
             batch_seen: set[str] = set()
@@ -359,11 +399,11 @@ class Intake:
             result.duplicates = len(candidates) - len(fresh)
             if not fresh:
                 result.items = [i for i in items if i is not None]
-                return result, to_start
+                return result, to_start, batch
 
             # Oldest first, so that the alert that opened a story opens its incident.
             fresh.sort(key=lambda c: c.finding.time)
-            batch = _Batch()
+            await self._load(conn, tenant, fresh, batch)
             for c in fresh:
                 await self._correlate(conn, tenant, c, batch, received)
             result.accepted = len(fresh)
@@ -384,16 +424,39 @@ class Intake:
                     incident_id=batch.placed[c.fingerprint],
                 )
         result.items = [i for i in items if i is not None]
-        return result, to_start
+        return result, to_start, batch
 
-    async def _prepare(self, conn: AsyncConnection) -> None:
-        now = time.monotonic()
-        if not self._loaded:
-            await self._load(conn)
-            self._loaded, self._refreshed = True, now
-        elif now - self._refreshed >= self._refresh_seconds:
-            await self._refresh(conn)
-            self._refreshed = now
+    async def _load(
+        self, conn: AsyncConnection, tenant: str, fresh: list[_Candidate], batch: _Batch
+    ) -> None:
+        """Read the stored incidents the batch's entities match (under the tenant lock)."""
+        keys = {key for c in fresh for key in c.keys}
+        if not keys:
+            return
+        found = await matching_incidents(
+            conn,
+            tenant,
+            keys,
+            since_ms=fresh[0].finding.time - self._window_ms,
+            until_ms=fresh[-1].finding.time + self._window_ms,
+        )
+        for candidate in found:
+            state = _Open(
+                candidate.id,
+                tenant,
+                candidate.severity,
+                candidate.alert_count,
+                candidate.started,
+                candidate.created_ms,
+                seen=candidate.seen,
+            )
+            state.hosts = {v for k, v in candidate.seen if k == EntityKind.HOST}
+            if candidate.status == CaseStatus.CLOSED:
+                batch.closed[candidate.id] = state
+                continue
+            self._open[candidate.id] = state
+            for kind, value in candidate.seen:
+                self._index.setdefault((tenant, kind, value), set()).add(candidate.id)
 
     async def _existing(
         self, conn: AsyncConnection, tenant: str, fingerprints: list[str]
@@ -419,18 +482,17 @@ class Intake:
         received: datetime,
     ) -> None:
         at = c.finding.time
-        hits: dict[str, int] = {}
-        for kind, value in c.keys:
-            for incident_id in self._index.get((tenant, kind, value), ()):
-                first, last = self._open[incident_id].seen[(kind, value)]
-                if first - self._window_ms <= at <= last + self._window_ms:
-                    hits[incident_id] = hits.get(incident_id, 0) + 1
+        hits = self._hits(tenant, c, self._open, self._index)
+        if len(hits) > 1:
+            # A bridging alert: the incidents it matches are one attack. The oldest
+            # survives; the others are merged into it once the batch is committed.
+            incident_id = min(hits, key=lambda i: (self._open[i].created_ms, i))
+            for other in sorted(hits):
+                if other != incident_id:
+                    self._fold(tenant, other, incident_id, batch)
+            hits = {incident_id: hits[incident_id]}
         if hits:
-            # Most shared entities wins; then the most recently active; then the oldest id.
-            incident_id = max(
-                sorted(hits),
-                key=lambda i: (hits[i], max(s[1] for s in self._open[i].seen.values())),
-            )
+            [incident_id] = hits
             incident = self._open[incident_id]
             incident.alert_count += 1
             incident.severity = max(incident.severity, _severity_rank(c.finding.severity_id))
@@ -446,9 +508,16 @@ class Intake:
                 severity=_severity_rank(c.finding.severity_id),
                 alert_count=1,
                 started=False,
+                created_ms=int(received.timestamp() * 1000),
             )
             self._open[incident_id] = incident
             batch.new[incident_id] = [c.finding]
+            # A closed case is not reopened by an alert: the new one points at it.
+            closed = self._hits(tenant, c, batch.closed, None)
+            if closed:
+                batch.related[incident_id] = max(
+                    closed, key=lambda i: (max(s[1] for s in batch.closed[i].seen.values()), i)
+                )
         batch.touched.add(incident_id)
         batch.placed[c.fingerprint] = incident_id
         for kind, value in c.keys:
@@ -461,6 +530,62 @@ class Intake:
             else:
                 span[0], span[1] = min(span[0], at), max(span[1], at)
             batch.entities.add((incident_id, kind, value))
+
+    def _hits(
+        self,
+        tenant: str,
+        c: _Candidate,
+        states: dict[str, _Open],
+        index: dict[tuple[str, str, str], set[str]] | None,
+    ) -> dict[str, int]:
+        """The incidents of ``states`` that saw one of ``c``'s entities within the window,
+        with how many they share."""
+        at = c.finding.time
+        hits: dict[str, int] = {}
+        for key in c.keys:
+            ids = index.get((tenant, *key), ()) if index is not None else states
+            for incident_id in ids:
+                span = states[incident_id].seen.get(key)
+                window = self._window_ms
+                if span is not None and span[0] - window <= at <= span[1] + window:
+                    hits[incident_id] = hits.get(incident_id, 0) + 1
+        return hits
+
+    def _fold(self, tenant: str, younger: str, survivor: str, batch: _Batch) -> None:
+        """Count ``younger`` as part of ``survivor`` for the rest of the batch."""
+        gone = self._open.pop(younger)
+        kept = self._open[survivor]
+        batch.merged[younger] = survivor
+        for merged, into in batch.merged.items():
+            if into == younger:
+                batch.merged[merged] = survivor
+        kept.alert_count += gone.alert_count
+        kept.severity = max(kept.severity, gone.severity)
+        kept.hosts |= gone.hosts
+        for key, (first, last) in gone.seen.items():
+            span = kept.seen.setdefault(key, [first, last])
+            span[0], span[1] = min(span[0], first), max(span[1], last)
+            ids = self._index.setdefault((tenant, *key), set())
+            ids.discard(younger)
+            ids.add(survivor)
+        for fp, placed in batch.placed.items():
+            if placed == younger:
+                batch.placed[fp] = survivor
+        batch.touched.discard(younger)
+        if younger in batch.new:
+            # Made by this batch: never stored on its own, its alerts open the survivor's.
+            alerts = batch.new.pop(younger)
+            del batch.merged[younger]
+            target = batch.new if survivor in batch.new else batch.joined
+            target.setdefault(survivor, []).extend(alerts)
+            batch.related.pop(younger, None)
+            batch.entities = {(survivor if i == younger else i, k, v) for i, k, v in batch.entities}
+        else:
+            joined = batch.joined.pop(younger, [])
+            if joined:
+                target = batch.new if survivor in batch.new else batch.joined
+                target.setdefault(survivor, []).extend(joined)
+            batch.entities = {(survivor if i == younger else i, k, v) for i, k, v in batch.entities}
 
     async def _allocate(self, conn: AsyncConnection, when: datetime) -> str:
         """The next ``INC-<yyyymmdd>-<nnnn>``, read from the store once per day and batch."""
@@ -598,7 +723,9 @@ class Intake:
                     "score": self._score(policy, state),
                     "severity": state.severity,
                     "alert_count": state.alert_count,
-                    "started": state.started,
+                    # Claimed in the same transaction that decided to start it: another
+                    # intake reading this incident next will not start it again.
+                    "started": state.started or state.starting,
                     "updated_at": received,
                 }
             )
@@ -610,6 +737,7 @@ class Intake:
                     "score": upsert.excluded.score,
                     "severity": upsert.excluded.severity,
                     "alert_count": upsert.excluded.alert_count,
+                    "started": upsert.excluded.started,
                     "updated_at": upsert.excluded.updated_at,
                 },
             ),
@@ -665,28 +793,27 @@ class Intake:
             *(self._start(incident) for incident in incidents), return_exceptions=True
         )
         started: list[str] = []
+        failed: list[str] = []
         for incident, outcome in zip(incidents, outcomes, strict=True):
-            state = self._open.get(incident.id)
-            if state is not None:
-                state.starting = False
             if isinstance(outcome, BaseException):
                 # Left unstarted: the next alert that joins it, or the next drain, retries.
                 log.error("starting incident %s failed: %r", incident.id, outcome)
                 self._handed.discard(incident.id)
                 await mark_failed(self._engine, incident.id, repr(outcome))
+                failed.append(incident.id)
                 continue
             started.append(incident.id)
-            if state is not None:
-                state.started = True
-        if started:
+        if failed:
+            # Give back the claim the batch took: the next alert that joins it, or the
+            # next drain of the outbox, starts it.
             async with self._engine.begin() as conn:
                 await conn.execute(
                     update(IncidentTriageRow)
-                    .where(IncidentTriageRow.incident_id.in_(started))
-                    .values(started=True)
+                    .where(IncidentTriageRow.incident_id.in_(failed))
+                    .values(started=False)
                 )
-            if not self._confirms:
-                await mark_started(self._engine, started)
+        if started and not self._confirms:
+            await mark_started(self._engine, started)
         return started
 
     async def _confirm(self, incident_id: str) -> None:
@@ -714,82 +841,6 @@ class Intake:
             ", ".join(i.id for i in claimed),
         )
         return await self._start_all(claimed)
-
-    # In-memory index ----------------------------------------------------------------------
-    async def _load(self, conn: AsyncConnection) -> None:
-        """Read the entities of open incidents that can still take an alert."""
-        self._open.clear()
-        self._index.clear()
-        cutoff = int(time.time() * 1000) - self._window_ms - _LATE_HORIZON_MS
-        states = await conn.execute(
-            select(
-                IncidentTriageRow.incident_id,
-                IncidentTriageRow.tenant,
-                IncidentTriageRow.severity,
-                IncidentTriageRow.alert_count,
-                IncidentTriageRow.started,
-            )
-            .join(IncidentRow, IncidentRow.id == IncidentTriageRow.incident_id)
-            .where(IncidentRow.status.in_(CORRELATING_STATUSES))
-        )
-        for incident_id, tenant, severity, alert_count, started in states:
-            self._open[incident_id] = _Open(incident_id, tenant, severity, alert_count, started)
-        rows = await conn.execute(
-            select(
-                IncidentEntityRow.incident_id,
-                IncidentEntityRow.kind,
-                IncidentEntityRow.value,
-                IncidentEntityRow.first_seen_ms,
-                IncidentEntityRow.last_seen_ms,
-            )
-            .join(IncidentRow, IncidentRow.id == IncidentEntityRow.incident_id)
-            .where(
-                IncidentRow.status.in_(CORRELATING_STATUSES),
-                IncidentEntityRow.last_seen_ms >= cutoff,
-            )
-        )
-        for incident_id, kind, value, first, last in rows:
-            state = self._open.get(incident_id)
-            if state is None:
-                continue
-            state.seen[(kind, value)] = [first, last]
-            if kind == EntityKind.HOST:
-                state.hosts.add(value)
-            self._index.setdefault((state.tenant, kind, value), set()).add(incident_id)
-        # Hosts drive the triage score even when too old to correlate on.
-        for incident_id, value in await conn.execute(
-            select(IncidentEntityRow.incident_id, IncidentEntityRow.value).where(
-                IncidentEntityRow.kind == EntityKind.HOST,
-                IncidentEntityRow.last_seen_ms < cutoff,
-            )
-        ):
-            if (state := self._open.get(incident_id)) is not None:
-                state.hosts.add(value)
-
-    async def _refresh(self, conn: AsyncConnection) -> None:
-        """Forget incidents closed since (resolved by the lifecycle or an analyst)."""
-        ids = list(self._open)
-        for start in range(0, len(ids), _CHUNK):
-            closed = await conn.scalars(
-                select(IncidentRow.id).where(
-                    IncidentRow.id.in_(ids[start : start + _CHUNK]),
-                    IncidentRow.status.not_in(CORRELATING_STATUSES),
-                )
-            )
-            for incident_id in closed:
-                self.forget(incident_id)
-
-    def forget(self, incident_id: str) -> None:
-        """Stop correlating alerts into ``incident_id`` (it was closed)."""
-        state = self._open.pop(incident_id, None)
-        if state is None:
-            return
-        for kind, value in state.seen:
-            ids = self._index.get((state.tenant, kind, value))
-            if ids is not None:
-                ids.discard(incident_id)
-                if not ids:
-                    del self._index[(state.tenant, kind, value)]
 
     # Poller cursors -----------------------------------------------------------------------
     async def cursor(self, tenant: str, source: str) -> str | None:

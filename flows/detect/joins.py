@@ -4,7 +4,8 @@ The intake links an alert that shares a host, a user or an indicator with an ope
 to that incident in the store (``alerts.incident_id``); it does not start another run. The
 running ``handle-incident`` flow learns of such alerts by re-reading the store before each
 stage that acts, so a second host the attacker reaches mid-incident is contained by the
-same run, under the same approval rules.
+same run, under the same approval rules. An incident merged into another (an alert
+bridged them) is told the same way: its run ends without acting further.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlalchemy import select
 
 from flows.detect.entities import fingerprint
 from flows.models import Incident
-from flows.record import AlertRow, Store
+from flows.record import AlertRow, CaseLinkRow, LinkKind, Store
 from integrations.ocsf import DetectionFinding
 
 
@@ -40,3 +41,20 @@ async def joined_alerts(store: Store, incident: Incident) -> list[DetectionFindi
         if stored_fingerprint not in carried[source]:
             joined.append(DetectionFinding.model_validate(finding))
     return joined
+
+
+async def merged_into(store: Store, incident: Incident) -> str | None:
+    """The incident ``incident`` was merged into since its run began, or ``None``.
+
+    Correlation merges an incident into an older one when an alert proves they are one
+    attack; the merged incident's run then acts no further (the survivor's run takes in
+    its alerts, as joined ones).
+    """
+    query = select(CaseLinkRow.linked_id).where(
+        CaseLinkRow.tenant == incident.tenant,
+        CaseLinkRow.incident_id == incident.id,
+        CaseLinkRow.kind == LinkKind.MERGED_INTO.value,
+    )
+    async with store.engine.connect() as conn:
+        survivor: str | None = (await conn.scalars(query)).first()
+    return survivor

@@ -32,6 +32,11 @@ from flows.record.cases import (
     LinkKind,
     is_human,
 )
+from flows.record.correlation import (
+    CORRELATION_ACTOR,
+    matching_incidents,
+    tenant_transaction,
+)
 from flows.record.entries import (
     GENESIS_HASH,
     HASHED_FIELDS,
@@ -111,6 +116,7 @@ __all__ = [
     "BUILT_IN",
     "CLOCKS",
     "CORRELATING_STATUSES",
+    "CORRELATION_ACTOR",
     "FLOW_ACTOR",
     "GENESIS_HASH",
     "HASHED_FIELDS",
@@ -182,6 +188,7 @@ __all__ = [
     "ledger_key",
     "mark_failed",
     "mark_started",
+    "matching_incidents",
     "md_escape",
     "move_incident_contents",
     "open_store",
@@ -199,5 +206,6 @@ __all__ = [
     "summarise",
     "summary_view",
     "sweep_slas",
+    "tenant_transaction",
     "utc_iso",
 ]

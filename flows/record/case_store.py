@@ -41,6 +41,7 @@ from flows.record.cases import (
     flow_may_advance,
     parse_disposition,
 )
+from flows.record.correlation import lock_tenant
 from flows.record.ledger import Ledger
 from flows.record.merging import Moved, move_incident_contents
 from flows.record.store import Store
@@ -276,10 +277,21 @@ class CaseBook:
         await self.ledger.append_case(write)
 
     async def merge(
-        self, incident_id: str, *, into: str, actor: str, tenant: str | None = None
+        self,
+        incident_id: str,
+        *,
+        into: str,
+        actor: str,
+        tenant: str | None = None,
+        keep_executed: bool = False,
     ) -> Moved:
         """Merge the incident into ``into``: its alerts, entities and actions move there, and
         it is closed as a duplicate pointing at the survivor.
+
+        Taken under the tenant's correlation lock too, so no intake joins an alert to the
+        incident while it is being merged. With ``keep_executed`` (correlation's merges)
+        actions that took effect stay with the incident they ran for and the entry lists
+        them as ``kept_actions``.
 
         Raises:
             UnknownIncident: either incident is unknown (or another tenant's: merging
@@ -295,10 +307,13 @@ class CaseBook:
         async def write(conn: AsyncConnection, seq: int, at: datetime) -> dict[str, Any]:
             nonlocal moved
             row = await incident_row(conn, incident_id, tenant)
+            await lock_tenant(conn, row.tenant)
             survivor = await incident_row(conn, into, row.tenant, field="into")
             check_open(incident_id, row.status, "merge")
             check_open(into, survivor.status, "merge into")
-            moved = await move_incident_contents(conn, row.id, survivor.id)
+            moved = await move_incident_contents(
+                conn, row.id, survivor.id, keep_executed=keep_executed
+            )
             summary = f"merged into {survivor.id}"
             await _link(conn, row, survivor.id, LinkKind.MERGED_INTO, actor, at, seq)
             await _transition(
@@ -325,6 +340,7 @@ class CaseBook:
                     "alerts": moved.alerts,
                     "entities": moved.entities,
                     "actions": moved.actions,
+                    **({"kept_actions": list(moved.kept)} if keep_executed else {}),
                 },
             )
 

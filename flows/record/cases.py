@@ -23,8 +23,9 @@ FLOW_ORDER: tuple[CaseStatus, ...] = (
 )
 """The statuses the flow moves a case through, in order; it never moves one backwards."""
 
-CORRELATING_STATUSES: frozenset[str] = frozenset({CaseStatus.NEW, CaseStatus.INVESTIGATING})
-"""Statuses in which an incident still takes in new alerts (before containment)."""
+CORRELATING_STATUSES: frozenset[str] = frozenset(s for s in CaseStatus if s != CaseStatus.CLOSED)
+"""Statuses in which an incident still takes in new alerts: every one but closed (a
+contained incident is still the same attack; a closed one is linked to, not reopened)."""
 
 FLOW_ACTOR = "stanch:flow"
 """Who the record names for the flow's own status changes."""

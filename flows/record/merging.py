@@ -13,13 +13,14 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flows.models import Incident
+from flows.models import ActionStatus, Incident
 from flows.record.tables import ActionRow, AlertRow, IncidentEntityRow, IncidentRow
 
 _INCIDENTS = cast(Table, IncidentRow.__table__)
 _ALERTS = cast(Table, AlertRow.__table__)
 _ENTITIES = cast(Table, IncidentEntityRow.__table__)
 _ACTIONS = cast(Table, ActionRow.__table__)
+_DONE = (ActionStatus.EXECUTED.value, ActionStatus.ALREADY_DONE.value)
 
 
 @dataclass(frozen=True)
@@ -29,22 +30,41 @@ class Moved:
     alerts: int
     entities: int
     actions: int
+    kept: tuple[str, ...] = ()
+    """Executed actions left with the merged incident (``verb target``), when asked to."""
 
 
-async def move_incident_contents(conn: AsyncConnection, source: str, survivor: str) -> Moved:
+async def move_incident_contents(
+    conn: AsyncConnection, source: str, survivor: str, *, keep_executed: bool = False
+) -> Moved:
     """Move alerts, entities and actions of ``source`` to ``survivor``, on ``conn``.
 
     Alerts and actions are re-pointed (an action keeps its idempotency key, so it is still
     never repeated); an entity both name keeps the earliest first-seen and the latest
     last-seen time. The survivor's stored document gains the source's alerts it lacks.
+    With ``keep_executed``, actions that took effect stay with ``source`` (the incident
+    they were approved and run for) and are listed in :attr:`Moved.kept`.
     The caller owns the transaction (and the check that both are the same tenant's).
     """
     alerts = await conn.execute(
         update(_ALERTS).where(_ALERTS.c.incident_id == source).values(incident_id=survivor)
     )
-    actions = await conn.execute(
-        update(_ACTIONS).where(_ACTIONS.c.incident_id == source).values(incident_id=survivor)
-    )
+    which = _ACTIONS.c.incident_id == source
+    left: tuple[str, ...] = ()
+    if keep_executed:
+        done = _ACTIONS.c.status.in_(_DONE)
+        left = tuple(
+            f"{row.action} {row.target}"
+            for row in (
+                await conn.execute(
+                    select(_ACTIONS.c.action, _ACTIONS.c.target)
+                    .where(which & done)
+                    .order_by(_ACTIONS.c.id)
+                )
+            ).all()
+        )
+        which = which & ~done
+    actions = await conn.execute(update(_ACTIONS).where(which).values(incident_id=survivor))
     theirs = (await conn.execute(select(_ENTITIES).where(_ENTITIES.c.incident_id == source))).all()
     for entity in theirs:
         key = (
@@ -101,6 +121,7 @@ async def move_incident_contents(conn: AsyncConnection, source: str, survivor: s
         alerts=int(getattr(alerts, "rowcount", 0) or 0),
         entities=len(theirs),
         actions=int(getattr(actions, "rowcount", 0) or 0),
+        kept=left,
     )
 
 

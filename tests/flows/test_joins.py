@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from flows.detect import Intake, joined_alerts
-from flows.models import ActionStatus, Incident, IncidentOutcome
-from flows.record import Store, open_store
+from flows.models import ActionStatus, CaseStatus, Incident, IncidentOutcome
+from flows.record import CaseBook, Store, open_store
 from flows.settings import load_settings
 from flows.wiring import default_lab
 from stanch.demo import scenario_alerts
@@ -96,10 +96,76 @@ async def test_the_running_flow_contains_what_a_joined_alert_adds(store: Store) 
         for a in outcome.actions
         if a.plan.verb == "block_ip" and a.status == ActionStatus.EXECUTED
     }
-    assert NEW_C2 in blocked
+    assert NEW_C2 in blocked, [
+        (a.plan.verb, a.plan.target, a.status, a.error) for a in outcome.actions
+    ]
     assert {a.finding_info.uid for a in outcome.incident.alerts} == {
         "joins:flow:1",
         "joins:flow:2",
     }
     contain = next(s for s in outcome.stages if s.stage.value == "contain")
     assert "1 alert(s) joined the incident" in contain.note
+
+
+async def test_an_alert_after_containment_joins_and_starts_no_second_run(store: Store) -> None:
+    """Given an incident whose flow ran to the end (contained, remediated, awaiting
+    closure), When an alert on the same host arrives a minute later,
+    Then it joins that incident and no second run is started."""
+    default_lab().reset()
+    first, later = _alerts("contained")
+    captured = Captured()
+    intake = Intake(store, start_incident=captured)
+    tenant = "joins-contained"
+    await intake.ingest(tenant, "ocsf", [first])
+    [incident] = captured.incidents
+    outcome, _ = await run(incident, store, approve)
+    assert isinstance(outcome, IncidentOutcome), outcome
+    status = (await CaseBook(store).get(incident.id)).status
+    assert status in (CaseStatus.CONTAINED, CaseStatus.REMEDIATED, CaseStatus.AWAITING_CLOSURE)
+    later["time"] = first["time"] + 60_000
+    joined = await intake.ingest(tenant, "ocsf", [later])
+    assert (joined.joined, joined.new_incidents) == (1, 0)
+    assert joined.items[0].incident_id == incident.id
+    assert joined.to_start == [] and len(captured.incidents) == 1
+
+
+async def test_a_merged_incidents_run_acts_no_further_and_the_survivor_acts_for_it(
+    store: Store,
+) -> None:
+    """Given two incidents started for one attack (one on the host, a younger one on the
+    C2 address alone), and an alert naming both that merges the younger into the older,
+    When both runs go on, Then the merged run skips containment and remediation and acts
+    on nothing, and the survivor's run takes in the merged alerts and blocks the C2."""
+    default_lab().reset()
+    first, later = _alerts("merge")
+    c2_only = {
+        **later,
+        "finding_info": {**later["finding_info"], "uid": "joins:merge:c2"},
+        "device": {"hostname": "KIOSK-77"},
+        "evidences": [{"dst_endpoint": {"ip": NEW_C2}}],
+    }
+    c2_only.pop("observables", None)
+    captured = Captured()
+    intake = Intake(store, start_incident=captured)
+    tenant = "joins-merge"
+    await intake.ingest(tenant, "ocsf", [first])
+    await intake.ingest(tenant, "ocsf", [c2_only])
+    older, younger = captured.incidents
+    assert older.id != younger.id
+    bridge = await intake.ingest(tenant, "ocsf", [later])
+    assert bridge.merged == {younger.id: older.id}
+    merged_outcome, _ = await run(younger, store, approve)
+    assert isinstance(merged_outcome, IncidentOutcome), merged_outcome
+    assert merged_outcome.actions == []
+    skipped = {s.stage.value: s for s in merged_outcome.stages}
+    assert skipped["contain"].state == "skipped"
+    assert f"merged into {older.id}" in skipped["contain"].note
+    survivor, _ = await run(older, store, approve)
+    assert isinstance(survivor, IncidentOutcome), survivor
+    blocked = {
+        a.plan.target
+        for a in survivor.actions
+        if a.plan.verb == "block_ip" and a.status == ActionStatus.EXECUTED
+    }
+    assert NEW_C2 in blocked
+    assert "joins:merge:c2" in {a.finding_info.uid for a in survivor.incident.alerts}
