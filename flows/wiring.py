@@ -37,9 +37,16 @@ class Lab:
         self.provisioned: set[tuple[str, str, str]] = set()
 
     def simulator(self, vendor: str) -> Simulator:
-        """The simulator of ``vendor``, created on first use."""
+        """The simulator of ``vendor``, created on first use.
+
+        An EDR simulator starts with the lab fleet and what its sensors have seen, so a
+        hunt in lab mode finds the demo's ransomware beyond the host that alerted.
+        """
         if vendor not in self.simulators:
-            self.simulators[vendor] = load_plugin(vendor).simulator()
+            simulator = load_plugin(vendor).simulator()
+            for hostname in simulator.seed_fleet():
+                self.provisioned.add(("host", vendor, hostname))
+            self.simulators[vendor] = simulator
         return self.simulators[vendor]
 
     def reset(self) -> None:

@@ -118,7 +118,7 @@ async def lab_lookup(incident: Incident, *, absent: Sequence[str] = ()) -> Async
     edr = lab.simulator(settings.vendor_for("edr", incident.tenant))
     for hostname in incident.hostnames:
         if hostname not in absent:
-            edr.add_host(hostname)  # type: ignore[attr-defined]
+            edr.add_host(hostname)
     identity = lab.simulator(settings.vendor_for("identity", incident.tenant))
     for login in incident.users:
         if login not in absent:
