@@ -62,6 +62,7 @@ SURFACES: dict[str, list[str]] = {
         "UnknownSource",
         "entity_keys",
         "finding_from_event",
+        "fleet_prevalence",
         "fingerprint",
         "incident_from_event",
         "joined_alerts",
@@ -72,6 +73,7 @@ SURFACES: dict[str, list[str]] = {
     ],
     "flows.playbook": [
         "ACTIONS",
+        "DEFAULT_SINCE_DAYS",
         "CacaoError",
         "CacaoImport",
         "CacaoIssue",
@@ -99,6 +101,7 @@ SURFACES: dict[str, list[str]] = {
         "decide",
         "export_document",
         "export_text",
+        "hunt_call",
         "import_document",
         "load_library",
         "load_playbook",
@@ -231,6 +234,7 @@ SURFACES: dict[str, list[str]] = {
     "flows.respond": [
         "BLOCK_TTL_SECONDS",
         "EXPIRY_AUTHORITY",
+        "HUNT_SINCE_DAYS",
         "ROLLBACK_AUTHORITY",
         "STILL_IN_EFFECT",
         "TTL_ACTIONS",
@@ -241,8 +245,10 @@ SURFACES: dict[str, list[str]] = {
         "compensate",
         "containment_plans",
         "expire_due",
+        "hunt_incident",
         "inverse_plans",
         "remediation_plans",
+        "summarise_hunt",
         "undo_incident",
     ],
 }

@@ -31,6 +31,7 @@ from flows.playbook.engine import (
     adapter_lookup,
     decide,
 )
+from flows.playbook.hunting import DEFAULT_SINCE_DAYS, hunt_call
 from flows.playbook.library import (
     PlaybookLibrary,
     load_library,
@@ -52,6 +53,7 @@ from flows.playbook.schema import ACTIONS, ErrorCode, Playbook
 
 __all__ = [
     "ACTIONS",
+    "DEFAULT_SINCE_DAYS",
     "CacaoError",
     "CacaoImport",
     "CacaoIssue",
@@ -79,6 +81,7 @@ __all__ = [
     "define_playbook",
     "export_document",
     "export_text",
+    "hunt_call",
     "import_document",
     "load_library",
     "load_playbook",

@@ -89,6 +89,18 @@ async def test_hunted_hosts_are_contained_only_through_approval(
         else:
             assert action.status != ActionStatus.EXECUTED
             assert states[name] is Containment.NORMAL
+    # The investigate stage's hunt: stored with the incident, in the approval evidence,
+    # in the score and in the report.
+    [hunt] = [h for h in await store.hunts(incident.id) if h.kind == "sha256"]
+    assert (hunt.value, hunt.host_count, hunt.other_hosts) == (incident.sha256s[0], 3, 2)
+    assert set(hunt.hosts) == {"WS-0042", *HUNTED}
+    assert hunt.line() in row.plans["context"]["hunt"]
+    assert any("other host(s) in the fleet (+10)" in r for r in outcome.investigation.reasons)
+    report = Path(outcome.report_paths["markdown"]).read_text(encoding="utf-8")
+    section = report.split("## Hunt", 1)[1].split("\n## ", 1)[0]
+    # Markdown-escaped, as every EDR-given name in the report is.
+    assert "3 host\\(s\\)" in section and "WS\\-0107, SRV\\-FS01" in section
+
     entries = await Ledger(store).export(incident.id)
     contained = {
         e["target_label"]
