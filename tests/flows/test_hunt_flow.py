@@ -8,6 +8,7 @@ playbook's ``approval: required`` sends their containment to a person.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -96,7 +97,7 @@ async def test_hunted_hosts_are_contained_only_through_approval(
     assert set(hunt.hosts) == {"WS-0042", *HUNTED}
     assert hunt.line() in row.plans["context"]["hunt"]
     assert any("other host(s) in the fleet (+10)" in r for r in outcome.investigation.reasons)
-    report = Path(outcome.report_paths["markdown"]).read_text(encoding="utf-8")
+    report = await asyncio.to_thread(Path(outcome.report_paths["markdown"]).read_text)
     section = report.split("## Hunt", 1)[1].split("\n## ", 1)[0]
     # Markdown-escaped, as every EDR-given name in the report is.
     assert "3 host\\(s\\)" in section and "WS\\-0107, SRV\\-FS01" in section
