@@ -43,6 +43,7 @@ from flows.models import (
     utcnow,
 )
 from flows.playbook import (
+    DEFAULT_SINCE_DAYS,
     LoadedPlaybook,
     PlannedAction,
     PlaybookError,
@@ -50,6 +51,7 @@ from flows.playbook import (
     PythonPlaybook,
     Route,
     adapter_lookup,
+    hunt_call,
     load_library,
     plan_playbook,
     route,
@@ -69,16 +71,20 @@ from flows.record import (
     publish_report,
 )
 from flows.respond import (
+    HUNT_SINCE_DAYS,
     ROLLBACK_AUTHORITY,
     STILL_IN_EFFECT,
     Responder,
     assess,
     containment_plans,
+    hunt_incident,
     remediation_plans,
+    summarise_hunt,
 )
 from flows.settings import StanchSettings, load_settings, playbook_directory, policy_directory
 from flows.tasks import find_host, find_user, in_stage, playbook_lookup, playbook_stage
 from flows.wiring import slack_chat
+from integrations.hunting import HuntResult
 
 
 class IncidentIncomplete(Exception):
@@ -128,6 +134,7 @@ class Lifecycle:
         )
         self.stages: list[StageRecord] = []
         self.investigation = Investigation()
+        self.hunted: list[HuntResult] = []
         self.route = route(incident, playbooks) if playbooks else None
         if playbook is not None:
             # Chosen by the event that started the run, not by routing.
@@ -278,10 +285,15 @@ class Lifecycle:
         edr, idp = self.integrations.edr, self.integrations.identity
         hosts = await asyncio.gather(*(find_host(edr, name) for name in self.incident.hostnames))
         users = await asyncio.gather(*(find_user(idp, login) for login in self.incident.users))
+        self.hunted = await hunt_incident(edr, self.incident, since_days=HUNT_SINCE_DAYS)
+        hunts = [summarise_hunt(r, self.incident.hostnames) for r in self.hunted]
+        await self.store.save_hunts(self.incident.id, hunts)
+        notes.extend(f"hunt {h.line()}" for h in hunts)
         self.investigation = assess(
             self.incident,
             dict(zip(self.incident.hostnames, hosts, strict=True)),
             dict(zip(self.incident.users, users, strict=True)),
+            hunts,
         )
         self.responder.investigation = self.investigation
         notes.append(f"verdict {self.investigation.verdict}, risk {self.investigation.risk_score}")
@@ -322,6 +334,9 @@ class Lifecycle:
         found.update(
             (("identity.find_user", n), u) for n, u in zip(self.incident.users, users, strict=True)
         )
+        # The investigate stage hunted the incident's indicators already.
+        since = HUNT_SINCE_DAYS
+        found.update((("edr.hunt", f"{r.indicator}:{since}"), r) for r in self.hunted)
         adapters = {c: self.integrations.adapter(c) for c in self.integrations.vendors}
         fallback = adapter_lookup(adapters)
 
@@ -329,6 +344,8 @@ class Lifecycle:
             # The vendors were already asked about these hosts and users; anything else
             # goes to the adapter (read-only calls only).
             key = (action, str(next(iter(args.values()), "")))
+            if action == "edr.hunt":
+                key = (action, _hunt_key(args))
             if key in found:
                 return found[key]
             if isinstance(playbook, PythonPlaybook):
@@ -586,6 +603,15 @@ async def playbook_on_event(playbook: str, event: dict[str, Any]) -> IncidentOut
             raise
         await store.save_incident(incident)
     return await handle_incident(incident, requester="automation:prefect-event", playbook=playbook)
+
+
+def _hunt_key(args: Mapping[str, Any]) -> str:
+    """``sha256:<hash>:<days>`` for a playbook's hunt arguments (``""`` if malformed)."""
+    try:
+        indicator, _ = hunt_call(args)
+    except ValueError:
+        return ""
+    return f"{indicator}:{args.get('since_days', DEFAULT_SINCE_DAYS)}"
 
 
 def skipped_playbook(error: PlaybookError) -> str:

@@ -225,11 +225,51 @@ class StageRecord(BaseModel):
     note: str = ""
 
 
+class HuntSummary(BaseModel):
+    """One indicator hunted across the tenant's EDR: how many hosts, which (capped).
+
+    Attributes:
+        kind: ``sha256``, ``md5``, ``ipv4`` or ``domain``.
+        value: the indicator, canonical.
+        vendor: the EDR that answered.
+        host_count: how many hosts it was seen on.
+        hosts: their names, at most :data:`HUNT_HOST_CAP`; ``more`` counts the rest.
+        other_hosts: how many of them the incident's alerts do not name.
+        complete: ``False`` when the vendor did not finish (see ``note``).
+        note: the vendor's or the hunt's caveat, if any.
+    """
+
+    kind: str
+    value: str
+    vendor: str
+    host_count: int = 0
+    hosts: list[str] = Field(default_factory=list)
+    more: int = 0
+    other_hosts: int = 0
+    complete: bool = True
+    note: str | None = None
+
+    def line(self) -> str:
+        """``sha256 8f2b7c1e5a9d4f3b…: 3 host(s): WS-0042, WS-0107 and 1 more``."""
+        shown = f"{self.value[:16]}…" if len(self.value) > 16 else self.value
+        text = f"{self.kind} {shown}: {self.host_count} host(s)"
+        if self.hosts:
+            text += ": " + ", ".join(self.hosts) + (f" and {self.more} more" if self.more else "")
+        if not self.complete:
+            text += f" (incomplete: {self.note})"
+        return text
+
+
+HUNT_HOST_CAP = 10
+"""How many host names a hunt summary keeps; the rest are counted."""
+
+
 class Investigation(BaseModel):
-    """What the investigate stage learned: entity facts, a verdict and a score."""
+    """What the investigate stage learned: entity facts, hunts, a verdict and a score."""
 
     hosts: dict[str, dict[str, Any]] = Field(default_factory=dict)
     users: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    hunts: list[HuntSummary] = Field(default_factory=list)
     verdict: Literal["true_positive", "suspicious", "benign"] = "suspicious"
     risk_score: int = Field(ge=0, le=100, default=0)
     reasons: list[str] = Field(default_factory=list)

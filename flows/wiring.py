@@ -28,18 +28,32 @@ SLACK_TIMEOUT_SECONDS = 10
 
 
 class Lab:
-    """The in-process simulators of one process, created on first use."""
+    """The in-process simulators of one process, created on first use.
 
-    def __init__(self) -> None:
+    Args:
+        fleet: whether an EDR simulator starts with the lab fleet
+            (:data:`integrations.simkit.LAB_FLEET`); ``stanch playbook test`` starts
+            empty so each case names exactly the hosts it knows.
+    """
+
+    def __init__(self, *, fleet: bool = True) -> None:
+        self.fleet = fleet
         self.simulators: dict[str, Simulator] = {}
         # (kind, vendor, name) of every entity seeded into a simulator, so seeding twice
         # (a re-run of the same incident) does not create duplicates.
         self.provisioned: set[tuple[str, str, str]] = set()
 
     def simulator(self, vendor: str) -> Simulator:
-        """The simulator of ``vendor``, created on first use."""
+        """The simulator of ``vendor``, created on first use.
+
+        An EDR simulator starts with the lab fleet and what its sensors have seen, so a
+        hunt in lab mode finds the demo's ransomware beyond the host that alerted.
+        """
         if vendor not in self.simulators:
-            self.simulators[vendor] = load_plugin(vendor).simulator()
+            simulator = load_plugin(vendor).simulator()
+            for hostname in simulator.seed_fleet() if self.fleet else ():
+                self.provisioned.add(("host", vendor, hostname))
+            self.simulators[vendor] = simulator
         return self.simulators[vendor]
 
     def reset(self) -> None:

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from integrations.hunting import HuntResult, Indicator
 from integrations.ocsf import DetectionFinding
 
 
@@ -106,7 +107,10 @@ class ActionReceipt(_Value):
 
 @runtime_checkable
 class EDR(Protocol):
-    """Endpoint detection and response: find hosts, contain them, block file hashes."""
+    """Endpoint detection and response: find hosts, contain them, block file hashes, hunt.
+
+    ``hunt`` is read-only: the hosts on which ``indicator`` was seen since ``since``.
+    """
 
     vendor: str
 
@@ -116,6 +120,7 @@ class EDR(Protocol):
     async def release_host(self, host_id: str, *, reason: str) -> ActionReceipt: ...
     async def block_hash(self, sha256: str, *, reason: str) -> ActionReceipt: ...
     async def unblock_hash(self, sha256: str) -> ActionReceipt: ...
+    async def hunt(self, indicator: Indicator, *, since: datetime) -> HuntResult: ...
 
 
 @runtime_checkable

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
@@ -28,6 +29,23 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 FaultKind = Literal["status", "timeout", "lost"]
+
+LAB_RANSOMWARE_SHA256 = "8f2b7c1e5a9d4f3b6c0e1a2d7f8b9c4e5d6a3f2e1b0c9d8e7f6a5b4c3d2e1f0a"
+"""The demo ransomware's SHA-256, which the lab fleet has seen on several hosts."""
+LAB_C2_IP = "203.0.113.66"
+"""The demo's command-and-control address, which the lab fleet has contacted."""
+LAB_FLEET = ("WS-0042", "WS-0107", "WS-0311", "SRV-FS01")
+"""The hostnames every EDR simulator of the lab starts with."""
+LAB_SIGHTINGS: tuple[tuple[str, str, str, float], ...] = (
+    # (hostname, indicator kind, value, hours ago): the ransomware reached three hosts,
+    # two of which also called the C2 address; WS-0311 is clean.
+    ("WS-0042", "sha256", LAB_RANSOMWARE_SHA256, 1.0),
+    ("WS-0107", "sha256", LAB_RANSOMWARE_SHA256, 5.0),
+    ("SRV-FS01", "sha256", LAB_RANSOMWARE_SHA256, 26.0),
+    ("WS-0042", "ipv4", LAB_C2_IP, 1.0),
+    ("WS-0107", "ipv4", LAB_C2_IP, 4.5),
+)
+"""What the lab fleet's sensors have observed."""
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -70,6 +88,16 @@ class Fault:
         return path.startswith(self.path_prefix) and (
             self.methods is None or method in self.methods
         )
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A sensor's observation: ``kind`` ``value`` seen on host ``host_id`` at ``at``."""
+
+    host_id: str
+    kind: str
+    value: str
+    at: datetime
 
 
 class _Recorder:
@@ -145,6 +173,7 @@ class Simulator:
 
     def __init__(self) -> None:
         self.requests: list[LoggedRequest] = []
+        self.sightings: list[Sighting] = []
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self.app = self._build()
@@ -152,6 +181,40 @@ class Simulator:
     def routes(self) -> list[BaseRoute]:
         """The vendor routes; each subclass lists its own."""
         raise NotImplementedError
+
+    # Telemetry ------------------------------------------------------------------------
+    def add_host(self, hostname: str) -> str:
+        """Register a host; EDR simulators override this."""
+        raise NotImplementedError(f"{self.vendor} simulates no hosts")
+
+    def add_sighting(self, host_id: str, kind: str, value: str, *, at: datetime) -> None:
+        """Record that the sensor on ``host_id`` saw ``kind`` ``value`` at ``at``."""
+        canonical = value.lower() if kind in ("sha256", "md5", "domain") else value
+        with self._lock:
+            self.sightings.append(Sighting(host_id, kind, canonical, at))
+
+    def sightings_of(self, kind: str, value: str, since: datetime | None = None) -> list[Sighting]:
+        """The sightings of one indicator (hashes and domains compare in lower case)."""
+        wanted = value.lower() if kind in ("sha256", "md5", "domain") else value
+        return [
+            s
+            for s in self.sightings
+            if s.kind == kind and s.value == wanted and (since is None or s.at >= since)
+        ]
+
+    def seed_fleet(self) -> list[str]:
+        """Give an EDR simulator the lab fleet (:data:`LAB_FLEET`) and what it has seen.
+
+        Returns the hostnames seeded; a simulator of no EDR seeds nothing.
+        """
+        return []
+
+    def _seed_edr_fleet(self) -> list[str]:
+        now = datetime.now(UTC)
+        ids = {hostname: self.add_host(hostname) for hostname in LAB_FLEET}
+        for hostname, kind, value, hours in LAB_SIGHTINGS:
+            self.add_sighting(ids[hostname], kind, value, at=now - timedelta(hours=hours))
+        return list(LAB_FLEET)
 
     def _build(self) -> ASGIApp:
         app = Starlette(routes=self.routes())

@@ -46,6 +46,7 @@ from flows.record import Store, open_store
 from flows.settings import StanchSettings, policy_directory
 from flows.wiring import Lab, default_lab
 from integrations.ocsf import DetectionFinding, ObservableType
+from integrations.simkit import LAB_C2_IP, LAB_RANSOMWARE_SHA256
 from integrations.slack import APPROVE_ACTION_ID, SlackChat, SlackRequestVerifier
 from integrations.slack.fake import FakeSlack, block_actions_payload, signed_interaction
 from stanch.prefect_server import drain_prefect_clients
@@ -54,9 +55,9 @@ from stanch.slack_listener import INTERACTIONS_PATH, SlackInteractions
 
 HOSTNAME = "WS-0042"
 USER = "jdoe@acme.example"
-C2_IP = "203.0.113.66"
+C2_IP = LAB_C2_IP
 SIGNIN_IP = "198.51.100.77"
-RANSOMWARE_SHA256 = "8f2b7c1e5a9d4f3b6c0e1a2d7f8b9c4e5d6a3f2e1b0c9d8e7f6a5b4c3d2e1f0a"
+RANSOMWARE_SHA256 = LAB_RANSOMWARE_SHA256
 DEMO_APPROVER = "U0DEMOANALYST"
 DEMO_CHANNEL = "C0DEMOAPPROVALS"
 
@@ -182,7 +183,7 @@ def provision_lab(lab: Lab, settings: StanchSettings, incident: Incident) -> Non
     edr = lab.simulator(edr_vendor)
     for hostname in incident.hostnames:
         if ("host", edr_vendor, hostname) not in lab.provisioned:
-            edr.add_host(hostname)  # type: ignore[attr-defined]
+            edr.add_host(hostname)
             lab.provisioned.add(("host", edr_vendor, hostname))
     identity = lab.simulator(identity_vendor)
     for login in incident.users:

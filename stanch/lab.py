@@ -19,7 +19,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from integrations.plugin import load_plugin
-from integrations.simkit import Simulator
+from integrations.simkit import LAB_FLEET, Simulator
 from stanch.prefect_server import _free_port
 
 DEMO_HOSTS = ("WS-0042",)
@@ -129,8 +129,9 @@ def seed_demo(vendor: str, simulator: Simulator) -> None:
     """Give a simulator the demo's host or user, so a live-mode run finds them."""
     capabilities = {c.value for c in load_plugin(vendor).adapters}
     if "edr" in capabilities:
-        for hostname in DEMO_HOSTS:
-            simulator.add_host(hostname)  # type: ignore[attr-defined]
+        # The lab fleet, which every EDR simulator starts with, may hold them already.
+        for hostname in (h for h in DEMO_HOSTS if h not in LAB_FLEET):
+            simulator.add_host(hostname)
     if "identity" in capabilities:
         for login in DEMO_USERS:
             simulator.add_user(login)  # type: ignore[attr-defined]
@@ -148,6 +149,7 @@ async def serve_lab(
     servers: list[uvicorn.Server] = []
     for offset, vendor in enumerate(vendors):
         simulator = load_plugin(vendor).simulator()
+        simulator.seed_fleet()
         if seed:
             seed_demo(vendor, simulator)
         for fault in faults:

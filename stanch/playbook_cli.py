@@ -114,11 +114,12 @@ async def lab_lookup(incident: Incident, *, absent: Sequence[str] = ()) -> Async
         absent: host names or logins to leave out, to exercise "not found".
     """
     settings = StanchSettings(mode="lab")
-    lab = Lab()
+    # No lab fleet: a case's hosts are exactly those it names (and hunts find none).
+    lab = Lab(fleet=False)
     edr = lab.simulator(settings.vendor_for("edr", incident.tenant))
     for hostname in incident.hostnames:
         if hostname not in absent:
-            edr.add_host(hostname)  # type: ignore[attr-defined]
+            edr.add_host(hostname)
     identity = lab.simulator(settings.vendor_for("identity", incident.tenant))
     for login in incident.users:
         if login not in absent:

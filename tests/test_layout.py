@@ -65,6 +65,7 @@ SURFACES: dict[str, list[str]] = {
         "check_payload",
         "entity_keys",
         "finding_from_event",
+        "fleet_prevalence",
         "fingerprint",
         "incident_from_event",
         "joined_alerts",
@@ -78,6 +79,7 @@ SURFACES: dict[str, list[str]] = {
     "flows.playbook": [
         "forget_loaded",
         "ACTIONS",
+        "DEFAULT_SINCE_DAYS",
         "CacaoError",
         "CacaoImport",
         "CacaoIssue",
@@ -105,6 +107,7 @@ SURFACES: dict[str, list[str]] = {
         "decide",
         "export_document",
         "export_text",
+        "hunt_call",
         "import_document",
         "load_library",
         "load_playbook",
@@ -248,6 +251,7 @@ SURFACES: dict[str, list[str]] = {
     "flows.respond": [
         "BLOCK_TTL_SECONDS",
         "EXPIRY_AUTHORITY",
+        "HUNT_SINCE_DAYS",
         "ROLLBACK_AUTHORITY",
         "STILL_IN_EFFECT",
         "TTL_ACTIONS",
@@ -258,8 +262,10 @@ SURFACES: dict[str, list[str]] = {
         "compensate",
         "containment_plans",
         "expire_due",
+        "hunt_incident",
         "inverse_plans",
         "remediation_plans",
+        "summarise_hunt",
         "undo_incident",
     ],
 }

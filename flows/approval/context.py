@@ -29,6 +29,8 @@ class ApprovalContext(BaseModel):
         techniques: ATT&CK techniques, ``T1486 Data Encrypted for Impact``.
         assessment: how the score was reached.
         vendors: which vendor carries out each capability (``edr`` → ``crowdstrike``).
+        hunt: the "Hunt" section: per indicator, on how many hosts of the fleet it was
+            seen and which (names capped, the rest counted).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -40,6 +42,7 @@ class ApprovalContext(BaseModel):
     techniques: list[str] = Field(default_factory=list)
     assessment: list[str] = Field(default_factory=list)
     vendors: dict[str, str] = Field(default_factory=dict)
+    hunt: list[str] = Field(default_factory=list)
 
 
 def _alert_line(incident: Incident, index: int) -> str:
@@ -87,4 +90,5 @@ def approval_context(
         techniques=_techniques(incident),
         assessment=list(investigation.reasons),
         vendors=dict(vendors),
+        hunt=[h.line() for h in investigation.hunts],
     )

@@ -19,7 +19,7 @@ from flows.detect.joins import joined_alerts, merged_into
 from flows.detect.normalise import SOURCE_FORMATS, UnknownSource, normalise
 from flows.detect.pollers import HANDLE_INCIDENT_DEPLOYMENT, poll_alerts
 from flows.detect.prefect_events import finding_from_event, incident_from_event
-from flows.detect.triage import TriagePolicy
+from flows.detect.triage import TriagePolicy, fleet_prevalence
 
 __all__ = [
     "HANDLE_INCIDENT_DEPLOYMENT",
@@ -38,6 +38,7 @@ __all__ = [
     "entity_keys",
     "finding_from_event",
     "fingerprint",
+    "fleet_prevalence",
     "incident_from_event",
     "joined_alerts",
     "load_alert_file",

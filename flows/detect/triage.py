@@ -25,7 +25,9 @@ class TriagePolicy(BaseModel):
 
     The score (0-100) is severity points (informational 5, low 20, medium 40, high 60,
     critical 80, fatal 90) plus the criticality of the most critical host the incident
-    names plus prevalence: 2 per corroborating alert and 5 per extra host, at most 20.
+    names plus prevalence: 2 per corroborating alert and 5 per extra host, at most 20,
+    plus fleet prevalence (:func:`fleet_prevalence`): 5 per other host a hunt found the
+    incident's indicators on, at most 20.
 
     Attributes:
         threshold: incidents scoring below it are recorded but their flow is not started.
@@ -37,8 +39,14 @@ class TriagePolicy(BaseModel):
     threshold: int = Field(default=40, ge=0, le=100)
     asset_criticality: dict[str, int] = Field(default_factory=dict)
 
-    def score(self, *, severity: int, hosts: Iterable[str], alert_count: int) -> int:
-        """The triage score of an incident with these facts."""
+    def score(
+        self, *, severity: int, hosts: Iterable[str], alert_count: int, fleet_hosts: int = 0
+    ) -> int:
+        """The triage score of an incident with these facts.
+
+        ``fleet_hosts``: how many hosts beyond the incident's own the hunt found its
+        indicators on (0 until it has been hunted).
+        """
         hosts = list(hosts)
         criticality = max(
             (
@@ -51,4 +59,13 @@ class TriagePolicy(BaseModel):
         )
         prevalence = min(20, 2 * max(alert_count - 1, 0) + 5 * max(len(hosts) - 1, 0))
         points = _SEVERITY_POINTS.get(severity, _SEVERITY_POINTS[SeverityId.UNKNOWN])
-        return max(0, min(100, points + criticality + prevalence))
+        fleet = fleet_prevalence(fleet_hosts)
+        return max(0, min(100, points + criticality + prevalence + fleet))
+
+
+def fleet_prevalence(other_hosts: int) -> int:
+    """Points for an indicator seen on ``other_hosts`` hosts the alerts do not name.
+
+    5 per host, at most 20: a payload on four more machines is an outbreak, not a case.
+    """
+    return min(20, 5 * max(other_hosts, 0))

@@ -32,6 +32,7 @@ from flows.playbook.engine import (
     adapter_lookup,
     decide,
 )
+from flows.playbook.hunting import DEFAULT_SINCE_DAYS, hunt_call
 from flows.playbook.library import (
     PlaybookLibrary,
     load_library,
@@ -53,6 +54,7 @@ from flows.playbook.schema import ACTIONS, ErrorCode, Playbook
 
 __all__ = [
     "ACTIONS",
+    "DEFAULT_SINCE_DAYS",
     "CacaoError",
     "CacaoImport",
     "CacaoIssue",
@@ -81,6 +83,7 @@ __all__ = [
     "export_document",
     "export_text",
     "forget_loaded",
+    "hunt_call",
     "import_document",
     "load_library",
     "load_playbook",

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from flows.errors import StanchError
 from flows.models import ActionPlan, Incident, Stage, Verdict
+from flows.playbook.hunting import HUNT_ACTION, HuntArgumentError, hunt_call, hunt_summary
 from flows.playbook.loader import CompiledStep, LoadedPlaybook
 from flows.playbook.schema import ACTIONS, STAGE_ORDER, ActionSpec
 from flows.playbook.templates import RenderError, build_context
@@ -30,8 +31,8 @@ The result is an entity (a pydantic model or a dict), a list of them, or ``None`
 """
 
 NOT_EXECUTED: Mapping[str, str] = {
-    "hunt": "not executed: stanch has no hunt capability yet; run this search in the EDR "
-    "or SIEM console",
+    "hunt": "not executed: a free-text hunt; run this search in the EDR or SIEM console "
+    "(action edr.hunt runs one through the EDR)",
     "notify": "not executed: stanch has no chat capability for notifications yet; send it by hand",
     "manual": "not executed: a manual step for the analyst",
 }
@@ -238,7 +239,9 @@ class _Run:
         looped = "for_each" in step.templates
         result: Any = results if looped else (results[0] if results else None)
         self.steps[step.id] = {"result": result, "missing": missing, "skipped": False}
-        if step.action is not None and step.action.lookup and items:
+        if step.action is not None and step.action.name == HUNT_ACTION and items:
+            self.note(step, "looked_up", hunt_summary(results))
+        elif step.action is not None and step.action.lookup and items:
             self.note(step, "looked_up", f"{len(results)} found, {len(missing)} not found")
 
     def plan(
@@ -328,6 +331,12 @@ def adapter_lookup(adapters: Mapping[Capability, Any]) -> Lookup:
         spec = ACTIONS.get(action)
         if spec is None or not spec.lookup:
             raise PlaybookRunError("lookup", action, f"{action} is not a read-only lookup")
+        if action == HUNT_ACTION:
+            try:
+                indicator, since = hunt_call(args)
+            except HuntArgumentError as exc:
+                raise PlaybookRunError("lookup", action, str(exc)) from exc
+            return await adapters[spec.capability].hunt(indicator, since=since)
         return await getattr(adapters[spec.capability], spec.verb)(**args)
 
     return lookup

@@ -196,7 +196,18 @@ def _catalogue() -> dict[str, ActionSpec]:
     return specs
 
 
-ACTIONS: Mapping[str, ActionSpec] = _catalogue()
+def _hunt_spec() -> ActionSpec:
+    # EDR.hunt takes an Indicator and a datetime; a playbook writes them as typed scalars
+    # (flows.playbook.hunting turns them into the adapter's arguments, validated).
+    params = {
+        "kind": ParamSpec("kind", (str,), required=True),
+        "value": ParamSpec("value", (str,), required=True),
+        "since_days": ParamSpec("since_days", (int,), required=False),
+    }
+    return ActionSpec(Capability.EDR, "hunt", True, "value", params, frozenset({Stage.INVESTIGATE}))
+
+
+ACTIONS: Mapping[str, ActionSpec] = {**_catalogue(), "edr.hunt": _hunt_spec()}
 """Every action a step may name: stanch's executable verbs and the read-only lookups."""
 
 STEP_STAGES: Mapping[str, frozenset[Stage]] = {

@@ -21,9 +21,10 @@ from jinja2.runtime import Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flows.models import Incident
+from flows.playbook.hunting import hunt_facts
 from integrations.ocsf import ObservableType
 
-CONTEXT_ROOTS: frozenset[str] = frozenset({"incident", "alerts", "steps", "tenant"})
+CONTEXT_ROOTS: frozenset[str] = frozenset({"incident", "alerts", "steps", "tenant", "hunt"})
 """The variables every template may use; ``item`` is added inside ``for_each`` steps."""
 
 # autoescape off: the output is plan parameters, not HTML; Slack escaping happens where
@@ -155,7 +156,8 @@ def build_context(incident: Incident, steps: Mapping[str, Any] | None = None) ->
         steps: ``{step_id: {"result": ..., "missing": [...], "skipped": bool}}`` so far.
 
     Returns:
-        ``{"incident", "alerts", "steps", "tenant"}``.
+        ``{"incident", "alerts", "steps", "tenant", "hunt"}``; ``hunt`` gathers the
+        hosts every ``edr.hunt`` step so far found (:func:`hunt_facts`).
     """
     tactics: dict[str, None] = {}
     for alert in incident.alerts:
@@ -183,6 +185,7 @@ def build_context(incident: Incident, steps: Mapping[str, Any] | None = None) ->
         "alerts": _alert_data(incident),
         "steps": dict(steps or {}),
         "tenant": incident.tenant,
+        "hunt": hunt_facts(steps or {}),
     }
 
 

@@ -77,6 +77,7 @@ def report_context(outcome: IncidentOutcome) -> dict[str, Any]:
         "ledger": outcome.ledger,
         "playbook": outcome.playbook,
         "playbook_notes": outcome.playbook_notes,
+        "hunts": outcome.investigation.hunts,
         "stage_order": list(Stage),
         "summary": executive_summary(outcome),
         "timeline": stage_lines(outcome),

@@ -27,7 +27,15 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from flows.models import ActionPlan, ActionResult, ActionStatus, Incident, Stage, utcnow
+from flows.models import (
+    ActionPlan,
+    ActionResult,
+    ActionStatus,
+    HuntSummary,
+    Incident,
+    Stage,
+    utcnow,
+)
 from flows.record.migrations import upgrade
 from flows.record.tables import (
     PLAYBOOK_ID_MAX,
@@ -37,6 +45,7 @@ from flows.record.tables import (
     ApprovalVoteRow,
     BudgetClaimRow,
     DeadLetterRow,
+    IncidentHuntRow,
     IncidentRow,
     IncidentSummaryRow,
     SlackApprovalRow,
@@ -507,6 +516,30 @@ class Store:
                 .where(SlackApprovalRow.approval_id == approval_id)
                 .values(**values)
             )
+
+    # Hunts ----------------------------------------------------------------------------
+    async def save_hunts(self, incident_id: str, hunts: Iterable[HuntSummary]) -> None:
+        """Keep (or replace) what the hunts of an incident's indicators found."""
+        now = utcnow()
+        async with self._session.begin() as session:
+            for hunt in hunts:
+                row = await session.get(IncidentHuntRow, (incident_id, hunt.kind, hunt.value))
+                if row is None:
+                    row = IncidentHuntRow(incident_id=incident_id, kind=hunt.kind, value=hunt.value)
+                    session.add(row)
+                row.vendor, row.host_count = hunt.vendor, hunt.host_count
+                row.summary, row.complete = hunt.model_dump(mode="json"), hunt.complete
+                row.hunted_at = now
+
+    async def hunts(self, incident_id: str) -> list[HuntSummary]:
+        """What the hunts of an incident found, in indicator order."""
+        async with self._session() as session:
+            rows = await session.scalars(
+                select(IncidentHuntRow)
+                .where(IncidentHuntRow.incident_id == incident_id)
+                .order_by(IncidentHuntRow.kind, IncidentHuntRow.value)
+            )
+            return [HuntSummary.model_validate(r.summary) for r in rows]
 
     # Dead letters ---------------------------------------------------------------------
     # Slack summaries ------------------------------------------------------------------

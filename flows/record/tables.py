@@ -192,6 +192,25 @@ class IncidentSummaryRow(Base):
     view: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
+class IncidentHuntRow(Base):
+    """One indicator of an incident hunted across the EDR: counts and the capped summary.
+
+    ``summary`` is a :class:`flows.models.HuntSummary` as JSON (host names capped, the
+    rest counted); a re-run replaces it.
+    """
+
+    __tablename__ = "incident_hunts"
+
+    incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    value: Mapped[str] = mapped_column(String(253), primary_key=True)
+    vendor: Mapped[str] = mapped_column(String(40))
+    host_count: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[dict[str, Any]]
+    complete: Mapped[bool] = mapped_column(Boolean)
+    hunted_at: Mapped[datetime]
+
+
 class DeadLetterRow(Base):
     """An alert payload that was rejected, kept with the reason for inspection.
 

@@ -12,11 +12,13 @@ from flows.respond.builtin import BLOCK_TTL_SECONDS, assess, containment_plans, 
 from flows.respond.compensation import ROLLBACK_AUTHORITY, STILL_IN_EFFECT, compensate
 from flows.respond.executor import ContainmentRolledBack, Responder
 from flows.respond.expiry import EXPIRY_AUTHORITY, TTL_ACTIONS, Expiry, expire_due
+from flows.respond.hunting import HUNT_SINCE_DAYS, hunt_incident, summarise_hunt
 from flows.respond.undo import inverse_plans, undo_incident
 
 __all__ = [
     "BLOCK_TTL_SECONDS",
     "EXPIRY_AUTHORITY",
+    "HUNT_SINCE_DAYS",
     "ROLLBACK_AUTHORITY",
     "STILL_IN_EFFECT",
     "TTL_ACTIONS",
@@ -27,7 +29,9 @@ __all__ = [
     "compensate",
     "containment_plans",
     "expire_due",
+    "hunt_incident",
     "inverse_plans",
     "remediation_plans",
+    "summarise_hunt",
     "undo_incident",
 ]

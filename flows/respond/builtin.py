@@ -7,9 +7,11 @@ from YAML; this module is the built-in response the lifecycle uses until then.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from flows.models import ActionPlan, Incident, Investigation, Stage
+from flows.detect import fleet_prevalence
+from flows.models import ActionPlan, HuntSummary, Incident, Investigation, Stage
+from flows.respond.hunting import fleet_hosts
 from integrations.capabilities import Capability, Host, UserAccount
 from integrations.ocsf import SeverityId
 
@@ -29,8 +31,10 @@ def assess(
     incident: Incident,
     hosts: Mapping[str, Host | None],
     users: Mapping[str, UserAccount | None],
+    hunts: Sequence[HuntSummary] = (),
 ) -> Investigation:
-    """Score the incident from its severity, how many kinds of entity it spans, and ATT&CK."""
+    """Score the incident from its severity, how many kinds of entity it spans, and how far
+    its indicators reached in the fleet (``hunts``; the triage score's fleet prevalence)."""
     score = _SEVERITY_SCORE.get(incident.severity, 30)
     reasons = [f"highest alert severity {incident.severity.name.lower()} (+{score})"]
     found_hosts = {name: h for name, h in hosts.items() if h is not None}
@@ -45,11 +49,19 @@ def assess(
         reasons.append(f"host {missing} is unknown to the EDR")
     for missing in sorted(set(users) - set(found_users)):
         reasons.append(f"user {missing} is unknown to the identity provider")
+    other = fleet_hosts(hunts)
+    if other:
+        points = fleet_prevalence(other)
+        score += points
+        reasons.append(
+            f"its indicators were seen on {other} other host(s) in the fleet (+{points})"
+        )
     score = min(score, 100)
     verdict = "true_positive" if score >= 70 else "suspicious" if score >= 40 else "benign"
     return Investigation(
         hosts={n: h.model_dump(mode="json") for n, h in found_hosts.items()},
         users={n: u.model_dump(mode="json") for n, u in found_users.items()},
+        hunts=list(hunts),
         verdict=verdict,
         risk_score=score,
         reasons=reasons,

@@ -22,12 +22,16 @@ from integrations.errors import (
     RejectedError,
     VendorUnavailable,
 )
+from integrations.hunting import HostSighting, HuntResult, Indicator
 
 DEVICE_QUERY = "/devices/queries/devices/v1"
 DEVICE_ENTITIES = "/devices/entities/devices/v2"
 DEVICE_ACTIONS = "/devices/entities/devices-actions/v2"
 IOC_ENTITIES = "/iocs/entities/indicators/v1"
 IOC_QUERY = "/iocs/queries/indicators/v1"
+DEVICES_RAN_ON = "/indicators/queries/devices/v1"
+_RAN_ON_PAGE = 100
+_DETAILS_BATCH = 100
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -320,6 +324,62 @@ class CrowdStrikeEDR:
             detail={"ioc_ids": ",".join(ids)},
         )
 
+    # Hunting ---------------------------------------------------------------------------
+    async def hunt(self, indicator: Indicator, *, since: datetime) -> HuntResult:
+        """The hosts on which Falcon observed ``indicator``.
+
+        DevicesRanOn answers device ids only, with no time window and no per-host
+        times: ``since`` cannot narrow it, and the sightings carry no first/last seen
+        (the result's note says so). Details come from the device entities, 100 ids a
+        call.
+
+        Vendor API: GET /indicators/queries/devices/v1?type=<kind>&value=<value>
+        (offset-paginated), then GET /devices/entities/devices/v2?ids=<aid>...
+
+        Raises:
+            IntegrationError: a vendor call failed.
+        """
+        aids: list[str] = []
+        offset = 0
+        while True:
+            response, body = await call(
+                self._client,
+                "GET",
+                DEVICES_RAN_ON,
+                params={
+                    "type": indicator.kind.value,
+                    "value": indicator.value,
+                    "limit": _RAN_ON_PAGE,
+                    "offset": offset,
+                },
+            )
+            raise_body_errors(response, body)
+            page = [i for i in resources(body) if isinstance(i, str)]
+            aids.extend(i for i in page if i not in aids)
+            total = _total(body)
+            offset += len(page)
+            if not page or total is None or offset >= total:
+                break
+        hosts: list[HostSighting] = []
+        for start in range(0, len(aids), _DETAILS_BATCH):
+            batch = aids[start : start + _DETAILS_BATCH]
+            response, body = await call(self._client, "GET", DEVICE_ENTITIES, params={"ids": batch})
+            # A device removed since it ran the indicator is a per-id 404: keep the id.
+            raise_body_errors(response, body, ignore=(404,))
+            names = {
+                str(d.get("device_id")): str(d.get("hostname") or "")
+                for d in resources(body)
+                if isinstance(d, dict)
+            }
+            hosts.extend(HostSighting(host_id=a, hostname=names.get(a) or a) for a in batch)
+        return HuntResult(
+            indicator=indicator,
+            vendor=VENDOR,
+            since=since,
+            hosts=hosts,
+            note="Falcon's DevicesRanOn reports no time window or per-host times",
+        )
+
     async def _ioc_actions(self, ids: list[str]) -> set[str]:
         """Vendor API: GET /iocs/entities/indicators/v1?ids=<ioc id>."""
         response, body = await call(self._client, "GET", IOC_ENTITIES, params={"ids": ids})
@@ -344,6 +404,13 @@ def _check_sha256(sha256: str) -> str:
         raise RejectedError("sha256 must be 64 hexadecimal digits", vendor=VENDOR)
     # Falcon stores hash IOC values in lower case; comparing them needs one form.
     return value.lower()
+
+
+def _total(body: dict[str, Any]) -> int | None:
+    meta = body.get("meta")
+    pagination = meta.get("pagination") if isinstance(meta, dict) else None
+    total = pagination.get("total") if isinstance(pagination, dict) else None
+    return total if isinstance(total, int) else None
 
 
 def _has_code(body: dict[str, Any], code: int) -> bool:

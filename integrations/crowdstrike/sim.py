@@ -30,6 +30,7 @@ _Endpoint = Callable[[Request], Awaitable[Response]]
 _CID = "5e1ab0c2d3f44a1b9c8d7e6f5a4b3c2d"
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _IOC_TYPES = {"sha256", "md5", "domain", "ipv4", "ipv6"}
+_RAN_ON_TYPES = {"sha256", "md5", "domain", "ipv4", "ipv6"}
 _IOC_ACTIONS = {"no_action", "allow", "prevent_no_ui", "prevent", "detect"}
 _DEVICE_ACTIONS = {
     "contain",
@@ -236,6 +237,10 @@ class CrowdStrikeSimulator(Simulator):
             raise ValueError("an alert needs a composite_id")
         self.alerts[composite_id] = json.loads(json.dumps(payload))
 
+    def seed_fleet(self) -> list[str]:
+        """The lab fleet and its sightings (see :meth:`Simulator.seed_fleet`)."""
+        return self._seed_edr_fleet()
+
     def host_status(self, aid: str) -> str:
         """The device ``status`` a client would read now (settling pending actions)."""
         self._settle()
@@ -253,6 +258,7 @@ class CrowdStrikeSimulator(Simulator):
             ("/iocs/entities/indicators/v1", "GET", self._get_iocs, True),
             ("/iocs/entities/indicators/v1", "DELETE", self._delete_iocs, True),
             ("/iocs/queries/indicators/v1", "GET", self._query_iocs, True),
+            ("/indicators/queries/devices/v1", "GET", self._devices_ran_on, True),
             ("/alerts/queries/alerts/v2", "GET", self._query_alerts, True),
             ("/alerts/entities/alerts/v2", "POST", self._get_alerts, True),
         ]
@@ -604,6 +610,33 @@ class CrowdStrikeSimulator(Simulator):
         missing = [(404, f"Indicator {i} not found") for i in ids if i not in deleted]
         return self._envelope(
             deleted, errors=missing, writes=len(deleted), powered_by="ioc-manager"
+        )
+
+    # Threat hunting --------------------------------------------------------------------
+    async def _devices_ran_on(self, request: Request) -> Response:
+        """DevicesRanOn: the AIDs that observed an indicator, offset-paginated.
+
+        [U] The documented limit range is not published; the strictest common Falcon
+        query bound (1-100, default 100) is enforced. Falcon reports no time window here.
+        """
+        kind = request.query_params.get("type")
+        value = request.query_params.get("value")
+        if kind not in _RAN_ON_TYPES or not value:
+            return self._envelope(
+                [],
+                errors=[(400, "type (sha256, md5, domain, ipv4, ipv6) and value are required")],
+                status=400,
+                powered_by="ioc-manager",
+            )
+        if kind == "sha256" and not _HEX64.fullmatch(value):
+            return self._envelope([], errors=[(400, f"invalid sha256 value {value!r}")], status=400)
+        limit, offset = self._page(request, default=100, maximum=100)
+        aids = list(dict.fromkeys(s.host_id for s in self.sightings_of(kind, value)))
+        aids = [a for a in aids if a in self.hosts]
+        return self._envelope(
+            aids[offset : offset + limit],
+            pagination={"offset": offset, "limit": limit, "total": len(aids)},
+            powered_by="ioc-manager",
         )
 
     # Alerts ----------------------------------------------------------------------------

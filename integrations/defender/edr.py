@@ -13,6 +13,7 @@ import httpx
 
 from integrations.capabilities import ActionReceipt, Containment, Host
 from integrations.defender.client import VENDOR, DefenderClient, describe, retry_after
+from integrations.defender.hunting import hunt_query
 from integrations.errors import (
     NotFoundError,
     RejectedError,
@@ -20,6 +21,7 @@ from integrations.errors import (
     VendorUnavailable,
 )
 from integrations.http import send
+from integrations.hunting import HostSighting, HuntResult, Indicator
 
 IsolationType = Literal["Full", "Selective", "UnManagedDevice"]
 Sleep = Callable[[float], Awaitable[None]]
@@ -145,6 +147,37 @@ class DefenderEDR:
         """
         response = await self._send("GET", f"/api/machines/{host_id}")
         return await self._host(_object(response))
+
+    async def hunt(self, indicator: Indicator, *, since: datetime) -> HuntResult:
+        """The machines on which ``indicator`` was seen since ``since``, with times.
+
+        One advanced-hunting query (file events for a hash, network events for an
+        address or domain), built by :func:`integrations.defender.hunting.hunt_query`
+        from the validated indicator. MDE keeps 30 days: an older ``since`` is
+        answered from what it has.
+
+        Vendor API: POST /api/advancedqueries/run
+
+        Raises:
+            IntegrationError: the vendor call failed.
+        """
+        response = await self._send(
+            "POST", "/api/advancedqueries/run", json={"Query": hunt_query(indicator, since)}
+        )
+        rows = _object(response).get("Results")
+        if not isinstance(rows, list):
+            raise VendorUnavailable("advanced query answer lacks Results[]", vendor=VENDOR)
+        hosts = [
+            HostSighting(
+                host_id=str(row["DeviceId"]),
+                hostname=str(row.get("DeviceName") or row["DeviceId"]),
+                first_seen=_parse_time(row.get("FirstSeen")),
+                last_seen=_parse_time(row.get("LastSeen")),
+            )
+            for row in rows
+            if isinstance(row, dict) and row.get("DeviceId")
+        ]
+        return HuntResult(indicator=indicator, vendor=VENDOR, since=since, hosts=hosts)
 
     async def _host(self, machine: dict[str, Any]) -> Host:
         machine_id = str(machine["id"])

@@ -41,6 +41,23 @@ INDICATOR_ACTIONS = frozenset(
 _HASH_LENGTH = {"FileSha1": 40, "FileMd5": 32, "FileSha256": 64}
 _FAMILY = {"Isolate": "isolation", "Unisolate": "isolation"}
 _MAX_TOP = 10_000
+# [U] MDE runs any KQL; the simulator understands only the one hunting shape stanch
+# sends (table, time bound, one equality, summarize) and answers anything else 400, the
+# strictest reading of "the query is invalid".
+_HUNT_QUERY = re.compile(
+    r"^(?P<table>DeviceFileEvents|DeviceNetworkEvents)"
+    r" \| where Timestamp > datetime\((?P<since>[0-9T:\-]+Z)\)"
+    r" \| where (?P<column>SHA256|MD5|RemoteIP|RemoteUrl) (?P<op>==|=~)"
+    r" \"(?P<value>[0-9A-Za-z.\-]+)\""
+    r" \| summarize FirstSeen = min\(Timestamp\), LastSeen = max\(Timestamp\)"
+    r" by DeviceId, DeviceName$"
+)
+_HUNT_KINDS = {
+    ("DeviceFileEvents", "SHA256"): "sha256",
+    ("DeviceFileEvents", "MD5"): "md5",
+    ("DeviceNetworkEvents", "RemoteIP"): "ipv4",
+    ("DeviceNetworkEvents", "RemoteUrl"): "domain",
+}
 
 
 def _iso(moment: datetime) -> str:
@@ -254,6 +271,10 @@ class DefenderSimulator(Simulator):
         self.alerts.append(alert)
         return str(alert["id"])
 
+    def seed_fleet(self) -> list[str]:
+        """The lab fleet and its sightings (see :meth:`Simulator.seed_fleet`)."""
+        return self._seed_edr_fleet()
+
     def set_offline(self, machine_id: str, offline: bool = True) -> None:
         """An offline machine never picks up its actions: they stay ``Pending``."""
         if offline:
@@ -297,6 +318,7 @@ class DefenderSimulator(Simulator):
             Route("/api/indicators", api(self._list_indicators), methods=["GET"]),
             Route("/api/indicators", api(self._submit_indicator), methods=["POST"]),
             Route("/api/indicators/{id}", api(self._delete_indicator), methods=["DELETE"]),
+            Route("/api/advancedqueries/run", api(self._advanced_query), methods=["POST"]),
         ]
 
     def _api(self, handler: Handler) -> Handler:
@@ -773,6 +795,48 @@ class DefenderSimulator(Simulator):
         existing.update({k: v for k, v in body.items()}, indicatorValue=value)
         existing["lastUpdateTime"] = _iso(datetime.now(UTC))
         return JSONResponse(existing)
+
+    # Advanced hunting -------------------------------------------------------------------
+    async def _advanced_query(self, request: Request) -> Response:
+        """``{"Query": <KQL>}`` to ``{"Schema", "Results", "Stats"}``, synchronously.
+
+        Documented: data from the last 30 days only; a query over a column of the wrong
+        table is invalid.
+        """
+        query = frozenset({"Query"})
+        body = await self._body(request, allowed=query, required=query)
+        if isinstance(body, Response):
+            return body
+        match = _HUNT_QUERY.fullmatch(str(body["Query"]))
+        kind = _HUNT_KINDS.get((match["table"], match["column"])) if match else None
+        if match is None or kind is None:
+            return _error(400, "BadRequest", "Query is invalid or not supported by the simulator")
+        since = max(_to_time(match["since"]), datetime.now(UTC) - timedelta(days=30))
+        by_device: dict[str, list[datetime]] = {}
+        for sighting in self.sightings_of(kind, match["value"], since):
+            by_device.setdefault(sighting.host_id, []).append(sighting.at)
+        rows = [
+            {
+                "DeviceId": machine_id,
+                "DeviceName": self.machines[machine_id]["computerDnsName"],
+                "FirstSeen": _iso(min(times)),
+                "LastSeen": _iso(max(times)),
+            }
+            for machine_id, times in by_device.items()
+            if machine_id in self.machines
+        ]
+        return JSONResponse(
+            {
+                "Schema": [
+                    {"Name": "DeviceId", "Type": "String"},
+                    {"Name": "DeviceName", "Type": "String"},
+                    {"Name": "FirstSeen", "Type": "DateTime"},
+                    {"Name": "LastSeen", "Type": "DateTime"},
+                ],
+                "Results": rows,
+                "Stats": {"ExecutionTime": 0.01, "resource_usage": {"cache": {}}},
+            }
+        )
 
     async def _delete_indicator(self, request: Request) -> Response:
         if self.indicators.pop(request.path_params["id"], None) is None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integrations.http import seconds_header, tls_verify
@@ -23,6 +25,9 @@ class SentinelOneSettings(BaseSettings):
         base_url: the management console, e.g. ``https://<tenant>.sentinelone.net``.
         api_token: a service-user API token.
         timeout_seconds: per-request timeout.
+        hunt_poll_seconds: pause between polls of a Deep Visibility query.
+        hunt_timeout_seconds: how long a hunt waits for its query to finish before it
+            cancels it and reports an incomplete result.
     """
 
     model_config = SettingsConfigDict(env_prefix="STANCH_SENTINELONE_", extra="ignore")
@@ -30,6 +35,17 @@ class SentinelOneSettings(BaseSettings):
     base_url: str
     api_token: SecretStr
     timeout_seconds: float = 10
+    hunt_poll_seconds: float = Field(default=1.0, gt=0)
+    hunt_timeout_seconds: float = Field(default=60.0, gt=0)
+
+
+class SentinelOneClient(httpx.AsyncClient):
+    """An ``AsyncClient`` that also carries the Deep Visibility polling settings."""
+
+    def __init__(self, *, hunt_poll_seconds: float, hunt_timeout_seconds: float, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.hunt_poll_seconds = hunt_poll_seconds
+        self.hunt_timeout_seconds = hunt_timeout_seconds
 
 
 def describe(response: httpx.Response) -> tuple[str | None, str | None]:
@@ -56,7 +72,9 @@ def connect(
     Returns:
         The client; the caller closes it.
     """
-    return httpx.AsyncClient(
+    return SentinelOneClient(
+        hunt_poll_seconds=settings.hunt_poll_seconds,
+        hunt_timeout_seconds=settings.hunt_timeout_seconds,
         base_url=settings.base_url,
         headers={
             "Authorization": f"ApiToken {settings.api_token.get_secret_value()}",

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
 
 from integrations.capabilities import ActionReceipt, Containment, Host
-from integrations.errors import NotFoundError, RejectedError, VendorUnavailable
+from integrations.errors import (
+    IntegrationError,
+    NotFoundError,
+    RejectedError,
+    VendorUnavailable,
+)
 from integrations.http import send
-from integrations.sentinelone.client import API, VENDOR, describe, retry_after
+from integrations.hunting import HostSighting, HuntResult, Indicator, IndicatorKind
+from integrations.sentinelone.client import (
+    API,
+    VENDOR,
+    SentinelOneClient,
+    describe,
+    retry_after,
+)
 
 OsType = Literal["windows", "macos", "linux", "windows_legacy"]
 MitigationAction = Literal[
@@ -30,6 +45,18 @@ NETWORK_STATUS: dict[str, Containment] = {
 _ID = re.compile(r"^[^,\s]+$")
 _HASH = re.compile(r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+Sleep = Callable[[float], Awaitable[None]]
+
+# [U] S1QL field names per indicator kind (Deep Visibility's classic query language).
+_DV_FIELDS: dict[IndicatorKind, str] = {
+    IndicatorKind.SHA256: "SHA256",
+    IndicatorKind.MD5: "MD5",
+    IndicatorKind.IPV4: "DstIP",
+    IndicatorKind.DOMAIN: "DNSRequest",
+}
+_DV_SAFE = re.compile(r"^[0-9A-Za-z.\-]+$")
+_DV_ENDED = frozenset({"FAILED", "FAILED_CLIENT", "QUERY_CANCELLED", "TIMED_OUT", "QUERY_EXPIRED"})
+_DV_PAGE = 1000
 
 
 def id_filter(ids: Sequence[str]) -> dict[str, list[str]]:
@@ -62,6 +89,10 @@ def _parse_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _dv_iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _hash(value: str) -> str:
     if not _HASH.match(value):
         raise RejectedError(f"not a SHA-1 or SHA-256: {value!r}", vendor=VENDOR)
@@ -78,6 +109,10 @@ class SentinelOneEDR:
     Args:
         client: from :func:`integrations.sentinelone.client.connect`.
         blocklist_os_types: S1 blocklist items are per OS; a hash is blocked on each.
+        hunt_poll_seconds: pause between polls of a Deep Visibility query; defaults to
+            the client's settings.
+        hunt_timeout_seconds: the bounded wait for a query; defaults to the client's.
+        sleep: awaited between polls (injectable for tests).
     """
 
     vendor = VENDOR
@@ -87,9 +122,20 @@ class SentinelOneEDR:
         client: httpx.AsyncClient,
         *,
         blocklist_os_types: Sequence[OsType] = ("windows", "macos", "linux"),
+        hunt_poll_seconds: float | None = None,
+        hunt_timeout_seconds: float | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._client = client
         self._os_types = tuple(blocklist_os_types)
+        poll, timeout = (
+            (client.hunt_poll_seconds, client.hunt_timeout_seconds)
+            if isinstance(client, SentinelOneClient)
+            else (1.0, 60.0)
+        )
+        self._hunt_poll = poll if hunt_poll_seconds is None else hunt_poll_seconds
+        self._hunt_timeout = timeout if hunt_timeout_seconds is None else hunt_timeout_seconds
+        self._sleep = sleep
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return await send(
@@ -169,6 +215,101 @@ class SentinelOneEDR:
             NotFoundError: no such agent.
         """
         return _host(await self._agent(host_id))
+
+    # Hunting ----------------------------------------------------------------------------
+    async def hunt(self, indicator: Indicator, *, since: datetime) -> HuntResult:
+        """The agents on which ``indicator`` was seen since ``since``, with times.
+
+        Deep Visibility is asynchronous: the query is created, its status polled every
+        ``hunt_poll_seconds`` until ``FINISHED``, and its events read page by page
+        (cursor). A query still running after ``hunt_timeout_seconds`` is cancelled and
+        the result is incomplete, with a note; so is one the console ends otherwise.
+
+        Vendor API: POST /web/api/v2.1/dv/init-query,
+        GET /web/api/v2.1/dv/query-status?queryId=..., GET /web/api/v2.1/dv/events?queryId=...
+        (POST /web/api/v2.1/dv/cancel-query on timeout)
+
+        Raises:
+            IntegrationError: a vendor call failed.
+        """
+        value = indicator.value
+        if not _DV_SAFE.fullmatch(value):
+            raise RejectedError("indicator value has characters S1QL cannot take", vendor=VENDOR)
+        query = f'{_DV_FIELDS[indicator.kind]} = "{value}"'
+        now = datetime.now(UTC)
+        created = await self._data(
+            "POST",
+            "/dv/init-query",
+            json={"query": query, "fromDate": _dv_iso(since), "toDate": _dv_iso(now)},
+        )
+        query_id = created.get("queryId") if isinstance(created, dict) else None
+        if not isinstance(query_id, str) or not query_id:
+            raise VendorUnavailable("init-query answer lacks data.queryId", vendor=VENDOR)
+        state = await self._await_query(query_id)
+        if state != "FINISHED":
+            note = (
+                f"Deep Visibility query did not finish within {self._hunt_timeout:g} s"
+                if state == "RUNNING"
+                else f"Deep Visibility query ended {state}"
+            )
+            return HuntResult(
+                indicator=indicator, vendor=VENDOR, since=since, complete=False, note=note
+            )
+        return HuntResult(
+            indicator=indicator,
+            vendor=VENDOR,
+            since=since,
+            hosts=await self._dv_hosts(query_id),
+        )
+
+    async def _await_query(self, query_id: str) -> str:
+        """Poll until the query leaves RUNNING or the bounded wait is over (then cancel)."""
+        deadline = time.monotonic() + self._hunt_timeout
+        while True:
+            status = await self._data("GET", "/dv/query-status", params={"queryId": query_id})
+            state = str(status.get("responseState")) if isinstance(status, dict) else ""
+            if state == "FINISHED" or state in _DV_ENDED:
+                return state
+            if time.monotonic() >= deadline:
+                # Free the console's query slot; a failed cancel changes nothing here.
+                with contextlib.suppress(IntegrationError):
+                    await self._data("POST", "/dv/cancel-query", json={"queryId": query_id})
+                return "RUNNING"
+            await self._sleep(self._hunt_poll)
+
+    async def _dv_hosts(self, query_id: str) -> list[HostSighting]:
+        times: dict[str, tuple[str, list[datetime]]] = {}
+        cursor: str | None = None
+        while True:
+            params = {"queryId": query_id, "limit": str(_DV_PAGE)}
+            if cursor:
+                params["cursor"] = cursor
+            response = await self._send("GET", "/dv/events", params=params)
+            body = response.json()
+            events = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(events, list):
+                raise VendorUnavailable("dv/events answer lacks data[]", vendor=VENDOR)
+            for event in events:
+                if not isinstance(event, dict) or not event.get("agentId"):
+                    continue
+                agent = str(event["agentId"])
+                _, seen = times.setdefault(agent, (str(event.get("agentName") or agent), []))
+                moment = _parse_time(event.get("createdAt"))
+                if moment is not None:
+                    seen.append(moment)
+            pagination = body.get("pagination")
+            cursor = pagination.get("nextCursor") if isinstance(pagination, dict) else None
+            if not cursor:
+                break
+        return [
+            HostSighting(
+                host_id=agent,
+                hostname=name,
+                first_seen=min(seen) if seen else None,
+                last_seen=max(seen) if seen else None,
+            )
+            for agent, (name, seen) in times.items()
+        ]
 
     # Containment ------------------------------------------------------------------------
     async def contain_host(self, host_id: str, *, reason: str) -> ActionReceipt:

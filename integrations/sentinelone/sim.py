@@ -75,6 +75,8 @@ class SentinelOneSimulator(Simulator):
         settle_seconds: how long ``disconnecting``/``connecting`` last before the agent
             reports ``disconnected``/``connected``.
         rate_limit_per_minute: answer 429 beyond this many calls in a sliding minute.
+        query_seconds: how long a Deep Visibility query stays ``RUNNING`` before it is
+            ``FINISHED``; ``None`` for a query that never finishes.
         clock: monotonic time source.
     """
 
@@ -87,8 +89,11 @@ class SentinelOneSimulator(Simulator):
         *,
         settle_seconds: float = 0.5,
         rate_limit_per_minute: int | None = None,
+        query_seconds: float | None = 0.3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.query_seconds = query_seconds
+        self.dv_queries: dict[str, dict[str, Any]] = {}
         self.settle_seconds = settle_seconds
         self.rate_limit_per_minute = rate_limit_per_minute
         self.clock = clock
@@ -154,6 +159,10 @@ class SentinelOneSimulator(Simulator):
         self.threats.append(threat)
         return str(threat["id"])
 
+    def seed_fleet(self) -> list[str]:
+        """The lab fleet and its sightings (see :meth:`Simulator.seed_fleet`)."""
+        return self._seed_edr_fleet()
+
     def network_status(self, agent_id: str) -> str:
         """The agent's ``networkStatus`` now (after any transition that has settled)."""
         return str(self._agent(agent_id)["networkStatus"])
@@ -174,6 +183,10 @@ class SentinelOneSimulator(Simulator):
             Route(f"{API}/restrictions", api(self._list_blocklist), methods=["GET"]),
             Route(f"{API}/restrictions", api(self._add_blocklist), methods=["POST"]),
             Route(f"{API}/restrictions", api(self._delete_blocklist), methods=["DELETE"]),
+            Route(f"{API}/dv/init-query", api(self._dv_init), methods=["POST"]),
+            Route(f"{API}/dv/query-status", api(self._dv_status), methods=["GET"]),
+            Route(f"{API}/dv/events", api(self._dv_events), methods=["GET"]),
+            Route(f"{API}/dv/cancel-query", api(self._dv_cancel), methods=["POST"]),
         ]
 
     def _api(self, handler: Handler) -> Handler:
@@ -233,6 +246,70 @@ class SentinelOneSimulator(Simulator):
         if not isinstance(body, dict):
             raise _Invalid("body must be a JSON object")
         return body
+
+    # Deep Visibility --------------------------------------------------------------------
+    def _dv_state(self, query: dict[str, Any]) -> str:
+        limit = self.query_seconds
+        if query["state"] == "RUNNING" and limit is not None:
+            query["state"] = "FINISHED" if self.clock() - query["started"] >= limit else "RUNNING"
+        return str(query["state"])
+
+    def _dv_query(self, query_id: str | None) -> dict[str, Any]:
+        if not query_id:
+            raise _Invalid("queryId is required")
+        query = self.dv_queries.get(query_id)
+        if query is None:
+            raise _Invalid(f"queryId {query_id} not found")
+        return query
+
+    async def _dv_init(self, request: Request) -> Response:
+        """``{"query", "fromDate", "toDate"}`` to ``{"data": {"queryId"}}``; runs async."""
+        body = await self._json(request)
+        text = body.get("query")
+        match = _DV_QUERY.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise _Invalid("query is invalid or not supported by the simulator")
+        since = _dv_time(body.get("fromDate"), "fromDate")
+        until = _dv_time(body.get("toDate"), "toDate")
+        if since >= until:
+            raise _Invalid("fromDate must be before toDate")
+        kind = _DV_KINDS[match["field"]]
+        events = [
+            {
+                "agentId": s.host_id,
+                "agentName": self.agents[s.host_id]["computerName"],
+                "agentUuid": self.agents[s.host_id]["uuid"],
+                "eventType": _DV_EVENT_TYPES.get(kind, "IP Connect"),
+                "createdAt": _iso(s.at),
+                "id": self._new_id(),
+            }
+            for s in self.sightings_of(kind, match["value"], since)
+            if s.at <= until and s.host_id in self.agents
+        ]
+        query_id = "q" + secrets.token_hex(10)
+        self.dv_queries[query_id] = {"state": "RUNNING", "started": self.clock(), "events": events}
+        return JSONResponse({"data": {"queryId": query_id}})
+
+    async def _dv_status(self, request: Request) -> Response:
+        query = self._dv_query(request.query_params.get("queryId"))
+        state = self._dv_state(query)
+        progress = 100 if state == "FINISHED" else 40
+        return JSONResponse({"data": {"responseState": state, "progressStatus": progress}})
+
+    async def _dv_events(self, request: Request) -> Response:
+        query = self._dv_query(request.query_params.get("queryId"))
+        state = self._dv_state(query)
+        if state != "FINISHED":
+            # [U] Events of an unfinished query are not documented; refuse them.
+            raise _Invalid(f"query is {state}, not FINISHED")
+        return self._page(request, list(query["events"]))
+
+    async def _dv_cancel(self, request: Request) -> Response:
+        body = await self._json(request)
+        query = self._dv_query(body.get("queryId"))
+        if self._dv_state(query) == "RUNNING":
+            query["state"] = "QUERY_CANCELLED"
+        return JSONResponse({"data": {"success": True}})
 
     # Agents -----------------------------------------------------------------------------
     def _agent(self, agent_id: str) -> dict[str, Any]:
@@ -446,3 +523,20 @@ class SentinelOneSimulator(Simulator):
             if self.blocklist.pop(str(item_id), None) is not None:
                 affected += 1
         return JSONResponse({"data": {"affected": affected}})
+
+
+# [U] The simulator understands only the one S1QL shape stanch sends (one field, one
+# quoted value); any other query is a 400, the strictest reading of an invalid query.
+_DV_QUERY = re.compile(r'^(?P<field>SHA256|MD5|DstIP|DNSRequest) = "(?P<value>[0-9A-Za-z.\-]+)"$')
+_DV_KINDS = {"SHA256": "sha256", "MD5": "md5", "DstIP": "ipv4", "DNSRequest": "domain"}
+_DV_EVENT_TYPES = {"sha256": "File Creation", "md5": "File Creation"}
+
+
+def _dv_time(value: object, name: str) -> datetime:
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"{name} is required")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise _Invalid(f"{name} is not an ISO 8601 time") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

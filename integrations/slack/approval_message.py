@@ -118,6 +118,8 @@ class ApprovalView(BaseModel):
         requester: who or what asked (a Slack user id becomes a mention).
         evidence: what was seen, where and when, one line each (from alert data).
         techniques: ATT&CK techniques, ``T1486 Data Encrypted for Impact``.
+        hunt: the "Hunt" section: per indicator, how many hosts of the fleet saw it and
+            which (host names come from the EDR: shown as plain text, never parsed).
         plans: the plans asked about.
         deadline: when silence takes effect.
         on_timeout: what silence means.
@@ -138,6 +140,7 @@ class ApprovalView(BaseModel):
     requester: str = ""
     evidence: list[str] = Field(default_factory=list)
     techniques: list[str] = Field(default_factory=list)
+    hunt: list[str] = Field(default_factory=list)
     plans: list[PlanView] = Field(min_length=1, max_length=MAX_PLANS)
     deadline: AwareDatetime
     on_timeout: Literal["deny", "approve"] = "deny"
@@ -235,6 +238,14 @@ def _evidence_text(view: ApprovalView) -> str:
     if not lines:
         lines.append("No alert detail was recorded with this request.")
     return "What was seen:\n" + "\n".join(f"• {line}" for line in lines)
+
+
+def _hunt_text(view: ApprovalView) -> str:
+    """The "Hunt" section as plain text: which hosts the indicators were seen on."""
+    lines = [clip(" ".join(line.split()), 300) for line in view.hunt[:MAX_EVIDENCE_LINES]]
+    if len(view.hunt) > MAX_EVIDENCE_LINES:
+        lines.append(f"{ELLIPSIS} and {len(view.hunt) - MAX_EVIDENCE_LINES} more")
+    return "Hunt across the fleet:\n" + "\n".join(f"• {line}" for line in lines)
 
 
 def _plan_words(plan: PlanView, label_limit: int = 200) -> str:
@@ -406,6 +417,7 @@ def _body_blocks(view: ApprovalView) -> list[JSON]:
         },
         {"type": "section", "fields": [mrkdwn(f) for f in _fact_fields(view)]},
         {"type": "section", "text": plain(_evidence_text(view))},
+        *([{"type": "section", "text": plain(_hunt_text(view))}] if view.hunt else []),
         *_plan_blocks(view),
     ]
 

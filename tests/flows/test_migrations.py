@@ -35,7 +35,7 @@ from flows.record.migrations import (
 from tests.flows.factories import incident
 from tests.postgres import BACKENDS, PG_URL, pg_schema
 
-HEAD = "0011_outbox"
+HEAD = "0012_hunts"
 VERSIONS = table(VERSION_TABLE, column("version_num"))
 STORE_TABLES = {
     "incidents",
@@ -64,6 +64,7 @@ LATER_TABLES = {  # created by revisions after the baseline
     "budget_claims",
     "ledger_checkpoints",
     "incident_starts",
+    "incident_hunts",
 }
 LATER_INCIDENT_COLUMNS = (
     "proposed_disposition",

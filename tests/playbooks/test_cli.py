@@ -64,7 +64,7 @@ def test_plan_prints_plans_with_policy_verdicts(capsys: pytest.CaptureFixture[st
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    assert "ransomware v2 (" in out and "for INC-20250314-0001, tenant demo" in out
+    assert "ransomware v3 (" in out and "for INC-20250314-0001, tenant demo" in out
     assert (
         "  isolate_hosts: edr.contain_host WS-0042 (reason=stanch INC-20250314-0001) -> "
         "approval by 1 of @soc-analysts\n"
@@ -72,7 +72,9 @@ def test_plan_prints_plans_with_policy_verdicts(capsys: pytest.CaptureFixture[st
     block = "  block_hash: edr.block_hash 8f2b7c1e5a9d4f3b (reason=stanch INC-20250314-0001)"
     assert f"{block} -> unattended\n" in out
     assert "  release_hosts: waiting: waiting for an analyst to confirm:" in out
-    assert "  hunt_hash: not executed: " in out
+    # The dry run's lab simulators know only the alert's hosts: the hunt finds none else.
+    assert "  hunt_hash: looked up: hunted sha256 8f2b7c1e5a9d4f3b… on 0 host(s)\n" in out
+    assert "  isolate_hunted: skipped: nothing to do: for_each gave no items\n" in out
 
 
 def test_plan_with_a_confirmed_release_requires_approval(

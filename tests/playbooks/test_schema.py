@@ -200,6 +200,7 @@ def test_lookups_are_read_only_protocol_methods() -> None:
     assert {s.name for s in lookups} == {
         "edr.find_host",
         "edr.get_host",
+        "edr.hunt",
         "identity.find_user",
         "identity.get_user",
         "firewall.list_blocked",

@@ -17,6 +17,7 @@ from integrations.crowdstrike import (
     connect,
     lab_settings,
 )
+from integrations.hunting import Indicator
 from tests.integrations.documented import operations, undocumented
 
 from .conftest import SPECS, FakeClock, sample
@@ -61,7 +62,7 @@ def test_every_simulator_route_is_documented() -> None:
     """Given the simulator's Starlette routes, when each (method, path) is checked, then
     all are documented operations and none is a bare HEAD."""
     pairs = served(CrowdStrikeSimulator())
-    assert len(pairs) >= 11
+    assert len(pairs) >= 12
     assert undocumented(pairs, operations(*SPEC_FILES)) == []
     assert all(method != "HEAD" for method, _ in pairs)
 
@@ -108,6 +109,11 @@ async def test_full_scenario_sends_only_documented_requests() -> None:
         await edr.block_hash(HASH, reason="scenario")
         await edr.unblock_hash(HASH)
         await edr.unblock_hash(HASH)
+        sim.add_sighting(aid, "sha256", HASH, at=datetime.now(UTC))
+        hunted = await edr.hunt(
+            Indicator.of("sha256", HASH), since=datetime(2026, 1, 1, tzinfo=UTC)
+        )
+        assert hunted.host_ids == [aid]
         assert len(await alerts.fetch_alerts(datetime(2026, 1, 1, tzinfo=UTC))) == 2
 
     logged = [(r.method, r.path) for r in sim.requests]
@@ -121,6 +127,7 @@ async def test_full_scenario_sends_only_documented_requests() -> None:
         "/iocs/queries/indicators/v1",
         "/alerts/queries/alerts/v2",
         "/alerts/entities/alerts/v2",
+        "/indicators/queries/devices/v1",
     }
     for record in sim.requests:
         entry = entry_for(record.method, record.path)

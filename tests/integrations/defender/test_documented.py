@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from starlette.routing import Route
 
 from integrations.defender import DefenderAlerts, DefenderEDR, DefenderSimulator
+from integrations.hunting import Indicator
 from tests.integrations.documented import operations, undocumented
 
 OPS = operations("defender.operations.json")
@@ -21,7 +22,7 @@ def test_every_simulator_route_is_documented() -> None:
         for method in (route.methods or ())
         if method != "HEAD"
     ]
-    assert len(pairs) == 15
+    assert len(pairs) == 16
     assert undocumented(pairs, OPS) == []
 
 
@@ -39,6 +40,7 @@ async def test_every_adapter_request_is_documented(
     await edr.unblock_hash("c" * 64)
     await edr.quarantine_file(machine_id, "d" * 40, reason="r")
     await edr.run_scan(machine_id)
+    await edr.hunt(Indicator.of("ipv4", "203.0.113.5"), since=datetime(2024, 5, 1, tzinfo=UTC))
     await alerts.fetch_alerts(datetime(2024, 5, 1, tzinfo=UTC))
 
     seen = [(r.method, r.path) for r in sim.requests]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from starlette.routing import Route
 
+from integrations.hunting import Indicator
 from integrations.sentinelone import SentinelOneAlerts, SentinelOneEDR, SentinelOneSimulator
 from tests.integrations.documented import operations, undocumented
 
@@ -22,7 +23,7 @@ def test_every_simulator_route_is_documented() -> None:
         for method in (route.methods or ())
         if method != "HEAD"
     ]
-    assert len(pairs) == 8
+    assert len(pairs) == 12
     assert undocumented(pairs, CURATED) == []
     assert undocumented(pairs, OPS) == []
 
@@ -46,8 +47,10 @@ async def test_every_adapter_request_is_documented(
     await edr.unblock_hash("a" * 40)
     await edr.quarantine_file(agent_id, "a" * 40, reason="r")
     await edr.kill_process(agent_id, "a" * 40, reason="r")
+    sim.add_sighting(agent_id, "sha256", "b" * 64, at=datetime.now(UTC))
+    await edr.hunt(Indicator.of("sha256", "b" * 64), since=datetime(2024, 5, 1, tzinfo=UTC))
     await alerts.fetch_alerts(datetime(2024, 5, 1, tzinfo=UTC))
 
     assert all(r.route is not None and r.status == 200 for r in sim.requests)
     assert undocumented([(r.method, r.path) for r in sim.requests], OPS) == []
-    assert len({(r.method, r.route) for r in sim.requests}) == 8
+    assert len({(r.method, r.route) for r in sim.requests}) == 11
