@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.intel import intel_lines
 from flows.models import Incident, Investigation
 from integrations.ocsf import ObservableType
 
@@ -29,6 +30,8 @@ class ApprovalContext(BaseModel):
         techniques: ATT&CK techniques, ``T1486 Data Encrypted for Impact``.
         assessment: how the score was reached.
         vendors: which vendor carries out each capability (``edr`` → ``crowdstrike``).
+        intel: what threat-intelligence services said of the incident's indicators, one
+            line each, worst first (vendor data: attacker-influenced, shown as data).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -40,6 +43,7 @@ class ApprovalContext(BaseModel):
     techniques: list[str] = Field(default_factory=list)
     assessment: list[str] = Field(default_factory=list)
     vendors: dict[str, str] = Field(default_factory=dict)
+    intel: list[str] = Field(default_factory=list)
 
 
 def _alert_line(incident: Incident, index: int) -> str:
@@ -87,4 +91,5 @@ def approval_context(
         techniques=_techniques(incident),
         assessment=list(investigation.reasons),
         vendors=dict(vendors),
+        intel=intel_lines(investigation.intel),
     )

@@ -48,6 +48,7 @@ def approval_view(request: ApprovalRequest) -> ApprovalView:
         requester=request.requester,
         evidence=[*context.evidence, *(f"Assessment: {r}" for r in context.assessment)],
         techniques=list(context.techniques),
+        intel=list(context.intel),
         plans=[
             PlanView(
                 action=p.action,

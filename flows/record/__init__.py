@@ -46,6 +46,7 @@ from flows.record.entries import (
     exported_entry_hash,
     utc_iso,
 )
+from flows.record.intel_store import IntelRecords
 from flows.record.ledger import Ledger, ledger_key
 from flows.record.merging import Moved, move_incident_contents
 from flows.record.metrics import (
@@ -86,9 +87,11 @@ from flows.record.tables import (
     CursorRow,
     DeadLetterRow,
     IncidentEntityRow,
+    IncidentIntelRow,
     IncidentRow,
     IncidentSummaryRow,
     IncidentTriageRow,
+    IntelCacheRow,
     LedgerCheckpointRow,
     LedgerEntryRow,
     SlackApprovalRow,
@@ -132,9 +135,12 @@ __all__ = [
     "InEffect",
     "IncidentClocks",
     "IncidentEntityRow",
+    "IncidentIntelRow",
     "IncidentRow",
     "IncidentSummaryRow",
     "IncidentTriageRow",
+    "IntelCacheRow",
+    "IntelRecords",
     "InverseAction",
     "Ledger",
     "LedgerCheckpointRow",
