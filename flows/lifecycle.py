@@ -30,6 +30,7 @@ from flows import wiring
 from flows.approval import AUTOMATION_REQUESTER, ApprovalGate, default_gate
 from flows.detect import incident_from_event, joined_alerts, merged_into
 from flows.errors import AlertRejected
+from flows.intel import indicators_of, look_up, with_intel
 from flows.models import (
     ActionResult,
     ActionStatus,
@@ -60,6 +61,7 @@ from flows.policy import PolicyError, RulesOfEngagement, policy_or_fail_safe
 from flows.record import (
     AUTO_CLOSE_ACTOR,
     CaseBook,
+    IntelRecords,
     Ledger,
     Store,
     events,
@@ -295,6 +297,8 @@ class Lifecycle:
             dict(zip(self.incident.users, users, strict=True)),
             hunts,
         )
+        self.investigation, intel_note = await self._threat_intel(self.investigation)
+        notes.extend(intel_note)
         self.responder.investigation = self.investigation
         notes.append(f"verdict {self.investigation.verdict}, risk {self.investigation.risk_score}")
         if self.route is not None and self.route.chosen is not None:
@@ -304,6 +308,36 @@ class Lifecycle:
                 f"{len(self.plan.actions)} action(s)"
             )
         return notes
+
+    async def _threat_intel(self, found: Investigation) -> tuple[Investigation, list[str]]:
+        """Threat intel: look every indicator up (cache first), keep the findings, score them.
+
+        Never fails the stage: a lookup that could not be made is an ``unknown`` verdict
+        with a note saying why.
+        """
+        services = self.integrations.intel
+        indicators = indicators_of(self.incident)
+        if not services or not indicators:
+            return found, []
+        records = IntelRecords(self.store.engine)
+        findings = await look_up(
+            services,
+            indicators,
+            records,
+            tenant=self.incident.tenant,
+            ttl_seconds=self.settings.intel_cache_seconds,
+        )
+        await records.record(self.incident.id, [(f.report, f.cached) for f in findings])
+        found = with_intel(found, [f.report for f in findings])
+        malicious = sorted(
+            {f.report.indicator for f in findings if f.report.verdict == "malicious"}
+        )
+        cached = sum(f.cached for f in findings)
+        note = (
+            f"threat intel: {len(indicators)} indicator(s), {len(malicious)} malicious, "
+            f"{cached} of {len(findings)} answer(s) from the cache"
+        )
+        return found, [note]
 
     async def _learn_joined_alerts(self) -> list[str]:
         """Take in alerts the intake joined to this incident since the run began.

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from integrations.capabilities import ActionReceipt, Capability
+from integrations.capabilities import ActionReceipt, Capability, IntelReport
 from integrations.ocsf import DetectionFinding, ObservableType, SeverityId
 
 
@@ -273,6 +273,9 @@ class Investigation(BaseModel):
     verdict: Literal["true_positive", "suspicious", "benign"] = "suspicious"
     risk_score: int = Field(ge=0, le=100, default=0)
     reasons: list[str] = Field(default_factory=list)
+    intel: list[IntelReport] = Field(
+        default_factory=list, description="what reputation services said of its indicators"
+    )
 
     def asset_names(self) -> dict[str, tuple[str, ...]]:
         """Every name and address the vendors gave each host and user, by vendor id.

@@ -78,6 +78,8 @@ class TenantConfig(BaseModel):
         slack_approver_group: a Slack user group that may decide them when its policy
             names none.
         slack_escalation_group: the group a waiting request of this tenant escalates to.
+        intel: the threat-intelligence vendors for this tenant, comma-separated (``""``:
+            none); unset: the process-wide ``intel``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -85,6 +87,7 @@ class TenantConfig(BaseModel):
     edr: str | None = None
     identity: str | None = None
     firewall: str | None = None
+    intel: str | None = None
     credentials: Literal["own", "provider"] = "own"
     slack_channel: str | None = Field(default=None, pattern=_SLACK_ID)
     slack_approver_ids: tuple[str, ...] = ()
@@ -102,6 +105,12 @@ class StanchSettings(BaseSettings):
         mode: ``lab`` wires every capability to an in-process simulator; ``live`` reads
             each vendor's ``STANCH_<VENDOR>_*`` settings and calls its API.
         edr, identity, firewall: which vendor answers each capability.
+        intel: the threat-intelligence vendors every indicator is looked up in,
+            comma-separated (``virustotal,abuseipdb``); ``""``: none. Unset: both in lab
+            mode (their simulators), none in live mode (each needs an API key).
+        intel_cache_seconds: how long a lookup answer is reused for the same indicator
+            and vendor before it is asked again (a day by default), so an alert storm does
+            not spend the daily quota.
         tenant: the tenant an alert belongs to when its payload does not say.
         approval_secret: HMAC key for approval outcomes; generated into ``home`` when unset.
         approval_timeout_seconds: a cap on how long a request waits for a decision; the
@@ -155,6 +164,8 @@ class StanchSettings(BaseSettings):
     edr: str = "crowdstrike"
     identity: str = "okta"
     firewall: str = "fortigate"
+    intel: str | None = None
+    intel_cache_seconds: int = Field(default=86_400, ge=0)
     tenant: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     approval_secret: SecretStr | None = None
     approval_timeout_seconds: int | None = Field(default=None, ge=5)
@@ -194,6 +205,15 @@ class StanchSettings(BaseSettings):
         override = getattr(self.tenant_config(tenant), capability)
         chosen: str = override or getattr(self, capability)
         return chosen
+
+    def intel_vendors(self, tenant: str | None = None) -> list[str]:
+        """The threat-intelligence vendors for ``tenant``, in the order given."""
+        chosen = self.tenant_config(tenant).intel
+        if chosen is None:
+            chosen = self.intel
+        if chosen is None:
+            chosen = "virustotal,abuseipdb" if self.mode == "lab" else ""
+        return list(dict.fromkeys(v.strip() for v in chosen.split(",") if v.strip()))
 
     def slack_channel_for(self, tenant: str | None) -> str | None:
         """The channel ``tenant``'s approval requests go to: its own, else ``slack_channel``."""

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from flows.errors import ConfigurationError
 from flows.settings import StanchSettings
-from integrations.capabilities import EDR, Capability, Firewall, IdentityProvider
+from integrations.capabilities import EDR, Capability, Firewall, IdentityProvider, ThreatIntel
 from integrations.plugin import VendorPlugin, load_plugin
 from integrations.simkit import Simulator
 
@@ -79,6 +79,8 @@ class Integrations:
     firewall: Firewall
     vendors: dict[Capability, str]
     clients: list[httpx.AsyncClient] = field(default_factory=list)
+    intel: list[ThreatIntel] = field(default_factory=list)
+    """The threat-intelligence services indicators are looked up in (``STANCH_INTEL``)."""
 
     def adapter(self, capability: Capability) -> Any:
         """The adapter answering ``capability``."""
@@ -164,16 +166,40 @@ async def connect(
             if vendor not in clients:
                 clients[vendor] = vendor_client(plugin, settings, lab, tenant=tenant)
             adapters[capability] = plugin.adapters[capability](clients[vendor])
+        intel = [
+            _intel_adapter(vendor, settings, lab, tenant, clients)
+            for vendor in settings.intel_vendors(tenant)
+        ]
         yield Integrations(
             edr=cast(EDR, adapters[Capability.EDR]),
             identity=cast(IdentityProvider, adapters[Capability.IDENTITY]),
             firewall=cast(Firewall, adapters[Capability.FIREWALL]),
             vendors=choice,
             clients=list(clients.values()),
+            intel=intel,
         )
     finally:
         for client in clients.values():
             await client.aclose()
+
+
+def _intel_adapter(
+    vendor: str,
+    settings: StanchSettings,
+    lab: Lab,
+    tenant: str | None,
+    clients: dict[str, httpx.AsyncClient],
+) -> ThreatIntel:
+    """The threat-intelligence adapter of ``vendor``, on the tenant's own credentials."""
+    try:
+        plugin = load_plugin(vendor)
+    except (KeyError, ModuleNotFoundError) as exc:
+        raise ConfigurationError(f"STANCH_INTEL={vendor!r}: {exc}") from exc
+    if Capability.INTEL not in plugin.adapters:
+        raise ConfigurationError(f"STANCH_INTEL={vendor!r}: {vendor} has no intel adapter")
+    if vendor not in clients:
+        clients[vendor] = vendor_client(plugin, settings, lab, tenant=tenant)
+    return cast(ThreatIntel, plugin.adapters[Capability.INTEL](clients[vendor]))
 
 
 def slack_chat(settings: StanchSettings, tenant: str | None = None) -> SlackChat | None:

@@ -4,10 +4,16 @@ Each capability is a ``typing.Protocol`` implemented by one adapter class per ve
 (``CrowdStrikeEDR``, ``OktaIdentity``, ``FortiGateFirewall``). Reads return entities;
 mutating verbs are idempotent, return an :class:`ActionReceipt`, and come in reversal
 pairs (``contain_host``/``release_host``) so the ledger can undo them.
+
+:class:`ThreatIntel` is read-only: ``lookup`` says what a reputation service knows of a
+file hash, an address or a domain, so an analyst knows what an indicator is before
+anyone approves acting on it.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -25,6 +31,7 @@ class Capability(StrEnum):
     IDENTITY = "identity"
     FIREWALL = "firewall"
     ALERTS = "alerts"
+    INTEL = "intel"
 
 
 class Containment(StrEnum):
@@ -156,6 +163,112 @@ class AlertSource(Protocol):
     vendor: str
 
     async def fetch_alerts(self, since: datetime) -> list[DetectionFinding]: ...
+
+
+class IndicatorKind(StrEnum):
+    """What an indicator is, as :func:`indicator_kind` reads it."""
+
+    SHA256 = "sha256"
+    SHA1 = "sha1"
+    MD5 = "md5"
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+    DOMAIN = "domain"
+
+    @property
+    def is_hash(self) -> bool:
+        """Whether it names a file by its digest."""
+        return self in (IndicatorKind.SHA256, IndicatorKind.SHA1, IndicatorKind.MD5)
+
+    @property
+    def is_ip(self) -> bool:
+        """Whether it is an address."""
+        return self in (IndicatorKind.IPV4, IndicatorKind.IPV6)
+
+
+class IntelVerdict(StrEnum):
+    """A reputation service's word on an indicator, vendor verdicts folded into four."""
+
+    MALICIOUS = "malicious"
+    SUSPICIOUS = "suspicious"
+    HARMLESS = "harmless"
+    UNKNOWN = "unknown"
+
+
+_HASH_KINDS = {64: IndicatorKind.SHA256, 40: IndicatorKind.SHA1, 32: IndicatorKind.MD5}
+_HEX = re.compile(r"^[0-9a-f]+$")
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}$"
+)
+
+
+def indicator_kind(indicator: str) -> tuple[IndicatorKind, str] | None:
+    """``(kind, canonical value)`` of an indicator, or ``None`` if it is none of the kinds.
+
+    Hashes and domains are lower-cased (a trailing dot dropped), addresses put in their
+    canonical text form.
+    """
+    value = indicator.strip().lower()
+    if _HEX.match(value) and len(value) in _HASH_KINDS:
+        return _HASH_KINDS[len(value)], value
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        kind = IndicatorKind.IPV4 if address.version == 4 else IndicatorKind.IPV6
+        return kind, str(address)
+    value = value.rstrip(".")
+    if _DOMAIN.match(value):
+        return IndicatorKind.DOMAIN, value
+    return None
+
+
+class IntelReport(_Value):
+    """What one reputation service knows of one indicator.
+
+    Every text field but ``indicator``, ``vendor`` and ``link`` comes from the vendor's
+    data, which attackers influence (a family name is whatever a sample calls itself, an
+    engine's label whatever the sample's strings say): render it as data, escaped.
+
+    Attributes:
+        indicator: the indicator looked up, in canonical form.
+        kind: what it is.
+        vendor: which service answered.
+        verdict: malicious, suspicious, harmless or unknown (the service has no record,
+            or could not be asked: ``note`` says which).
+        score: 0-100, the service's confidence that it is malicious, where it has one.
+        names: threat labels and families (``ransomware``, ``lockbit``).
+        first_seen: when the service first saw it, where it says.
+        link: the service's page for the analyst.
+        note: why the verdict is unknown, or anything else the analyst should know.
+    """
+
+    indicator: str
+    kind: IndicatorKind
+    vendor: str
+    verdict: IntelVerdict
+    score: int | None = Field(default=None, ge=0, le=100)
+    names: tuple[str, ...] = ()
+    first_seen: datetime | None = None
+    link: str | None = None
+    note: str | None = None
+
+
+@runtime_checkable
+class ThreatIntel(Protocol):
+    """A reputation service: what it knows of a file hash, an address or a domain.
+
+    ``kinds`` are the indicator kinds it answers for. ``lookup`` returns an
+    :class:`IntelReport` with verdict ``unknown`` when the service has no record (its
+    404); it raises :class:`~integrations.errors.RateLimited` when the quota is spent
+    and :class:`~integrations.errors.RejectedError` for an indicator it does not take.
+    """
+
+    vendor: str
+    kinds: frozenset[IndicatorKind]
+
+    async def lookup(self, indicator: str) -> IntelReport: ...
 
 
 # The inverse of each reversible verb: what the ledger runs to undo it.

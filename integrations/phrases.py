@@ -14,6 +14,8 @@ VENDOR_NAMES: dict[str, str] = {
     "entra": "Microsoft Entra ID",
     "panos": "PAN-OS",
     "fortigate": "FortiGate",
+    "virustotal": "VirusTotal",
+    "abuseipdb": "AbuseIPDB",
     "slack": "Slack",
 }
 

@@ -25,6 +25,8 @@ VENDORS: tuple[str, ...] = (
     "entra",
     "panos",
     "fortigate",
+    "virustotal",
+    "abuseipdb",
 )
 """Every vendor stanch integrates with, by package name."""
 

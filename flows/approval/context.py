@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.intel import intel_lines
 from flows.models import Incident, Investigation
 from integrations.ocsf import ObservableType
 
@@ -31,6 +32,8 @@ class ApprovalContext(BaseModel):
         vendors: which vendor carries out each capability (``edr`` → ``crowdstrike``).
         hunt: the "Hunt" section: per indicator, on how many hosts of the fleet it was
             seen and which (names capped, the rest counted).
+        intel: what threat-intelligence services said of the incident's indicators, one
+            line each, worst first (vendor data: attacker-influenced, shown as data).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -43,6 +46,7 @@ class ApprovalContext(BaseModel):
     assessment: list[str] = Field(default_factory=list)
     vendors: dict[str, str] = Field(default_factory=dict)
     hunt: list[str] = Field(default_factory=list)
+    intel: list[str] = Field(default_factory=list)
 
 
 def _alert_line(incident: Incident, index: int) -> str:
@@ -91,4 +95,5 @@ def approval_context(
         assessment=list(investigation.reasons),
         vendors=dict(vendors),
         hunt=[h.line() for h in investigation.hunts],
+        intel=intel_lines(investigation.intel),
     )

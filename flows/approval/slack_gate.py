@@ -49,6 +49,7 @@ def approval_view(request: ApprovalRequest) -> ApprovalView:
         evidence=[*context.evidence, *(f"Assessment: {r}" for r in context.assessment)],
         techniques=list(context.techniques),
         hunt=list(context.hunt),
+        intel=list(context.intel),
         plans=[
             PlanView(
                 action=p.action,

@@ -3,8 +3,9 @@
 Alerts arrive by webhook (``stanch serve``), from alert files (``stanch run``) or from a
 scheduled poller per source; each is normalised to an OCSF Detection Finding
 (:func:`normalise`), fingerprinted for de-duplication and correlated into an incident by
-the entities it names (:class:`Intake`), scored by triage (:class:`TriagePolicy`), and a
-running incident flow takes in the alerts that joined it since (:func:`joined_alerts`).
+the entities it names (:class:`Intake`), scored by triage (:class:`TriagePolicy`, and
+:func:`intel_points` once threat intel is in), and a running incident flow takes in the
+alerts that joined it since (:func:`joined_alerts`).
 A Prefect event that a playbook's trigger names becomes an incident too
 (:func:`incident_from_event`).
 """
@@ -19,7 +20,7 @@ from flows.detect.joins import joined_alerts, merged_into
 from flows.detect.normalise import SOURCE_FORMATS, UnknownSource, normalise
 from flows.detect.pollers import HANDLE_INCIDENT_DEPLOYMENT, poll_alerts
 from flows.detect.prefect_events import finding_from_event, incident_from_event
-from flows.detect.triage import TriagePolicy, fleet_prevalence
+from flows.detect.triage import TriagePolicy, fleet_prevalence, intel_points
 
 __all__ = [
     "HANDLE_INCIDENT_DEPLOYMENT",
@@ -40,6 +41,7 @@ __all__ = [
     "fingerprint",
     "fleet_prevalence",
     "incident_from_event",
+    "intel_points",
     "joined_alerts",
     "load_alert_file",
     "merged_into",

@@ -1,4 +1,4 @@
-"""Triage: how urgent an incident is, scored from its severity, assets and prevalence."""
+"""Triage: how urgent an incident is, scored from its severity, assets, prevalence and intel."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations.ocsf import SeverityId
+
+INTEL_POINTS: dict[str, int] = {"malicious": 25, "suspicious": 10}
+"""What the worst threat-intel verdict among an incident's indicators adds to its score."""
+
+
+def intel_points(verdicts: Iterable[str]) -> int:
+    """The points the worst of ``verdicts`` (``malicious`` … ``unknown``) is worth."""
+    return max((INTEL_POINTS.get(v, 0) for v in verdicts), default=0)
+
 
 _SEVERITY_POINTS: dict[int, int] = {
     SeverityId.UNKNOWN: 20,
@@ -27,7 +36,8 @@ class TriagePolicy(BaseModel):
     critical 80, fatal 90) plus the criticality of the most critical host the incident
     names plus prevalence: 2 per corroborating alert and 5 per extra host, at most 20,
     plus fleet prevalence (:func:`fleet_prevalence`): 5 per other host a hunt found the
-    incident's indicators on, at most 20.
+    incident's indicators on, at most 20, plus threat intel once known
+    (:func:`intel_points`): 25 when an indicator is malicious, 10 when suspicious.
 
     Attributes:
         threshold: incidents scoring below it are recorded but their flow is not started.
@@ -40,12 +50,19 @@ class TriagePolicy(BaseModel):
     asset_criticality: dict[str, int] = Field(default_factory=dict)
 
     def score(
-        self, *, severity: int, hosts: Iterable[str], alert_count: int, fleet_hosts: int = 0
+        self,
+        *,
+        severity: int,
+        hosts: Iterable[str],
+        alert_count: int,
+        fleet_hosts: int = 0,
+        intel_verdicts: Iterable[str] = (),
     ) -> int:
         """The triage score of an incident with these facts.
 
         ``fleet_hosts``: how many hosts beyond the incident's own the hunt found its
-        indicators on (0 until it has been hunted).
+        indicators on (0 until it has been hunted); ``intel_verdicts``: what threat
+        intelligence said of its indicators, when known.
         """
         hosts = list(hosts)
         criticality = max(
@@ -60,7 +77,8 @@ class TriagePolicy(BaseModel):
         prevalence = min(20, 2 * max(alert_count - 1, 0) + 5 * max(len(hosts) - 1, 0))
         points = _SEVERITY_POINTS.get(severity, _SEVERITY_POINTS[SeverityId.UNKNOWN])
         fleet = fleet_prevalence(fleet_hosts)
-        return max(0, min(100, points + criticality + prevalence + fleet))
+        intel = intel_points(intel_verdicts)
+        return max(0, min(100, points + criticality + prevalence + fleet + intel))
 
 
 def fleet_prevalence(other_hosts: int) -> int:

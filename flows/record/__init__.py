@@ -51,6 +51,7 @@ from flows.record.entries import (
     exported_entry_hash,
     utc_iso,
 )
+from flows.record.intel_store import IntelRecords
 from flows.record.ledger import Ledger, ledger_key
 from flows.record.merging import Moved, move_incident_contents
 from flows.record.metrics import (
@@ -100,10 +101,12 @@ from flows.record.tables import (
     CursorRow,
     DeadLetterRow,
     IncidentEntityRow,
+    IncidentIntelRow,
     IncidentRow,
     IncidentStartRow,
     IncidentSummaryRow,
     IncidentTriageRow,
+    IntelCacheRow,
     LedgerCheckpointRow,
     LedgerEntryRow,
     SlackApprovalRow,
@@ -149,10 +152,13 @@ __all__ = [
     "InEffect",
     "IncidentClocks",
     "IncidentEntityRow",
+    "IncidentIntelRow",
     "IncidentRow",
     "IncidentStartRow",
     "IncidentSummaryRow",
     "IncidentTriageRow",
+    "IntelCacheRow",
+    "IntelRecords",
     "InverseAction",
     "Ledger",
     "LedgerCheckpointRow",

@@ -31,6 +31,7 @@ from flows.record.report_facts import (
     when,
     who,
 )
+from integrations.phrases import vendor_name
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
@@ -87,6 +88,7 @@ def report_context(outcome: IncidentOutcome) -> dict[str, Any]:
         "who": who,
         "action_line": action_line,
         "decided_by": decided_by,
+        "intel": threat_intel_rows(outcome),
         "evidence": {
             "Hosts": incident.hostnames,
             "Users": incident.users,
@@ -95,6 +97,35 @@ def report_context(outcome: IncidentOutcome) -> dict[str, Any]:
             "ATT&CK techniques": incident.techniques,
         },
     }
+
+
+_VERDICT_ORDER = {"malicious": 0, "suspicious": 1, "harmless": 2, "unknown": 3}
+
+
+def threat_intel_rows(outcome: IncidentOutcome) -> list[dict[str, Any]]:
+    """The report's "Threat intel" rows, worst verdict first.
+
+    Names and notes come from the vendors' data (attacker-influenced): the templates
+    escape them like alert text.
+    """
+    reports = sorted(
+        outcome.investigation.intel,
+        key=lambda r: (_VERDICT_ORDER.get(r.verdict.value, 9), r.indicator, r.vendor),
+    )
+    return [
+        {
+            "kind": r.kind,
+            "indicator": r.indicator,
+            "verdict": r.verdict,
+            "source": vendor_name(r.vendor),
+            "score": r.score,
+            "names": list(r.names),
+            "first_seen": r.first_seen,
+            "link": r.link,
+            "note": r.note,
+        }
+        for r in reports
+    ]
 
 
 def export_json(outcome: IncidentOutcome) -> str:

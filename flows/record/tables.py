@@ -462,3 +462,40 @@ class LedgerCheckpointRow(Base):
     seq: Mapped[int] = mapped_column(Integer)
     entry_hash: Mapped[str] = mapped_column(String(64))
     verified_at: Mapped[datetime]
+
+
+# Investigate: threat-intelligence answers ----------------------------------------------
+class IntelCacheRow(Base):
+    """A reputation service's answer about one indicator, reused until ``expires_at``.
+
+    Keyed by tenant as well: each tenant's lookups are made with its own API key and
+    spend its own quota, so one tenant's answer is never served on another's behalf.
+    ``report`` is the :class:`~integrations.capabilities.IntelReport` as JSON.
+    """
+
+    __tablename__ = "intel_cache"
+
+    tenant: Mapped[str] = mapped_column(String(63), primary_key=True)
+    vendor: Mapped[str] = mapped_column(String(40), primary_key=True)
+    indicator: Mapped[str] = mapped_column(String(300), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    report: Mapped[dict[str, Any]]
+    fetched_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class IncidentIntelRow(Base):
+    """What the investigate stage learned of one of an incident's indicators from one vendor.
+
+    ``cached`` says the answer came from :class:`IntelCacheRow` (no vendor request).
+    """
+
+    __tablename__ = "incident_intel"
+
+    incident_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor: Mapped[str] = mapped_column(String(40), primary_key=True)
+    indicator: Mapped[str] = mapped_column(String(300), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(12))
+    report: Mapped[dict[str, Any]]
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    looked_up_at: Mapped[datetime]

@@ -120,6 +120,8 @@ class ApprovalView(BaseModel):
         techniques: ATT&CK techniques, ``T1486 Data Encrypted for Impact``.
         hunt: the "Hunt" section: per indicator, how many hosts of the fleet saw it and
             which (host names come from the EDR: shown as plain text, never parsed).
+        intel: threat intel, one line per indicator and service, worst first (vendor
+            data: attacker-influenced, shown as plain text like alert data).
         plans: the plans asked about.
         deadline: when silence takes effect.
         on_timeout: what silence means.
@@ -141,6 +143,7 @@ class ApprovalView(BaseModel):
     evidence: list[str] = Field(default_factory=list)
     techniques: list[str] = Field(default_factory=list)
     hunt: list[str] = Field(default_factory=list)
+    intel: list[str] = Field(default_factory=list)
     plans: list[PlanView] = Field(min_length=1, max_length=MAX_PLANS)
     deadline: AwareDatetime
     on_timeout: Literal["deny", "approve"] = "deny"
@@ -246,6 +249,20 @@ def _hunt_text(view: ApprovalView) -> str:
     if len(view.hunt) > MAX_EVIDENCE_LINES:
         lines.append(f"{ELLIPSIS} and {len(view.hunt) - MAX_EVIDENCE_LINES} more")
     return "Hunt across the fleet:\n" + "\n".join(f"• {line}" for line in lines)
+
+
+MAX_INTEL_LINES = 8
+
+
+def _threat_intel_blocks(view: ApprovalView) -> list[JSON]:
+    """Threat intel, as plain text: a family name is whatever the malware calls itself."""
+    if not view.intel:
+        return []
+    lines = [clip(" ".join(line.split()), 300) for line in view.intel[:MAX_INTEL_LINES]]
+    if len(view.intel) > MAX_INTEL_LINES:
+        lines.append(f"{ELLIPSIS} and {len(view.intel) - MAX_INTEL_LINES} more")
+    text = "Threat intel:\n" + "\n".join(f"• {line}" for line in lines)
+    return [{"type": "section", "text": plain(clip(text, SECTION_TEXT_LIMIT))}]
 
 
 def _plan_words(plan: PlanView, label_limit: int = 200) -> str:
@@ -418,6 +435,7 @@ def _body_blocks(view: ApprovalView) -> list[JSON]:
         {"type": "section", "fields": [mrkdwn(f) for f in _fact_fields(view)]},
         {"type": "section", "text": plain(_evidence_text(view))},
         *([{"type": "section", "text": plain(_hunt_text(view))}] if view.hunt else []),
+        *_threat_intel_blocks(view),
         *_plan_blocks(view),
     ]
 

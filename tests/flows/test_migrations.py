@@ -35,7 +35,7 @@ from flows.record.migrations import (
 from tests.flows.factories import incident
 from tests.postgres import BACKENDS, PG_URL, pg_schema
 
-HEAD = "0012_hunts"
+HEAD = "0007_intel_cache"
 VERSIONS = table(VERSION_TABLE, column("version_num"))
 STORE_TABLES = {
     "incidents",
@@ -65,6 +65,8 @@ LATER_TABLES = {  # created by revisions after the baseline
     "ledger_checkpoints",
     "incident_starts",
     "incident_hunts",
+    "intel_cache",
+    "incident_intel",
 }
 LATER_INCIDENT_COLUMNS = (
     "proposed_disposition",
@@ -181,6 +183,7 @@ async def test_differences_are_found_when_the_schema_lags_the_models(target: Tar
         | {("add_column", "incidents", c) for c in LATER_INCIDENT_COLUMNS}
         | {("add_index", "ix_budget_claims_window"), ("add_column", "ledger_entries", "entry_mac")}
         | {("add_index", "ix_incident_starts_started_at"), ("add_column", "dead_letters", "raw")}
+        | {("add_index", "ix_intel_cache_expires_at")}
     )
 
 

@@ -29,6 +29,7 @@ from integrations.capabilities import (
     Firewall,
     Host,
     IdentityProvider,
+    ThreatIntel,
     UserAccount,
     UserStatus,
 )
@@ -43,6 +44,7 @@ PROTOCOLS: dict[Capability, type[Any]] = {
     Capability.IDENTITY: IdentityProvider,
     Capability.FIREWALL: Firewall,
     Capability.ALERTS: AlertSource,
+    Capability.INTEL: ThreatIntel,
 }
 
 SETTLE_SECONDS = 0.05
@@ -192,7 +194,7 @@ def test_reversal_pairs_are_declared_and_implemented(
     protocol = PROTOCOLS[capability]
     declared = _verbs(protocol)
     reversible = declared & set(INVERSE_VERBS)
-    if capability is not Capability.ALERTS:
+    if capability not in (Capability.ALERTS, Capability.INTEL):  # read-only capabilities
         assert reversible, f"{protocol.__name__} declares no reversible verb"
     adapter_class = plugin.adapters[capability]
     for verb in reversible:
