@@ -258,7 +258,7 @@ def _threat_intel_blocks(view: ApprovalView) -> list[JSON]:
     """Threat intel, as plain text: a family name is whatever the malware calls itself."""
     if not view.intel:
         return []
-    lines = [clip(" ".join(line.split()), 300) for line in view.intel[:MAX_INTEL_LINES]]
+    lines = [clip(" ".join(line.split()), 450) for line in view.intel[:MAX_INTEL_LINES]]
     if len(view.intel) > MAX_INTEL_LINES:
         lines.append(f"{ELLIPSIS} and {len(view.intel) - MAX_INTEL_LINES} more")
     text = "Threat intel:\n" + "\n".join(f"• {line}" for line in lines)
