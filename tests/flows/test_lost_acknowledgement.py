@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.models import ActionStatus, IncidentOutcome
+from flows.models import ActionResult, ActionStatus, IncidentOutcome
 from flows.record import ApprovalRow, Ledger, Store, md_escape, open_store
 from flows.respond import undo_incident
 from flows.settings import StanchSettings, load_settings
@@ -98,6 +98,13 @@ async def still_in_effect(store: Store, incident_id: str) -> set[str]:
     }
 
 
+def own_containment(outcome: IncidentOutcome) -> list[ActionResult]:
+    """The containment of the incident's own host (not of the hosts its hunt found)."""
+    return [
+        a for a in outcome.actions if a.plan.verb == "contain_host" and a.plan.target_label == HOST
+    ]
+
+
 def reported(outcome: IncidentOutcome, action: str) -> list[str]:
     """The outcome's "still in effect" lines for ``action`` (``edr.contain_host WS-0042``),
     as a person reads them (``Isolate host WS-0042 (CrowdStrike), until undone …``)."""
@@ -130,9 +137,11 @@ async def test_a_lost_contain_acknowledgement_is_owned_reported_and_undone(store
     sim = crowdstrike()
     aid = aid_of(sim, HOST)
     posts = [r for r in sim.requests if r.path.startswith("/devices/entities/devices-actions")]
-    assert [(r.status, r.lost) for r in posts] == [(202, True), (202, False)]
+    # The incident's host twice (the first answer lost), each host its hunt found once.
+    hosts = [a for a in outcome.actions if a.plan.verb == "contain_host"]
+    assert [(r.status, r.lost) for r in posts] == [(202, True)] + [(202, False)] * len(hosts)
     assert sim.host_status(aid) == "contained"
-    [contain] = [a for a in outcome.actions if a.plan.verb == "contain_host"]
+    [contain] = own_containment(outcome)
     assert contain.status == ActionStatus.EXECUTED
     assert contain.receipt is not None and contain.receipt.changed
     await assert_reported_in_effect(outcome, f"edr.contain_host {HOST}")
@@ -167,10 +176,11 @@ async def test_a_failed_containment_poll_is_polled_again_not_contained_twice(
 
     aid = aid_of(sim, HOST)
     posts = [r for r in sim.requests if r.path.startswith("/devices/entities/devices-actions")]
-    assert [r.status for r in posts] == [202]
+    hosts = [a for a in outcome.actions if a.plan.verb == "contain_host"]
+    assert [r.status for r in posts] == [202] * len(hosts), "each host contained once"
     polls = [r.status for r in sim.requests if r.path == "/devices/entities/devices/v2"]
     assert 503 in polls and polls[-1] == 200
-    [contain] = [a for a in outcome.actions if a.plan.verb == "contain_host"]
+    [contain] = own_containment(outcome)
     assert (contain.status, contain.receipt and contain.receipt.state) == (
         ActionStatus.EXECUTED,
         "contained",
@@ -235,17 +245,21 @@ async def test_state_that_existed_before_the_incident_stays_already_done(store: 
     host contained, because stanch did not cause that state."""
     incident = new_incident()
     sim = crowdstrike()
-    aid = sim.add_host(HOST)
+    # The lab's fleet has the host already (its hunt telemetry); add it only if not.
+    known = [a for a, h in sim.hosts.items() if h["hostname"] == HOST]
+    aid = known[0] if known else sim.add_host(HOST)
     default_lab().provisioned.add(("host", "crowdstrike", HOST))
     sim.hosts[aid]["status"] = "contained"
     outcome, _ = await run(incident, store, approve)
     assert isinstance(outcome, IncidentOutcome), outcome
 
-    [contain] = [a for a in outcome.actions if a.plan.verb == "contain_host"]
+    contains = own_containment(outcome)
+    assert len(contains) == 1, [(c.plan.stage, c.plan.target, c.status) for c in contains]
+    [contain] = contains
     assert contain.status == ActionStatus.ALREADY_DONE
     assert reported(outcome, f"edr.contain_host {HOST}") == []
 
     undone = await undo(store, incident.id)
 
-    assert not [line for line in undone if line.startswith("release_host")]
+    assert not [line for line in undone if line.startswith(f"release_host {HOST} ")]
     assert sim.host_status(aid) == "contained"
