@@ -7,10 +7,11 @@ fortigate simulators and the intake service on loopback (``bench.common``), then
   ``/v1/alerts/<source>`` and waits until ``reports/<incident>.json`` is written (the
   ``handle-incident`` flow run, every action unattended by the benchmark policy);
 * **baseline**: the same two alerts, normalised, then the same adapter calls through the
-  same vendor adapters over the same loopback HTTP (find_host, find_user; contain_host and
-  polling get_host, suspend_user, revoke_sessions, block_ip per IP, concurrently; then
-  block_hash), and a small JSON report: no Prefect, no store. The password expiry waits for
-  the account's release, which an analyst confirms, so neither path makes it.
+  same vendor adapters over the same loopback HTTP (find_host, find_user, the hunt;
+  contain_host and polling get_host, suspend_user, revoke_sessions, block_ip per IP,
+  concurrently; then block_hash), and a small JSON report: no Prefect, no store. The
+  password expiry waits for the account's release, which an analyst confirms, so neither
+  path makes it.
 
 It prints medians of both, their ratio, and the vendor requests each path made per route
 (token requests left out), which must be the same.
@@ -60,7 +61,7 @@ async def baseline_once(payloads: list[dict[str, Any]], number: int, reports: Pa
     """The same vendor calls as the playbook, with plain adapters; seconds end to end."""
     from flows.detect import normalise
     from flows.models import Incident
-    from flows.respond import assess, containment_plans, remediation_plans
+    from flows.respond import assess, containment_plans, hunt_incident, remediation_plans
     from flows.settings import load_settings
     from flows.wiring import connect
 
@@ -77,6 +78,7 @@ async def baseline_once(payloads: list[dict[str, Any]], number: int, reports: Pa
     async with connect(load_settings(), tenant=common.TENANT) as vendors:
         hosts = await asyncio.gather(*(vendors.edr.find_host(h) for h in incident.hostnames))
         users = await asyncio.gather(*(vendors.identity.find_user(u) for u in incident.users))
+        await hunt_incident(vendors.edr, incident)  # the investigate stage hunts too
         found = assess(
             incident,
             dict(zip(incident.hostnames, hosts, strict=True)),
